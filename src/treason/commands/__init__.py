@@ -1,0 +1,1 @@
+"""Subcommands of the treason CLI, one module each."""

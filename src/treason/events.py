@@ -1,0 +1,108 @@
+"""The event record: one accepted window update that moved a receiver's right edge left.
+
+Scan, live, simulate and the log matcher all speak this record; every output (terminal,
+JSON Lines, CSV) is a view of it. The schema is documented in ``docs/events.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+
+
+class Severity(IntEnum):
+    """Event classes, least to most severe; an event carries the most severe that applies."""
+
+    RETRACTION = 1  # edge moved left by less than the scale granularity 2**shift (RFC 7323)
+    SHRINK = 2  # edge moved left by at least 2**shift: the RFC 9293 SHLD-14 violation
+    BEYOND = 3  # new edge lies before the sender's snd_nxt: sent data is now out of window
+    KERNEL = 4  # window set to 0 with data outstanding: what Linux on the sender logs
+
+    @property
+    def label(self) -> str:
+        return CLASS_NAMES[self]
+
+
+CLASS_NAMES = {
+    Severity.RETRACTION: "retraction",
+    Severity.SHRINK: "shrink",
+    Severity.BEYOND: "beyond",
+    Severity.KERNEL: "kernel",
+}
+CLASS_BY_NAME = {v: k for k, v in CLASS_NAMES.items()}
+
+
+@dataclass(slots=True)
+class Event:
+    """A receiver (``src``) moved the right edge of the window it offers ``dst`` to the left.
+
+    Sequence fields are absolute numbers in the data sender's (``dst``'s) sequence space.
+    ``shrink_bytes`` is how far the edge moved back; ``beyond_bytes`` how much already-sent
+    data now lies past the new edge. ``scale`` is the shift the edges were computed with;
+    when the handshake was not seen it is the smallest plausible shift that makes this an event,
+    and ``certainty`` says whether every plausible shift agrees (``definite``) or only some do
+    (``possible``).
+    """
+
+    frame: int
+    time: float
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    vlan: tuple[int, ...]
+    cls: Severity
+    closing: bool
+    certainty: str
+    old_edge: int
+    new_edge: int
+    shrink_bytes: int
+    beyond_bytes: int
+    snd_una: int
+    snd_nxt: int
+    ack: int
+    win: int
+    scale: int
+    scale_known: bool
+    kernel_lines: dict[str, str] = field(default_factory=dict)
+    file: str = ""
+
+    @property
+    def kernel_line(self) -> str | None:
+        """The 3.13–6.5 wording, for kernel-visible events only."""
+        if self.cls is not Severity.KERNEL:
+            return None
+        return self.kernel_lines.get("3.13")
+
+    def key(self) -> tuple:
+        """Identity used to compare event lists from different engines."""
+        return (
+            self.frame,
+            self.src,
+            self.sport,
+            self.dst,
+            self.dport,
+            self.vlan,
+            int(self.cls),
+            self.closing,
+            self.certainty,
+            self.old_edge,
+            self.new_edge,
+            self.shrink_bytes,
+            self.beyond_bytes,
+            self.snd_una,
+            self.snd_nxt,
+            self.scale,
+            self.scale_known,
+        )
+
+    def to_dict(self) -> dict:
+        """The JSON Lines record (schema: docs/events.md)."""
+        d = asdict(self)
+        del d["cls"]
+        d["class"] = self.cls.label
+        d["vlan"] = list(self.vlan)
+        d["kernel_line"] = self.kernel_line
+        if self.cls is not Severity.KERNEL:
+            d["kernel_lines"] = {}
+        return d
