@@ -1,0 +1,409 @@
+"""The reference model: how one TCP connection's senders see their peers' receive windows.
+
+This is the readable definition of every rule in DESIGN §3. It is what ``explain`` and
+``simulate`` run, what the tests check properties against, and the oracle the fast scanner
+must agree with event for event. It favours clarity over speed.
+
+Vocabulary (RFC 9293 / Linux): a segment travels from R (it *advertises* a window) to S (the
+data sender whose TCB holds ``SND.UNA``, ``SND.NXT``, ``SND.WL1``, ``SND.WL2``, ``SND.WND``).
+The **right edge** R offers is ``SEG.ACK + (SEG.WND << shift)``; S accepts a window update only
+when ``SND.UNA <= SEG.ACK <= SND.NXT`` and ``SND.WL1 < SEG.SEQ`` or (``SND.WL1 == SEG.SEQ`` and
+``SND.WL2 <= SEG.ACK``). An accepted update whose right edge lies before the previous accepted
+one is an event. The model keeps each side's TCB as S would, inferred from what the capture
+shows of both directions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from treason import seq as sq
+from treason.events import Event, Severity
+from treason.kernel import kernel_lines
+from treason.packets import ACK, FIN, RST, SYN, Segment
+
+#: RFC 7323 §2.3: shift counts above 14 are treated as 14.
+MAX_SHIFT = 14
+#: Bit s set: a window shift of s is still consistent with what the capture showed.
+ALL_SHIFTS = (1 << (MAX_SHIFT + 1)) - 1
+
+
+@dataclass
+class ModelStats:
+    """Anomalies the model met; none of them is fatal and none makes an event."""
+
+    duplicates: int = 0  # exact copies (span ports) dropped
+    old_acks: int = 0  # ACK before SND.UNA: reordered or retransmitted, never a shrink
+    stale_updates: int = 0  # failed the SND.WL1/SND.WL2 test: older than the last update
+    unseen_acks: int = 0  # ACK beyond SND.NXT: the capture missed the data it acknowledges
+    stray_acks: int = 0  # ACKs before the handshake completed (not a baseline)
+    ignored_syns: int = 0  # SYNs inside a live connection (scales untouched)
+    resets: int = 0  # RST segments (their windows are ignored)
+    window_overruns: int = 0  # new data beyond the edge under every plausible shift
+    retractions: int = 0  # edge moved back by less than the scale granularity
+
+
+class Side:
+    """One endpoint: the data it sends (its TCB's send variables) and the window its peer offers.
+
+    ``snd_wscale`` is the shift S applies to windows received from its peer, i.e. the peer's
+    own window-scale option; ``None`` while it is unknown (handshake not seen).
+    """
+
+    __slots__ = (
+        "addr",
+        "feasible",
+        "fin",
+        "isn",
+        "last_copy",
+        "max_edge",
+        "port",
+        "snd_nxt",
+        "snd_una",
+        "snd_wl1",
+        "snd_wl2",
+        "snd_wnd",
+        "snd_wscale",
+        "ws_option",
+    )
+
+    def __init__(self, addr: str, port: int) -> None:
+        self.addr = addr
+        self.port = port
+        self.isn: int | None = None
+        self.ws_option: int | None = None  # WS option in this side's own SYN, capped
+        self.fin = False
+        self.snd_una: int | None = None
+        self.snd_nxt: int | None = None
+        self.snd_wl1: int | None = None
+        self.snd_wl2: int | None = None
+        self.snd_wnd: int | None = None  # raw (unscaled) SEG.WND of the last accepted update
+        self.snd_wscale: int | None = None
+        self.feasible = ALL_SHIFTS
+        self.max_edge: list[int] | None = None  # per shift, furthest edge offered (scale unknown)
+        self.last_copy: tuple | None = None
+
+    def edge(self, shift: int) -> int:
+        """The right edge of the last accepted update, under ``shift``."""
+        assert self.snd_wl2 is not None and self.snd_wnd is not None
+        return sq.add(self.snd_wl2, self.snd_wnd << shift)
+
+
+class Connection:
+    """Both directions of one TCP connection, fed its segments in capture order."""
+
+    def __init__(self, first: Segment, vlan: tuple[int, ...], stats: ModelStats) -> None:
+        self.a = Side(first.src, first.sport)
+        self.b = Side(first.dst, first.dport)
+        self.vlan = vlan
+        self.stats = stats
+        self.client: Side | None = None  # sender of the SYN, when seen
+        self.syn_seen = False
+        self.synack_seen = False
+        self.established = False  # handshake completed, or capture began mid-connection
+        self.reset = False
+        self.last_active = 0  # the flow table's clock when this connection last saw a segment
+
+    @property
+    def handshake_seen(self) -> bool:
+        return self.syn_seen and self.synack_seen
+
+    def sides(self, seg: Segment) -> tuple[Side, Side]:
+        """(sender of ``seg``, its peer)."""
+        if seg.src == self.a.addr and seg.sport == self.a.port:
+            return self.a, self.b
+        return self.b, self.a
+
+    def reusable_by(self, seg: Segment) -> bool:
+        """Whether a bare SYN starts a new connection on this 4-tuple (port reuse).
+
+        Only after the old one ended (RST, or FIN both ways), or before it ever completed a
+        handshake with another ISN; a SYN in a live connection never resets its scales.
+        """
+        if self.reset or (self.a.fin and self.b.fin):
+            return True
+        if not self.established and self.client is not None:
+            return seg.seq != self.client.isn
+        return False
+
+    # -- per segment -------------------------------------------------------------------------
+
+    def process(self, seg: Segment) -> Event | None:
+        sender, peer = self.sides(seg)
+        copy = (seg.ip_id, seg.checksum, seg.seq, seg.ack, seg.win, seg.flags, seg.payload_len)
+        if copy == sender.last_copy:
+            self.stats.duplicates += 1
+            return None
+        sender.last_copy = copy
+        flags = seg.flags
+        if flags & RST:
+            self.reset = True
+            self.stats.resets += 1
+            return None
+        if flags & SYN:
+            self._syn(seg, sender, peer)
+            return None
+        self._sent(seg, sender, peer)
+        if flags & ACK:
+            return self._window_update(seg, sender, peer)
+        return None
+
+    def _syn(self, seg: Segment, sender: Side, peer: Side) -> None:
+        ws = None if seg.ws is None else min(seg.ws, MAX_SHIFT)
+        end = sq.add(seg.seq, 1 + seg.payload_len)
+        if not seg.flags & ACK:
+            if self.syn_seen or self.established:
+                self.stats.ignored_syns += 1
+                return
+            self.syn_seen = True
+            self.client = sender
+            sender.isn, sender.ws_option = seg.seq, ws
+            sender.snd_una, sender.snd_nxt = seg.seq, end
+            return
+        # SYN-ACK
+        if self.synack_seen or self.established or sender is self.client:
+            self.stats.ignored_syns += 1
+            return
+        client = self.client
+        if client is not None and seg.ack != sq.add(client.isn, 1):
+            self.stats.ignored_syns += 1  # answers some other SYN
+            return
+        self.synack_seen = True
+        self.established = True
+        self.client = peer
+        sender.isn, sender.ws_option = seg.seq, ws
+        sender.snd_una, sender.snd_nxt = seg.seq, end
+        # The client takes SND.UNA, SND.WL1, SND.WL2 from the SYN-ACK (RFC 9293 §3.10.7.3) but
+        # a SYN's window is never scaled and never a baseline.
+        peer.snd_una = seg.ack
+        if peer.snd_nxt is None or sq.before(peer.snd_nxt, seg.ack):
+            peer.snd_nxt = seg.ack
+        peer.snd_wl1, peer.snd_wl2 = seg.seq, seg.ack
+        if client is None:
+            # SYN not captured. A SYN-ACK carries WS only if the SYN did (RFC 7323 §1.3), so
+            # the server's shift is known; the client's stays unknown unless scaling is off.
+            peer.snd_wscale = ws
+            sender.snd_wscale = 0 if ws is None else None
+        elif ws is not None and client.ws_option is not None:
+            peer.snd_wscale = ws
+            sender.snd_wscale = client.ws_option
+        else:
+            peer.snd_wscale = sender.snd_wscale = 0
+
+    def _sent(self, seg: Segment, sender: Side, peer: Side) -> None:
+        """Track the sender's SND.NXT; zero-window probes and keep-alives never advance it."""
+        if seg.flags & FIN:
+            sender.fin = True
+        end = sq.add(seg.seq, seg.payload_len + (1 if seg.flags & FIN else 0))
+        if sender.snd_nxt is None:
+            sender.snd_nxt = end
+            return
+        if not sq.after(end, sender.snd_nxt):
+            return
+        una = sender.snd_una
+        if una is not None and seg.seq == sq.add(una, -1) and seg.payload_len <= 1:
+            return  # probe or keep-alive: seq = SND.UNA - 1
+        if sender.snd_wscale is None and sender.max_edge is not None:
+            self._rule_out_shifts(sender, sq.add(seg.seq, seg.payload_len))
+        sender.snd_nxt = end
+
+    def _rule_out_shifts(self, sender: Side, data_end: int) -> None:
+        """New data past the furthest edge offered under shift s proves s is not the scale.
+
+        Senders never send new data beyond the window; this narrows "possible" events when
+        the handshake was not captured. If every shift would be ruled out the sender overran
+        the window outright, which says nothing about the scale.
+        """
+        assert sender.max_edge is not None
+        feasible = sender.feasible
+        for s in range(MAX_SHIFT + 1):
+            if feasible >> s & 1 and sq.after(data_end, sender.max_edge[s]):
+                feasible &= ~(1 << s)
+        if feasible:
+            sender.feasible = feasible
+        else:
+            self.stats.window_overruns += 1
+
+    def _window_update(self, seg: Segment, r: Side, s: Side) -> Event | None:
+        """``r`` advertises a window to ``s``: apply S's acceptance test, then compare edges."""
+        if not self.established:
+            client = self.client
+            if client is None:
+                self.established = True  # capture began mid-connection
+            elif r is client or client.isn is None or not sq.after(seg.ack, client.isn):
+                self.stats.stray_acks += 1
+                return None
+            else:
+                # The server acknowledges the SYN: the SYN-ACK was not captured.
+                self.established = True
+                r.snd_wscale = 0 if client.ws_option is None else None
+                client.snd_wscale = 0 if client.ws_option is None else None
+        ack = seg.ack
+        if s.snd_una is None:
+            s.snd_una = ack
+        elif sq.before(ack, s.snd_una):
+            self.stats.old_acks += 1
+            return None
+        elif sq.after(ack, s.snd_una):
+            s.snd_una = ack
+        if s.snd_nxt is None or sq.before(s.snd_nxt, ack):
+            if s.snd_nxt is not None:
+                self.stats.unseen_acks += 1
+            s.snd_nxt = ack
+        wl1 = s.snd_wl1
+        if wl1 is not None and not (
+            sq.before(wl1, seg.seq) or (wl1 == seg.seq and not sq.before(ack, s.snd_wl2))
+        ):
+            self.stats.stale_updates += 1
+            return None
+        event = self._compare(seg, r, s) if s.snd_wnd is not None else None
+        s.snd_wl1, s.snd_wl2, s.snd_wnd = seg.seq, ack, seg.win
+        if s.snd_wscale is None:
+            if s.max_edge is None:
+                s.max_edge = [s.edge(k) for k in range(MAX_SHIFT + 1)]
+            else:
+                for k in range(MAX_SHIFT + 1):
+                    e = s.edge(k)
+                    if sq.after(e, s.max_edge[k]):
+                        s.max_edge[k] = e
+        return event
+
+    # -- classification ----------------------------------------------------------------------
+
+    def _classify(self, seg: Segment, s: Side, shift: int) -> Severity | None:
+        retreat = sq.diff(s.edge(shift), sq.add(seg.ack, seg.win << shift))
+        if retreat <= 0:
+            return None
+        assert s.snd_una is not None and s.snd_nxt is not None
+        if seg.win == 0 and sq.before(s.snd_una, s.snd_nxt):
+            return Severity.KERNEL
+        if retreat < 1 << shift:
+            return Severity.RETRACTION
+        if sq.before(sq.add(seg.ack, seg.win << shift), s.snd_nxt):
+            return Severity.BEYOND
+        return Severity.SHRINK
+
+    def _compare(self, seg: Segment, r: Side, s: Side) -> Event | None:
+        if s.snd_wscale is not None:
+            shift = s.snd_wscale
+            cls = self._classify(seg, s, shift)
+            if cls is None:
+                return None
+            certainty = "definite"
+        else:
+            classes = {
+                k: self._classify(seg, s, k) for k in range(MAX_SHIFT + 1) if s.feasible >> k & 1
+            }
+            reportable = [k for k, c in classes.items() if c is not None and c >= Severity.SHRINK]
+            if not reportable:
+                reportable = [k for k, c in classes.items() if c is not None]
+            if not reportable:
+                return None
+            shift = reportable[0]
+            cls = classes[shift]
+            assert cls is not None
+            certainty = "definite" if len(reportable) == len(classes) else "possible"
+        if cls is Severity.RETRACTION:
+            self.stats.retractions += 1
+        return self._event(seg, r, s, shift, cls, certainty)
+
+    def _event(
+        self, seg: Segment, r: Side, s: Side, shift: int, cls: Severity, certainty: str
+    ) -> Event:
+        assert s.snd_una is not None and s.snd_nxt is not None
+        old_edge = s.edge(shift)
+        new_edge = sq.add(seg.ack, seg.win << shift)
+        beyond = max(0, sq.diff(s.snd_nxt, new_edge))
+        lines: dict[str, str] = {}
+        if cls >= Severity.BEYOND:
+            every = kernel_lines(r.addr, r.port, s.port, s.snd_una, s.snd_nxt, seg.win << shift)
+            lines = every if cls is Severity.KERNEL else {"2.4.0": every["2.4.0"]}
+        return Event(
+            frame=seg.frame,
+            time=seg.ts_ns / 1e9,
+            src=r.addr,
+            sport=r.port,
+            dst=s.addr,
+            dport=s.port,
+            vlan=self.vlan,
+            cls=cls,
+            closing=self.a.fin or self.b.fin,
+            certainty=certainty,
+            old_edge=old_edge,
+            new_edge=new_edge,
+            shrink_bytes=sq.diff(old_edge, new_edge),
+            beyond_bytes=beyond,
+            snd_una=s.snd_una,
+            snd_nxt=s.snd_nxt,
+            ack=seg.ack,
+            win=seg.win,
+            scale=shift,
+            scale_known=s.snd_wscale is not None,
+            kernel_lines=lines,
+        )
+
+
+@dataclass
+class FlowTable:
+    """Connections by flow key, with the idle timeout and cap the scanners share.
+
+    Eviction is deterministic so every engine evicts the same flows at the same packet: the
+    clock is the latest timestamp seen; before each segment, flows idle longer than
+    ``idle_timeout`` are evicted oldest first, and a new flow that would exceed ``max_flows``
+    evicts the least recently active one. An evicted flow that resumes starts afresh, as if
+    the capture had begun mid-connection.
+    """
+
+    max_flows: int = 500_000
+    idle_timeout_ns: int = 600 * 10**9
+    stats: ModelStats = field(default_factory=ModelStats)
+    flows: int = 0
+    handshakes: int = 0
+    evicted_idle: int = 0
+    evicted_cap: int = 0
+
+    def __post_init__(self) -> None:
+        self._conns: dict[tuple, Connection] = {}
+        self._now = 0
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    @staticmethod
+    def key(seg: Segment) -> tuple:
+        a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
+        return (seg.vlan, a, b) if a <= b else (seg.vlan, b, a)
+
+    def process(self, seg: Segment) -> Event | None:
+        if seg.ts_ns > self._now:
+            self._now = seg.ts_ns
+        self._expire()
+        key = self.key(seg)
+        conns = self._conns
+        conn = conns.pop(key, None)  # re-inserted below: dict order is recency order
+        if conn is None or (seg.flags & (SYN | ACK) == SYN and conn.reusable_by(seg)):
+            if conn is None and len(conns) >= self.max_flows:
+                self._evict_oldest()
+                self.evicted_cap += 1
+            conn = Connection(seg, seg.vlan, self.stats)
+            self.flows += 1
+        was_seen = conn.handshake_seen
+        event = conn.process(seg)
+        conn.last_active = self._now
+        if conn.handshake_seen and not was_seen:
+            self.handshakes += 1
+        conns[key] = conn
+        return event
+
+    def _expire(self) -> None:
+        limit = self._now - self.idle_timeout_ns
+        conns = self._conns
+        while conns:
+            key = next(iter(conns))
+            if conns[key].last_active >= limit:
+                break
+            del conns[key]
+            self.evicted_idle += 1
+
+    def _evict_oldest(self) -> None:
+        del self._conns[next(iter(self._conns))]
