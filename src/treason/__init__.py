@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from treason.errors import CaptureError, TreasonError, TruncatedCapture
 from treason.events import Event, Severity
+from treason.scanner import ScanStats, scan
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CaptureError",
     "Event",
+    "ScanStats",
     "Severity",
     "TreasonError",
     "TruncatedCapture",
     "__version__",
+    "scan",
 ]

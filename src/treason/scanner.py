@@ -1,0 +1,134 @@
+"""Scan captures for window shrinks: readers → decoder → flow table → events.
+
+Two engines produce the same events and the same counters: ``reference`` runs the readable
+model one Python object at a time; ``fast`` (the compiled scanner in ``treason.fastpath``) does
+the same work in C over whole chunks. ``auto`` picks the fast one when it is built.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import BinaryIO
+
+from treason.errors import TruncatedCapture
+from treason.events import Event, Severity
+from treason.model import FlowTable, ModelStats
+
+DEFAULT_MAX_FLOWS = 500_000
+DEFAULT_IDLE_TIMEOUT = 600.0  # seconds; longer than Linux's 240 s zero-window give-up
+
+Source = str | os.PathLike | BinaryIO
+
+
+@dataclass
+class ScanStats:
+    """What a scan saw, for the capture summary; filled in as events are yielded."""
+
+    frames: int = 0
+    segments: int = 0  # decoded TCP segments
+    skipped: Counter = field(default_factory=Counter)  # frames not analysed, by reason
+    flows: int = 0
+    handshakes: int = 0  # flows whose SYN and SYN-ACK were both captured
+    evicted_idle: int = 0
+    evicted_cap: int = 0
+    events: Counter = field(default_factory=Counter)  # by class label, retractions included
+    model: ModelStats = field(default_factory=ModelStats)
+    warnings: list[str] = field(default_factory=list)
+
+    def merge(self, other: ScanStats) -> None:
+        for name in ("frames", "segments", "flows", "handshakes", "evicted_idle", "evicted_cap"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.skipped.update(other.skipped)
+        self.events.update(other.events)
+        for name, value in asdict(other.model).items():
+            setattr(self.model, name, getattr(self.model, name) + value)
+        self.warnings.extend(other.warnings)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["skipped"] = dict(self.skipped)
+        d["events"] = dict(self.events)
+        return d
+
+
+def source_name(source: Source) -> str:
+    if source == "-":
+        return "<stdin>"
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return getattr(source, "name", "<stream>")
+
+
+def fast_available() -> bool:
+    try:
+        from treason import fastpath
+    except ImportError:
+        return False
+    return fastpath.available()
+
+
+def scan(
+    source: Source,
+    *,
+    retractions: bool = False,
+    engine: str = "auto",
+    max_flows: int = DEFAULT_MAX_FLOWS,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    stats: ScanStats | None = None,
+) -> Iterator[Event]:
+    """Yield every window-shrink event of one capture, in frame order.
+
+    ``source`` is a path, ``"-"`` for standard input, or a binary stream. Retractions (edge
+    moved back by less than the scale granularity) are counted in ``stats`` and yielded only
+    with ``retractions=True``. A capture that ends inside a record is reported up to that
+    point with a warning in ``stats.warnings``; other damage raises ``CaptureError`` after
+    every event before it has been yielded.
+    """
+    stats = stats if stats is not None else ScanStats()
+    name = source_name(source)
+    if engine == "auto":
+        engine = "fast" if fast_available() else "reference"
+    if engine == "fast":
+        from treason import fastpath
+
+        events = fastpath.scan(source, name, stats, max_flows, int(idle_timeout * 1e9))
+    elif engine == "reference":
+        events = _reference(source, name, stats, max_flows, int(idle_timeout * 1e9))
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
+    try:
+        for event in events:
+            event.file = name
+            stats.events[event.cls.label] += 1
+            if retractions or event.cls is not Severity.RETRACTION:
+                yield event
+    except TruncatedCapture as exc:
+        stats.warnings.append(str(exc))
+
+
+def _reference(
+    source: Source, name: str, stats: ScanStats, max_flows: int, idle_timeout_ns: int
+) -> Iterator[Event]:
+    from treason.decode import decode
+    from treason.readers import open_frames
+
+    table = FlowTable(max_flows=max_flows, idle_timeout_ns=idle_timeout_ns, stats=stats.model)
+    try:
+        for frame in open_frames(source, name):
+            stats.frames += 1
+            seg = decode(frame)
+            if isinstance(seg, str):
+                stats.skipped[seg] += 1
+                continue
+            stats.segments += 1
+            event = table.process(seg)
+            if event is not None:
+                yield event
+    finally:
+        stats.flows += table.flows
+        stats.handshakes += table.handshakes
+        stats.evicted_idle += table.evicted_idle
+        stats.evicted_cap += table.evicted_cap
