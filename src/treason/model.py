@@ -35,6 +35,7 @@ class ModelStats:
     duplicates: int = 0  # exact copies (span ports) dropped
     old_acks: int = 0  # ACK before SND.UNA: reordered or retransmitted, never a shrink
     stale_updates: int = 0  # failed the SND.WL1/SND.WL2 test: older than the last update
+    paws_rejects: int = 0  # TSval older than the last accepted update's: a reordered segment
     unseen_acks: int = 0  # ACK beyond SND.NXT: the capture missed the data it acknowledges
     stray_acks: int = 0  # ACKs before the handshake completed (not a baseline)
     ignored_syns: int = 0  # SYNs inside a live connection (scales untouched)
@@ -58,12 +59,14 @@ class Side:
         "last_copy",
         "max_edge",
         "port",
+        "shrink_counts",
         "snd_nxt",
         "snd_una",
         "snd_wl1",
         "snd_wl2",
         "snd_wnd",
         "snd_wscale",
+        "ts_recent",
         "ws_option",
     )
 
@@ -81,6 +84,8 @@ class Side:
         self.snd_wscale: int | None = None
         self.feasible = ALL_SHIFTS
         self.max_edge: list[int] | None = None  # per shift, furthest edge offered (scale unknown)
+        self.shrink_counts: list[int] | None = None  # per shift, shrinks it would imply
+        self.ts_recent: int | None = None  # TSval of the last accepted update from the peer
         self.last_copy: tuple | None = None
 
     def edge(self, shift: int) -> int:
@@ -256,11 +261,19 @@ class Connection:
         ):
             self.stats.stale_updates += 1
             return None
+        if seg.tsval is not None:
+            # PAWS (RFC 7323 §5): an update stamped before the last accepted one was overtaken
+            # on the way; without timestamps a reordered pure window update is undetectable.
+            if s.ts_recent is not None and sq.before(seg.tsval, s.ts_recent):
+                self.stats.paws_rejects += 1
+                return None
+            s.ts_recent = seg.tsval
         event = self._compare(seg, r, s) if s.snd_wnd is not None else None
         s.snd_wl1, s.snd_wl2, s.snd_wnd = seg.seq, ack, seg.win
         if s.snd_wscale is None:
             if s.max_edge is None:
                 s.max_edge = [s.edge(k) for k in range(MAX_SHIFT + 1)]
+                s.shrink_counts = [0] * (MAX_SHIFT + 1)
             else:
                 for k in range(MAX_SHIFT + 1):
                     e = s.edge(k)
@@ -270,42 +283,72 @@ class Connection:
 
     # -- classification ----------------------------------------------------------------------
 
-    def _classify(self, seg: Segment, s: Side, shift: int) -> Severity | None:
-        retreat = sq.diff(s.edge(shift), sq.add(seg.ack, seg.win << shift))
+    def _classify(self, seg: Segment, s: Side, shift: int) -> tuple[Severity | None, bool]:
+        """The class of this update under ``shift``, and whether it is a full shrink there.
+
+        A zero window with data outstanding is ``KERNEL`` even when the edge moved back by less
+        than the granularity: Linux on the sender logs it all the same.
+        """
+        new_edge = sq.add(seg.ack, seg.win << shift)
+        retreat = sq.diff(s.edge(shift), new_edge)
         if retreat <= 0:
-            return None
+            return None, False
         assert s.snd_una is not None and s.snd_nxt is not None
+        full = retreat >= 1 << shift
         if seg.win == 0 and sq.before(s.snd_una, s.snd_nxt):
-            return Severity.KERNEL
-        if retreat < 1 << shift:
-            return Severity.RETRACTION
-        if sq.before(sq.add(seg.ack, seg.win << shift), s.snd_nxt):
-            return Severity.BEYOND
-        return Severity.SHRINK
+            return Severity.KERNEL, full
+        if not full:
+            return Severity.RETRACTION, False
+        if sq.before(new_edge, s.snd_nxt):
+            return Severity.BEYOND, True
+        return Severity.SHRINK, True
 
     def _compare(self, seg: Segment, r: Side, s: Side) -> Event | None:
         if s.snd_wscale is not None:
             shift = s.snd_wscale
-            cls = self._classify(seg, s, shift)
+            cls, _ = self._classify(seg, s, shift)
             if cls is None:
                 return None
             certainty = "definite"
         else:
-            classes = {
-                k: self._classify(seg, s, k) for k in range(MAX_SHIFT + 1) if s.feasible >> k & 1
-            }
-            reportable = [k for k, c in classes.items() if c is not None and c >= Severity.SHRINK]
-            if not reportable:
-                reportable = [k for k, c in classes.items() if c is not None]
-            if not reportable:
+            found = self._infer(seg, s)
+            if found is None:
                 return None
-            shift = reportable[0]
-            cls = classes[shift]
-            assert cls is not None
-            certainty = "definite" if len(reportable) == len(classes) else "possible"
+            cls, shift, certainty = found
         if cls is Severity.RETRACTION:
             self.stats.retractions += 1
         return self._event(seg, r, s, shift, cls, certainty)
+
+    def _infer(self, seg: Segment, s: Side) -> tuple[Severity, int, str] | None:
+        """Judge an update when the handshake (and so the scale) was not captured.
+
+        Every shift not ruled out by the sender's data (``feasible``) is a hypothesis. A
+        well-behaved receiver never shrinks under its true shift, so each full shrink a shift
+        would imply counts against it, and only the shifts with the fewest (the *plausible*
+        ones) are judged, this update included. Without that, every ordinary ACK of an unscaled
+        connection would look like a shrink under larger shifts. The event is reported under
+        the smallest plausible shift that makes it one: ``definite`` when all plausible shifts
+        agree, ``possible`` when only some do.
+        """
+        counts = s.shrink_counts
+        assert counts is not None
+        classes: dict[int, Severity | None] = {}
+        for k in range(MAX_SHIFT + 1):
+            if s.feasible >> k & 1:
+                cls, full = self._classify(seg, s, k)
+                classes[k] = cls
+                if full:
+                    counts[k] += 1
+        fewest = min(counts[k] for k in classes)
+        plausible = [k for k in classes if counts[k] == fewest]
+        hits = [k for k in plausible if (classes[k] or 0) >= Severity.SHRINK]
+        if not hits:
+            hits = [k for k in plausible if classes[k] is not None]
+        if not hits:
+            return None
+        cls = classes[hits[0]]
+        assert cls is not None
+        return cls, hits[0], "definite" if len(hits) == len(plausible) else "possible"
 
     def _event(
         self, seg: Segment, r: Side, s: Side, shift: int, cls: Severity, certainty: str

@@ -46,7 +46,9 @@ class Segment:
     option's shift count as sent (not yet capped), or ``None`` when the option is absent.
     ``vlan`` lists the 802.1Q/802.1ad ids outermost first (empty when untagged); it is part of
     the flow key. ``ip_id`` is the IPv4 identification (0 for IPv6); with ``checksum`` it lets the
-    model recognise the exact duplicate copies a span port makes.
+    model recognise the exact duplicate copies a span port makes. ``tsval`` is the TCP
+    timestamp option's TSval (RFC 7323), ``None`` when absent: like PAWS, the model uses it to
+    recognise reordered old window updates.
     """
 
     frame: int
@@ -64,3 +66,4 @@ class Segment:
     vlan: tuple[int, ...] = ()
     ip_id: int = 0
     checksum: int = 0
+    tsval: int | None = None
