@@ -1,0 +1,500 @@
+"""Container formats: turn whatever a log file is into (time, host, program, message) records.
+
+Kernel messages reach users wrapped in many containers: syslog (RFC 3164, with or without the
+kernel's ``[uptime]`` and ``[T123]`` caller id; rsyslog's RFC 3339 timestamps; RFC 5424),
+``journalctl`` (``-o short*``, ``-o json``, ``-o export``), ``dmesg`` (plain, ``-r``, ``-x``,
+``-T``, ``--time-format=iso``) and ``/dev/kmsg`` records, rotated and gzip-compressed. The
+format is recognised per line (per file for the journal's JSON and export forms), so a
+concatenation of sources still reads. Only the kernel's own messages are marked ``kernel``:
+an application quoting a kernel wording in its own log is not the kernel.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import BinaryIO
+
+from treason.errors import TreasonError
+
+#: Longest line parsed; the rest of a longer line is kept out of the grammar (no kernel line
+#: is anywhere near this long) so hostile input cannot cost more than linear time.
+MAX_LINE = 8192
+
+
+@dataclass(slots=True)
+class Record:
+    """One log message, container removed. ``time`` is None when the container has none;
+    ``uptime`` is the kernel's seconds-since-boot stamp when one was printed."""
+
+    source: str
+    lineno: int
+    raw: str
+    message: str
+    kernel: bool
+    fmt: str
+    host: str | None = None
+    program: str | None = None
+    time: datetime | None = None
+    uptime: float | None = None
+    caller: str | None = None
+    repeats: int = 0
+
+
+def decode(data: bytes) -> str:
+    """Bytes as text; invalid UTF-8 is kept visible as ``\\xNN`` rather than lost."""
+    return data.decode("utf-8", "backslashreplace")
+
+
+# --- timestamps ------------------------------------------------------------------------------
+
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
+_RFC3339 = re.compile(
+    r"(?P<d>\d{4})-(?P<mo>\d\d)-(?P<dd>\d\d)[T ](?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)"
+    r"(?:[.,](?P<f>\d{1,9}))?(?P<tz>Z|[+-]\d\d:?\d\d)?"
+)
+
+
+def _fraction(f: str | None) -> int:
+    return int((f or "0")[:6].ljust(6, "0"))
+
+
+def parse_rfc3339(text: str) -> datetime | None:
+    m = _RFC3339.fullmatch(text)
+    if not m:
+        return None
+    tz = None
+    if m["tz"]:
+        if m["tz"] == "Z":
+            tz = timezone.utc
+        else:
+            sign = -1 if m["tz"][0] == "-" else 1
+            digits = m["tz"][1:].replace(":", "")
+            tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    try:
+        return datetime(
+            int(m["d"]),
+            int(m["mo"]),
+            int(m["dd"]),
+            int(m["h"]),
+            int(m["mi"]),
+            int(m["s"]),
+            _fraction(m["f"]),
+            tzinfo=tz,
+        )
+    except ValueError:
+        return None
+
+
+def parse_bsd(text: str, reference: datetime) -> datetime | None:
+    """An RFC 3164 ``Mmm dd hh:mm:ss[.ffffff]`` stamp. It has no year: take the reference's,
+    or the year before when that would put the line in the future (a log read in January)."""
+    m = re.fullmatch(r"([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?", text)
+    if not m or m[1] not in _MONTHS:
+        return None
+    try:
+        when = datetime(
+            reference.year,
+            _MONTHS[m[1]],
+            int(m[2]),
+            int(m[3]),
+            int(m[4]),
+            int(m[5]),
+            _fraction(m[6]),
+        )
+    except ValueError:
+        return None
+    if when > reference + timedelta(days=1):
+        try:
+            when = when.replace(year=when.year - 1)
+        except ValueError:
+            return None
+    return when
+
+
+# --- line forms ------------------------------------------------------------------------------
+
+_KMSG = re.compile(
+    r"(?P<pri>\d{1,4}),(?P<seq>\d{1,20}),(?P<usec>\d{1,20}),[^;,]{0,8}"
+    r"(?:,caller=(?P<caller>[TC]\d{1,10}))?[^;]{0,64};(?P<msg>.*)"
+)
+_PRI = r"(?:<(?P<pri>\d{1,4})>)?"
+_DMESG_X = re.compile(
+    r"(?P<fac>kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp|res[0-3]|"
+    r"local[0-7]) *:(?P<lvl>emerg|alert|crit|err|warn|notice|info|debug) *: (?P<rest>.*)"
+)
+_RFC5424 = re.compile(
+    r"<\d{1,3}>1 (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) \S+ \S+ "
+    r"(?P<sd>-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<msg>.*))?"
+)
+_ISO_START = re.compile(
+    _PRI + r"(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?) "
+    r"(?P<rest>.*)"
+)
+_BSD_START = re.compile(
+    _PRI + r"(?P<ts>[A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d(?:\.\d{1,9})?) (?P<rest>.*)"
+)
+_FULL_START = re.compile(
+    r"[A-Z][a-z]{2} (?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,9})?) \S+ (?P<rest>.*)"
+)
+_UNIX_START = re.compile(r"(?P<ts>\d{9,11}\.\d{1,9}) (?P<rest>.*)")
+_MONO_START = re.compile(r"\[ *(?P<up>\d{1,10}\.\d{1,9})(?: <[ \d.]{1,20}>)?\] (?P<rest>.*)")
+_CTIME = re.compile(
+    r"\[(?P<ts>[A-Z][a-z]{2} (?P<mo>[A-Z][a-z]{2}) +(?P<d>\d{1,2}) (?P<t>\d\d:\d\d:\d\d) "
+    r"(?P<y>\d{4}))\] ?(?P<msg>.*)"
+)
+#: ``host prog[pid]: message`` after a syslog or journal timestamp.
+_TAGGED = re.compile(r"(?P<host>\S+) (?P<prog>[^\s:\[\]]{1,64})(?:\[\d{0,10}\])?: ?(?P<msg>.*)")
+_REPEATED = re.compile(r"(?P<host>\S+ )?last message repeated (?P<n>\d{1,12}) times?")
+_RSYSLOG_REPEAT = re.compile(r"message repeated (?P<n>\d{1,12}) times?: \[ ?(?P<msg>.*)\]")
+#: What the kernel itself puts before the text: ``[uptime]`` and/or the caller id ``[T123]``.
+_KPREFIX = re.compile(
+    r"(?:\[ *(?P<up>\d{1,10}\.\d{1,9})\])? ?(?:\[ *(?P<caller>[TC]\d{1,10})\])? ?"
+)
+
+
+def strip_kernel_prefix(message: str) -> tuple[float | None, str | None, str]:
+    """Split the kernel's own ``[uptime][T123]`` decoration off a message."""
+    m = _KPREFIX.match(message)
+    if not m or not m.end():
+        return None, None, message
+    up = float(m["up"]) if m["up"] else None
+    return up, m["caller"], message[m.end() :]
+
+
+class LineParser:
+    """Parses single lines; ``reference`` dates yearless syslog stamps (file mtime or now)."""
+
+    def __init__(self, source: str, reference: datetime | None = None) -> None:
+        self.source = source
+        self.reference = reference or datetime.now()
+
+    def parse(self, raw: str, lineno: int) -> Record | None:
+        line = raw[:MAX_LINE].rstrip("\r\n")
+        if not line.strip() or (line.startswith("-- ") and line.endswith(" --")):
+            return None
+        if line[0].isdigit():
+            m = _KMSG.fullmatch(line)
+            if m:
+                up = int(m["usec"]) / 1e6
+                return self._kernel(raw, lineno, "kmsg", m["msg"], uptime=up, caller=m["caller"])
+        if line[0] == "<":
+            m = _RFC5424.fullmatch(line)
+            if m:
+                msg = (m["msg"] or "").lstrip("\ufeff")
+                return self._tagged(
+                    raw, lineno, "rfc5424", parse_rfc3339(m["ts"]), m["host"], m["app"], msg
+                )
+            m = re.fullmatch(r"<\d{1,4}>(\[.*)", line)
+            if m:  # dmesg -r
+                return self._bracketed(raw, lineno, "dmesg-raw", m[1])
+        m = _DMESG_X.fullmatch(line)
+        if m:
+            if m["fac"] != "kern":
+                return Record(self.source, lineno, raw, m["rest"], False, "dmesg-x")
+            rec = self.parse(m["rest"], lineno)
+            if rec is None:
+                return None
+            rec.raw, rec.fmt, rec.kernel = raw, "dmesg-x", True
+            return rec
+        m = _ISO_START.fullmatch(line)
+        if m:
+            return self._after_stamp(raw, lineno, "rfc3339", parse_rfc3339(m["ts"]), m["rest"])
+        m = _BSD_START.fullmatch(line)
+        if m:
+            when = parse_bsd(" ".join(m["ts"].split()), self.reference)
+            return self._after_stamp(raw, lineno, "rfc3164", when, m["rest"], bare=False)
+        m = _FULL_START.fullmatch(line)
+        if m:
+            when = parse_rfc3339(m["ts"].replace(" ", "T"))
+            return self._after_stamp(raw, lineno, "journal-full", when, m["rest"], bare=False)
+        m = _UNIX_START.fullmatch(line)
+        if m:
+            when = datetime.fromtimestamp(float(m["ts"]), timezone.utc)
+            return self._after_stamp(raw, lineno, "journal-unix", when, m["rest"], bare=False)
+        if line[0] == "[":
+            m = _CTIME.fullmatch(line)
+            if m:
+                when = parse_bsd(f"{m['mo']} {m['d']} {m['t']}", datetime(int(m["y"]), 12, 31))
+                if when is not None:
+                    when = when.replace(year=int(m["y"]))
+                return self._kernel(raw, lineno, "dmesg-ctime", m["msg"], when=when)
+            m = _MONO_START.fullmatch(line)
+            if m:
+                tagged = _TAGGED.fullmatch(m["rest"])
+                if tagged and not _looks_kernel(m["rest"]):
+                    return self._tagged(
+                        raw,
+                        lineno,
+                        "journal-monotonic",
+                        None,
+                        tagged["host"],
+                        tagged["prog"],
+                        tagged["msg"],
+                        uptime=float(m["up"]),
+                    )
+            return self._bracketed(raw, lineno, "dmesg", line)
+        return self._kernel(raw, lineno, "bare", line)
+
+    # helpers
+
+    def _after_stamp(
+        self, raw: str, lineno: int, fmt: str, when: datetime | None, rest: str, bare: bool = True
+    ) -> Record:
+        rep = _REPEATED.fullmatch(rest)
+        if rep:
+            host = rep["host"].strip() if rep["host"] else None
+            return Record(
+                self.source,
+                lineno,
+                raw,
+                rest,
+                False,
+                fmt,
+                host=host,
+                time=when,
+                repeats=int(rep["n"]),
+            )
+        tagged = _TAGGED.fullmatch(rest)
+        if tagged and not (bare and _looks_kernel(rest)):
+            return self._tagged(
+                raw, lineno, fmt, when, tagged["host"], tagged["prog"], tagged["msg"]
+            )
+        if bare:  # dmesg --time-format=iso: no host, no tag, every line is the kernel's
+            return self._kernel(raw, lineno, "dmesg-iso", rest, when=when)
+        return Record(self.source, lineno, raw, rest, False, fmt, time=when)
+
+    def _bracketed(self, raw: str, lineno: int, fmt: str, text: str) -> Record:
+        up, caller, msg = strip_kernel_prefix(text)
+        return self._kernel(raw, lineno, fmt, msg, uptime=up, caller=caller)
+
+    def _kernel(
+        self,
+        raw: str,
+        lineno: int,
+        fmt: str,
+        message: str,
+        when: datetime | None = None,
+        uptime: float | None = None,
+        caller: str | None = None,
+    ) -> Record:
+        up, call, msg = strip_kernel_prefix(message)
+        return Record(
+            self.source,
+            lineno,
+            raw,
+            msg,
+            True,
+            fmt,
+            time=when,
+            uptime=uptime if uptime is not None else up,
+            caller=caller or call,
+        )
+
+    def _tagged(
+        self,
+        raw: str,
+        lineno: int,
+        fmt: str,
+        when: datetime | None,
+        host: str,
+        prog: str,
+        message: str,
+        uptime: float | None = None,
+    ) -> Record:
+        kernel = prog == "kernel"
+        up, caller, msg = strip_kernel_prefix(message) if kernel else (None, None, message)
+        repeats = 0
+        rep = _RSYSLOG_REPEAT.fullmatch(msg)
+        if rep:
+            repeats = int(rep["n"])
+            msg = rep["msg"]
+            if kernel:
+                up, caller, msg = strip_kernel_prefix(msg)
+        return Record(
+            self.source,
+            lineno,
+            raw,
+            msg,
+            kernel,
+            fmt,
+            host=host,
+            program=prog,
+            time=when,
+            uptime=uptime if uptime is not None else up,
+            caller=caller,
+            repeats=repeats,
+        )
+
+
+def _looks_kernel(text: str) -> bool:
+    """True when text is itself a window-shrink wording (so not ``host prog: message``)."""
+    from treason.logs.grammar import parse_shrink
+
+    return parse_shrink(strip_kernel_prefix(text)[2]) is not None
+
+
+# --- journal JSON and export -----------------------------------------------------------------
+
+
+def _journal_record(
+    source: str, lineno: int, fields: dict[str, object], raw: str, fmt: str
+) -> Record | None:
+    msg = fields.get("MESSAGE")
+    if isinstance(msg, list):
+        try:
+            msg = decode(bytes(int(b) & 0xFF for b in msg))
+        except (TypeError, ValueError):
+            return None
+    if isinstance(msg, bytes):
+        msg = decode(msg)
+    if not isinstance(msg, str):
+        return None
+    text = {k: (decode(v) if isinstance(v, bytes) else v) for k, v in fields.items()}
+    kernel = text.get("_TRANSPORT") == "kernel" or text.get("SYSLOG_IDENTIFIER") == "kernel"
+    when = None
+    stamp = text.get("__REALTIME_TIMESTAMP")
+    if isinstance(stamp, str) and stamp.isdigit() and len(stamp) < 20:
+        when = datetime.fromtimestamp(int(stamp) / 1e6, timezone.utc)
+    uptime = None
+    mono = text.get("_SOURCE_MONOTONIC_TIMESTAMP")
+    if isinstance(mono, str) and mono.isdigit() and len(mono) < 20:
+        uptime = int(mono) / 1e6
+    host = text.get("_HOSTNAME")
+    prog = text.get("SYSLOG_IDENTIFIER")
+    return Record(
+        source,
+        lineno,
+        raw,
+        msg[:MAX_LINE].rstrip("\n"),
+        kernel,
+        fmt,
+        host=host if isinstance(host, str) else None,
+        program=prog if isinstance(prog, str) else None,
+        time=when,
+        uptime=uptime,
+    )
+
+
+def read_export(source: str, stream: BinaryIO) -> Iterator[Record]:
+    """``journalctl -o export``: ``KEY=value`` lines, binary fields as ``KEY\\n<le64><data>``,
+    entries separated by an empty line."""
+    fields: dict[str, object] = {}
+    lines: list[str] = []
+    lineno = start = 0
+    while True:
+        line = stream.readline(MAX_LINE * 8)
+        lineno += 1
+        if not line or line == b"\n":
+            if fields:
+                rec = _journal_record(source, start, fields, "\n".join(lines), "journal-export")
+                if rec is not None:
+                    yield rec
+            fields, lines = {}, []
+            if not line:
+                return
+            continue
+        if not fields:
+            start = lineno
+        body = line.rstrip(b"\n")
+        if b"=" in body:
+            key, _, value = body.partition(b"=")
+            fields[decode(key)] = value
+            lines.append(decode(body))
+        else:
+            size = stream.read(8)
+            if len(size) < 8:
+                raise TreasonError(source, f"journal export cut inside a field at line {lineno}")
+            n = int.from_bytes(size, "little")
+            if n > 1 << 24:
+                raise TreasonError(source, f"journal export field of {n} bytes at line {lineno}")
+            value = stream.read(n)
+            stream.read(1)
+            fields[decode(body)] = value
+            lines.append(f"{decode(body)}={decode(value)}")
+
+
+def _json_or_line(parser: LineParser, text: str, lineno: int) -> Record | None:
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict):
+            return _journal_record(parser.source, lineno, obj, text.rstrip("\n"), "journal-json")
+    return parser.parse(text, lineno)
+
+
+# --- files -----------------------------------------------------------------------------------
+
+_EXPORT_START = re.compile(rb"(__CURSOR|__REALTIME_TIMESTAMP|_[A-Z_]+|MESSAGE|PRIORITY)=")
+
+
+def read_stream(
+    source: str, stream: BinaryIO, reference: datetime | None = None
+) -> Iterator[Record]:
+    """Records of one byte stream, of any supported format (gzip undone first)."""
+    buffered: io.BufferedReader = (
+        stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
+    )
+    head = buffered.peek(2)[:2]
+    if head == b"\x1f\x8b":
+        buffered = io.BufferedReader(gzip.GzipFile(fileobj=buffered))  # type: ignore[arg-type]
+    try:
+        first = buffered.peek(64)
+        if _EXPORT_START.match(first):
+            yield from read_export(source, buffered)
+            return
+        parser = LineParser(source, reference)
+        for lineno, line in enumerate(buffered, 1):
+            rec = _json_or_line(parser, decode(line[: MAX_LINE * 4]), lineno)
+            if rec is not None:
+                yield rec
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise TreasonError(source, f"cannot read: {exc}") from None
+
+
+def read_file(path: str) -> Iterator[Record]:
+    """Records of a file (``-`` is stdin); yearless stamps are dated by the file's mtime."""
+    if path == "-":
+        import sys
+
+        yield from read_stream("<stdin>", sys.stdin.buffer)
+        return
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, generator lifetime
+    except OSError as exc:
+        raise TreasonError(path, exc.strerror or str(exc)) from None
+    with fh:
+        try:
+            reference = datetime.fromtimestamp(os.fstat(fh.fileno()).st_mtime)
+        except (OSError, ValueError):
+            reference = None
+        yield from read_stream(path, fh, reference)  # type: ignore[arg-type]
+
+
+_ROTATION = re.compile(r"^(?P<base>.*?)(?:[.-](?P<n>\d{1,8}))?(?P<gz>\.gz)?$")
+
+
+def rotation_order(paths: Iterable[str]) -> list[str]:
+    """Order files of a rotated set oldest first (``kern.log.2.gz``, ``kern.log.1``,
+    ``kern.log``) so repeats read in time order; unrelated files keep their given order."""
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for path in paths:
+        m = _ROTATION.match(path)
+        base = m["base"] if m else path
+        n = m["n"] if m and m["n"] else None
+        # numbered suffixes (.1 newest) count backwards; date suffixes (-20240101) forwards
+        rank = 0 if n is None else (-int(n) if len(n) < 8 else int(n) - 10**9)
+        groups.setdefault(base, []).append((rank, path))
+    ordered: list[str] = []
+    for members in groups.values():
+        ordered.extend(p for _, p in sorted(members, key=lambda t: (t[0], t[1])))
+    return ordered
