@@ -1,0 +1,187 @@
+"""Plain-words explanations of a kernel window-shrink report, field by field.
+
+The general explanation's worked example is computed by the reference model
+(``treason.simulate.seed_example``), so what it says is what the detector does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from treason.kernel import BY_KEY
+from treason.logs.formats import LineParser, Record
+from treason.logs.grammar import Shrink, parse_shrink
+from treason.logs.services import service_name
+from treason.logs.text import safe
+
+#: Kernel lines that look related but are not window-shrink reports, and what they are.
+LOOK_ALIKES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"SEQ is over the upper bound|ACK is over the upper bound|"
+                r"SEQ is under the lower bound|ACK is under the lower bound"),
+     "a connection-tracking (nf_conntrack) message: the firewall saw a segment outside the "
+     "window it tracks and may mark it INVALID. It is not the kernel accusing a peer of "
+     "shrinking its window, though a middlebox that drops such packets can cause stalls."),
+    (re.compile(r"\bWINDOW=0\b"),
+     "a firewall (iptables/nftables LOG target) line: it logged a packet whose window field "
+     "was 0. A zero window is legal flow control, not a shrink."),
+    (re.compile(r"tcp_parse_options: Illegal window scaling"),
+     "the kernel rejecting a window-scale option above 14 in a SYN (it caps it at 14). It "
+     "concerns the handshake, not a shrinking window."),
+)  # fmt: skip
+
+
+_LETTERS = {
+    "peer": "A", "pport": "P", "lport": "L", "x": "X", "y": "Y", "wnd": "W", "recv_ms": "N",
+    "lasting_ms": "M",
+}  # fmt: skip
+_LOCAL_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
+              "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128")
+)  # fmt: skip
+
+
+def parse_any(line: str) -> tuple[Record | None, Shrink | None]:
+    """A pasted line in any container format, and the report in it (if the kernel's)."""
+    record = LineParser("<line>").parse(line, 1)
+    if record is None:
+        return None, None
+    if not record.kernel:
+        return record, None
+    return record, parse_shrink(record.message)
+
+
+def look_alike(line: str) -> str | None:
+    for pattern, meaning in LOOK_ALIKES:
+        if pattern.search(line):
+            return meaning
+    return None
+
+
+def _peer_words(s: Shrink) -> str:
+    ip = ipaddress.ip_address(s.peer)
+    words = f"{s.peer}, port {s.peer_port}"
+    if s.peer != s.peer_raw and ip.version == 4:
+        words += f" (printed as the IPv4-mapped IPv6 address {safe(s.peer_raw)}: an IPv4 client"
+        words += " on a dual-stack socket)"
+    if any(ip in net for net in _LOCAL_NETS if net.version == ip.version):
+        words += "; a local/private address, so the culprit is on your own network"
+    return words
+
+
+def explain_shrink(s: Shrink, record: Record | None = None) -> str:
+    """Every field of one report in plain words, then what it means and what to do."""
+    era = BY_KEY[s.wording]
+    svc = service_name(s.local_port)
+    local = f"port {s.local_port}" + (f" ({svc})" if svc else "")
+    out = s.outstanding
+    lines = [
+        f"Wording: Linux {era.kernels}; printed {era.printed}.",
+        "",
+        f"Who is remote:  {_peer_words(s)}. This is the RECEIVER that closed its window.",
+        f"Local service:  {local} on the host that printed the line, which was SENDING data.",
+    ]
+    if record is not None and record.host:
+        lines.append(f"Host:           {safe(record.host)}")
+    if record is not None and (record.time or record.uptime is not None):
+        when = record.time.isoformat() if record.time else f"{record.uptime}s after boot"
+        lines.append(f"When:           {when}")
+    lines += [
+        f"X = {s.x}:  snd_una, the first byte the peer has not acknowledged (a sequence",
+        "                number in this host's send direction, NOT a window size).",
+        f"Y = {s.y}:  snd_nxt, the next sequence number this host would send.",
+        f"Y - X = {out}:  bytes sent and still unacknowledged (a FIN counts 1).",
+    ]
+    if out == 1:
+        lines.append(
+            "                1 usually means a lone FIN (this side half-closed after sending"
+        )
+        lines.append(
+            "                everything) or a single byte is waiting for the peer to read."
+        )
+    if s.wording == "2.4.0":
+        lines.append(f"wnd = {s.wnd}:  the window the peer had just advertised; the 2.4.0 kernel")
+        lines.append("                complained on the ACK itself (snd_una + wnd before snd_nxt).")
+    if s.wording == "6.6":
+        recv = "?" if s.recv_ms is None else f"{s.recv_ms} ms"
+        lasting = "?" if s.lasting_ms is None else f"{s.lasting_ms} ms"
+        lines.append(f"recv {recv} ago:  time since the peer last sent anything.")
+        lines.append(f"lasting {lasting}:  how long this host has been probing the zero window.")
+    give_up = "240 s" if s.wording == "6.6" else "120 s (240 s from Linux 6.6)"
+    lines += [
+        "",
+        "What happened: the peer advertised a zero receive window while data was still in",
+        "flight and the retransmission timer expired. Offering window and then taking it back",
+        "is 'shrinking the window' (RFC 9293 3.8.6: a receiver SHOULD NOT; the sender MUST cope).",
+        "What the kernel did ('repaired'): it treats the peer as a zero-window receiver and",
+        "retransmits the first unacknowledged segment as a probe, at backed-off (doubling)",
+        "timeouts; each probe may print this line again (rate-limited), with the same X.",
+        f"When it gives up: after {give_up} without any ACK from the peer, the connection",
+        "is reset (the application sees ETIMEDOUT). Any ACK from the peer resets the clock.",
+        "",
+        "Likely causes: a peer TCP stack that misbehaves (printers, NAS boxes, P2P clients,",
+        "old Windows/Solaris); a middlebox rewriting windows or the window-scale option",
+        "(traffic shapers, IPS normalisers, load balancers); a Linux >= 6.5 peer with",
+        "net.ipv4.tcp_shrink_window=1; Linux <= 2.6.13 on THIS host reported falsely (fixed",
+        "in 2.6.14, commit 2ad41065d9fe).",
+        "Should you worry: usually not. It is not an attack by itself; the kernel handled it.",
+        "Worry if one peer keeps many connections stalled like this (slow-read denial of",
+        "service) or if transfers to that peer hang.",
+        "What to do: capture the peer's traffic (tcpdump -w shrink.pcap host "
+        f"{s.peer} and port {s.peer_port}),",
+        "then `treason scan shrink.pcap` and `treason match LOG shrink.pcap` to see the ACKs;",
+        "check middleboxes between you and the peer; update the peer's firmware or stack.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def explain_general() -> str:
+    """What the reports mean, with the seed's example as the reference model computes it."""
+    lines = [
+        "A TCP receiver advertises in every ACK how much more it will accept; the right edge",
+        "of its window is ACK + window. A well-behaved receiver never moves that edge left.",
+        "When it does, it 'shrinks the window': it takes back space it had offered.",
+        "",
+        "Worked example (window 1024), computed by treason's reference model:",
+    ]
+    try:
+        from treason.simulate import seed_example
+    except ImportError:  # the model is optional for this text
+        steps = None
+    else:
+        steps = seed_example()
+    if steps:
+        lines.append(f"  {'ACK':>6} {'window':>6} {'right edge':>10}  verdict")
+        previous = None
+        for st in steps:
+            if st.event is not None:
+                ev = st.event
+                verdict = f"{ev.cls.label}: edge moved back {ev.shrink_bytes} bytes"
+            elif previous is None:
+                verdict = "initial offer"
+            else:
+                verdict = "legal"
+            lines.append(f"  {st.ack:>6} {st.win:>6} {st.right_edge:>10}  {verdict}")
+            previous = st
+        last = steps[-1]
+        if last.event is not None:
+            lines.append(f"  -> {last.description}")
+    else:
+        lines.append("  (the reference model is not available in this installation)")
+    lines += [
+        "",
+        "Linux, on the SENDING side, notices when the retransmission timer fires while the",
+        "peer's window is zero and data is outstanding, and logs (wording by kernel era):",
+    ]
+    for w in BY_KEY.values():
+        lines.append(f"  {w.kernels}:")
+        lines.append("    " + w.render(**_LETTERS))
+    lines += [
+        "A:P is the remote receiver, L your local port, X = snd_una and Y = snd_nxt",
+        "(sequence numbers, not sizes; Y - X bytes were outstanding).",
+        "",
+        "Paste one of your lines for a field-by-field explanation: treason explain '<line>'",
+        "Summarise a whole log: treason logs /var/log/kern.log",
+    ]
+    return "\n".join(lines) + "\n"
