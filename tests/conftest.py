@@ -1,0 +1,66 @@
+"""Shared fixtures: real captures made once per test session by the Linux kernel.
+
+The captures come from two network namespaces joined by a veth pair (``netns.py``). A test
+that needs them is skipped, with the reason printed, only when this machine cannot create
+namespaces or lacks a tool; any other problem making them is a test failure.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import netns
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "shrink.pcap"
+
+
+def require(*tools: str) -> None:
+    """Skip the calling test when the machine cannot make real-kernel traffic."""
+    reason = netns.missing_capability(*tools)
+    if reason:
+        pytest.skip(reason)
+
+
+def require_tshark() -> None:
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark as the independent decoder")
+
+
+@pytest.fixture(scope="session")
+def shrink_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Slow reader with ``net.ipv4.tcp_shrink_window=1``: the receiving kernel shrinks."""
+    require("tcpdump")
+    path = tmp_path_factory.mktemp("kernel") / "shrink1.pcap"
+    netns.capture_shrink(path, shrink_window=1, connections=2)
+    return path
+
+
+@pytest.fixture(scope="session")
+def noshrink_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same traffic with ``net.ipv4.tcp_shrink_window=0``: the edge never moves left."""
+    require("tcpdump")
+    path = tmp_path_factory.mktemp("kernel") / "shrink0.pcap"
+    netns.capture_shrink(path, shrink_window=0, connections=2)
+    return path
+
+
+@pytest.fixture(scope="session")
+def iperf3_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bulk iperf3 transfer with four parallel streams, wire-sized segments."""
+    require("tcpdump", "iperf3")
+    path = tmp_path_factory.mktemp("kernel") / "iperf3.pcap"
+    netns.capture_iperf3(path, streams=4, nbytes="20M")
+    return path
+
+
+@pytest.fixture(scope="session")
+def example_capture() -> Path:
+    """The bundled example capture (made by ``scripts/make-example``)."""
+    return EXAMPLE

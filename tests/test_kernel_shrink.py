@@ -1,0 +1,91 @@
+"""A real Linux kernel shrinking its window, recorded by tcpdump, checked against tshark.
+
+The receiver in one network namespace runs with ``net.ipv4.tcp_shrink_window=1`` and reads
+slowly while the sender writes small segments; its kernel then moves the advertised right edge
+left. The oracle computes every right edge from tshark's fields; treason must report exactly
+those shrinks with exactly those edges. The same traffic with the sysctl at 0, and a bulk
+iperf3 transfer, must give no events at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import oracle
+import treason
+from conftest import require_tshark
+from treason.events import Severity
+
+pytestmark = pytest.mark.netns
+
+RECEIVER_PORTS = {5001, 5002}
+
+
+@pytest.fixture(autouse=True)
+def _tshark() -> None:
+    require_tshark()
+
+
+def by_frame(path: Path) -> dict[int, oracle.EdgeUpdate]:
+    return {u.frame: u for u in oracle.right_edges(path)}
+
+
+def test_kernel_shrinks_with_sysctl_on(shrink_capture: Path) -> None:
+    """The oracle sees the receiver, and only the receiver, move its right edge left."""
+    updates = oracle.right_edges(shrink_capture)
+    shrinks = [u for u in updates if u.is_shrink]
+    receivers = {(u.src, u.sport) for u in shrinks}
+    assert {port for _, port in receivers} == RECEIVER_PORTS, receivers
+    for u in shrinks:
+        # Linux shrinks only a window it scales (tcp_select_window checks rcv_wscale).
+        assert u.scale > 0
+    # Each connection takes window back at least once before closing it to zero.
+    assert len(shrinks) >= 2 * len(RECEIVER_PORTS)
+
+
+def test_treason_finds_the_kernel_shrinks(shrink_capture: Path) -> None:
+    """Every shrink the oracle computes is reported at its frame with the oracle's edges."""
+    expected = {u.frame: u for u in oracle.shrinks(shrink_capture)}
+    events = list(treason.scan(shrink_capture))
+    assert [e.frame for e in events] == sorted(expected)
+    for e in events:
+        u = expected[e.frame]
+        assert (e.src, e.sport, e.dst, e.dport) == (u.src, u.sport, u.dst, u.dport)
+        assert e.scale == u.scale and e.scale_known
+        assert e.new_edge == u.edge, f"frame {e.frame}: new right edge"
+        assert e.old_edge == u.prev_edge, f"frame {e.frame}: previous accepted right edge"
+        assert e.shrink_bytes == u.retreat
+        assert e.cls >= Severity.SHRINK
+        assert e.certainty == "definite"
+
+
+def test_retractions_match_the_oracle(shrink_capture: Path) -> None:
+    """Sub-granularity retreats (RFC 7323 rounding) are retractions, at the oracle's frames."""
+    updates = by_frame(shrink_capture)
+    events = list(treason.scan(shrink_capture, retractions=True))
+    retreats = sorted(f for f, u in updates.items() if u.retreat)
+    assert [e.frame for e in events] == retreats
+    for e in events:
+        u = updates[e.frame]
+        assert (e.old_edge, e.new_edge) == (u.prev_edge, u.edge)
+        assert (e.cls is Severity.RETRACTION) == (not u.is_shrink)
+
+
+def test_no_events_with_sysctl_off(noshrink_capture: Path) -> None:
+    """Same slow reader, shrinking forbidden: the window closes to zero but never retreats."""
+    updates = oracle.right_edges(noshrink_capture)
+    assert any(u.win == 0 for u in updates), "the receive buffer never filled"
+    assert not [u for u in updates if u.retreat]
+    assert list(treason.scan(noshrink_capture, retractions=True)) == []
+
+
+def test_no_events_in_bulk_iperf3(iperf3_capture: Path) -> None:
+    """Four parallel bulk streams: thousands of window updates, none of them a retreat."""
+    updates = oracle.right_edges(iperf3_capture)
+    flows = {(u.src, u.sport, u.dst, u.dport) for u in updates}
+    assert len(flows) >= 5  # control connection plus four data streams, one direction each
+    assert len(updates) > 1000
+    assert not [u for u in updates if u.is_shrink]
+    assert list(treason.scan(iperf3_capture)) == []
