@@ -17,29 +17,52 @@ from treason.logs.text import safe
 
 #: Kernel lines that look related but are not window-shrink reports, and what they are.
 LOOK_ALIKES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"SEQ is over the upper bound|ACK is over the upper bound|"
-                r"SEQ is under the lower bound|ACK is under the lower bound"),
-     "a connection-tracking (nf_conntrack) message: the firewall saw a segment outside the "
-     "window it tracks and may mark it INVALID. It is not the kernel accusing a peer of "
-     "shrinking its window, though a middlebox that drops such packets can cause stalls."),
-    (re.compile(r"\bWINDOW=0\b"),
-     "a firewall (iptables/nftables LOG target) line: it logged a packet whose window field "
-     "was 0. A zero window is legal flow control, not a shrink."),
-    (re.compile(r"tcp_parse_options: Illegal window scaling"),
-     "the kernel rejecting a window-scale option above 14 in a SYN (it caps it at 14). It "
-     "concerns the handshake, not a shrinking window."),
-)  # fmt: skip
+    (
+        re.compile(
+            r"SEQ is over the upper bound|ACK is over the upper bound|"
+            r"SEQ is under the lower bound|ACK is under the lower bound"
+        ),
+        "a connection-tracking (nf_conntrack) message: the firewall saw a segment outside the "
+        "window it tracks and may mark it INVALID. It is not the kernel accusing a peer of "
+        "shrinking its window, though a middlebox that drops such packets can cause stalls.",
+    ),
+    (
+        re.compile(r"\bWINDOW=0\b"),
+        "a firewall (iptables/nftables LOG target) line: it logged a packet whose window field "
+        "was 0. A zero window is legal flow control, not a shrink.",
+    ),
+    (
+        re.compile(r"tcp_parse_options: Illegal window scaling"),
+        "the kernel rejecting a window-scale option above 14 in a SYN (it caps it at 14). It "
+        "concerns the handshake, not a shrinking window.",
+    ),
+)
 
 
 _LETTERS = {
-    "peer": "A", "pport": "P", "lport": "L", "x": "X", "y": "Y", "wnd": "W", "recv_ms": "N",
+    "peer": "A",
+    "pport": "P",
+    "lport": "L",
+    "x": "X",
+    "y": "Y",
+    "wnd": "W",
+    "recv_ms": "N",
     "lasting_ms": "M",
-}  # fmt: skip
+}
 _LOCAL_NETS = tuple(
     ipaddress.ip_network(n)
-    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
-              "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128")
-)  # fmt: skip
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+    )
+)
 
 
 def parse_any(line: str) -> tuple[Record | None, Shrink | None]:
