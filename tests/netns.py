@@ -307,17 +307,19 @@ def capture_shrink(
     snaplen: int = 96,
     linktype: str | None = None,
     knobs: ShrinkTraffic | None = None,
+    side: str = "b",
 ) -> CaptureStats:
     """Record slow-reader traffic with the receiver's ``net.ipv4.tcp_shrink_window`` set.
 
     With 1 the receiving kernel shrinks its window (a few times per connection); with 0 the
     same traffic never moves the right edge left. Window scaling stays on and buffers at their
-    defaults: shrinking is only allowed when the receiver scales its window.
+    defaults: shrinking is only allowed when the receiver scales its window. ``side`` picks
+    where tcpdump listens: ``"b"`` at the receiver, ``"a"`` at the sender.
     """
     with veth_pair() as pair:
         pair.sysctl("b", "net.ipv4.tcp_shrink_window", shrink_window)
         pair.sysctl("b", "net.ipv4.tcp_window_scaling", 1)
-        with Tcpdump(pair, "b", path, snaplen=snaplen, linktype=linktype) as dump:
+        with Tcpdump(pair, side, path, snaplen=snaplen, linktype=linktype) as dump:
             for i in range(connections):
                 slow_reader_exchange(pair, port=5001 + i, knobs=knobs)
             stats = dump.stop()

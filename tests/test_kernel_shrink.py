@@ -18,7 +18,7 @@ import treason
 from conftest import require_tshark
 from treason.events import Severity
 
-pytestmark = pytest.mark.netns
+netns = pytest.mark.netns
 
 RECEIVER_PORTS = {5001, 5002}
 
@@ -32,6 +32,7 @@ def by_frame(path: Path) -> dict[int, oracle.EdgeUpdate]:
     return {u.frame: u for u in oracle.right_edges(path)}
 
 
+@netns
 def test_kernel_shrinks_with_sysctl_on(shrink_capture: Path) -> None:
     """The oracle sees the receiver, and only the receiver, move its right edge left."""
     updates = oracle.right_edges(shrink_capture)
@@ -45,10 +46,10 @@ def test_kernel_shrinks_with_sysctl_on(shrink_capture: Path) -> None:
     assert len(shrinks) >= 2 * len(RECEIVER_PORTS)
 
 
-def test_treason_finds_the_kernel_shrinks(shrink_capture: Path) -> None:
-    """Every shrink the oracle computes is reported at its frame with the oracle's edges."""
-    expected = {u.frame: u for u in oracle.shrinks(shrink_capture)}
-    events = list(treason.scan(shrink_capture))
+def assert_same_shrinks(path: Path) -> None:
+    """treason reports exactly the oracle's shrinks, each with the oracle's right edges."""
+    expected = {u.frame: u for u in oracle.shrinks(path)}
+    events = list(treason.scan(path))
     assert [e.frame for e in events] == sorted(expected)
     for e in events:
         u = expected[e.frame]
@@ -61,6 +62,20 @@ def test_treason_finds_the_kernel_shrinks(shrink_capture: Path) -> None:
         assert e.certainty == "definite"
 
 
+@netns
+def test_treason_finds_the_kernel_shrinks(shrink_capture: Path) -> None:
+    """Every shrink the oracle computes is reported at its frame with the oracle's edges."""
+    assert_same_shrinks(shrink_capture)
+
+
+def test_bundled_example(example_capture: Path) -> None:
+    """The README's example: three connections, each shrinking twice, all found."""
+    frames = [u.frame for u in oracle.shrinks(example_capture)]
+    assert len(frames) == 6, frames
+    assert_same_shrinks(example_capture)
+
+
+@netns
 def test_retractions_match_the_oracle(shrink_capture: Path) -> None:
     """Sub-granularity retreats (RFC 7323 rounding) are retractions, at the oracle's frames."""
     updates = by_frame(shrink_capture)
@@ -73,6 +88,7 @@ def test_retractions_match_the_oracle(shrink_capture: Path) -> None:
         assert (e.cls is Severity.RETRACTION) == (not u.is_shrink)
 
 
+@netns
 def test_no_events_with_sysctl_off(noshrink_capture: Path) -> None:
     """Same slow reader, shrinking forbidden: the window closes to zero but never retreats."""
     updates = oracle.right_edges(noshrink_capture)
@@ -81,6 +97,7 @@ def test_no_events_with_sysctl_off(noshrink_capture: Path) -> None:
     assert list(treason.scan(noshrink_capture, retractions=True)) == []
 
 
+@netns
 def test_no_events_in_bulk_iperf3(iperf3_capture: Path) -> None:
     """Four parallel bulk streams: thousands of window updates, none of them a retreat."""
     updates = oracle.right_edges(iperf3_capture)
