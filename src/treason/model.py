@@ -328,7 +328,8 @@ class Connection:
         ones) are judged, this update included. Without that, every ordinary ACK of an unscaled
         connection would look like a shrink under larger shifts. The event is reported under
         the smallest plausible shift that makes it one: ``definite`` when all plausible shifts
-        agree, ``possible`` when only some do.
+        agree, ``possible`` when only some do. A zero window with data outstanding is judged
+        without the scale (see below).
         """
         counts = s.shrink_counts
         assert counts is not None
@@ -339,6 +340,12 @@ class Connection:
                 classes[k] = cls
                 if full:
                     counts[k] += 1
+        assert s.snd_una is not None and s.snd_nxt is not None
+        if seg.win == 0 and sq.before(s.snd_una, s.snd_nxt):
+            # A zero window is scale independent: Linux on the sender logs it whatever the
+            # shift, so it is definite as soon as any shift sees the edge move back.
+            moved = [k for k, c in classes.items() if c is not None]
+            return (Severity.KERNEL, moved[0], "definite") if moved else None
         fewest = min(counts[k] for k in classes)
         plausible = [k for k in classes if counts[k] == fewest]
         hits = [k for k in plausible if (classes[k] or 0) >= Severity.SHRINK]
