@@ -50,7 +50,7 @@ def render_text(result: MatchResult) -> str:
     for ln, near in result.unmatched_lines:
         out.append(f"  {_line(ln)}")
         if near is not None:
-            out.append(f"    same connection, other stall in the capture: {_event(near)}")
+            out.append(f"    same connection in the capture, other stall: {_event(near)}")
     out.append(f"{len(result.unmatched_events)} kernel-visible capture event(s) without a log line")
     for ev in result.unmatched_events:
         out.append(f"  {_event(ev)}")

@@ -199,11 +199,7 @@ class LineParser:
         if m:
             if m["fac"] != "kern":
                 return Record(self.source, lineno, raw, m["rest"], False, "dmesg-x")
-            rec = self.parse(m["rest"], lineno)
-            if rec is None:
-                return None
-            rec.raw, rec.fmt, rec.kernel = raw, "dmesg-x", True
-            return rec
+            return self._dmesg_body(raw, lineno, "dmesg-x", m["rest"])
         m = _ISO_START.fullmatch(line)
         if m:
             return self._after_stamp(raw, lineno, "rfc3339", parse_rfc3339(m["ts"]), m["rest"])
@@ -222,10 +218,7 @@ class LineParser:
         if line[0] == "[":
             m = _CTIME.fullmatch(line)
             if m:
-                when = parse_bsd(f"{m['mo']} {m['d']} {m['t']}", datetime(int(m["y"]), 12, 31))
-                if when is not None:
-                    when = when.replace(year=int(m["y"]))
-                return self._kernel(raw, lineno, "dmesg-ctime", m["msg"], when=when)
+                return self._kernel(raw, lineno, "dmesg-ctime", m["msg"], when=self._ctime(m))
             m = _MONO_START.fullmatch(line)
             if m:
                 tagged = _TAGGED.fullmatch(m["rest"])
@@ -244,6 +237,21 @@ class LineParser:
         return self._kernel(raw, lineno, "bare", line)
 
     # helpers
+
+    def _dmesg_body(self, raw: str, lineno: int, fmt: str, rest: str) -> Record:
+        """What follows dmesg's own decoration: every line is the kernel's, never ``tag:``."""
+        m = _CTIME.fullmatch(rest)
+        if m:
+            return self._kernel(raw, lineno, fmt, m["msg"], when=self._ctime(m))
+        m = _ISO_START.fullmatch(rest)
+        if m and not m["pri"]:
+            return self._kernel(raw, lineno, fmt, m["rest"], when=parse_rfc3339(m["ts"]))
+        return self._bracketed(raw, lineno, fmt, rest)
+
+    @staticmethod
+    def _ctime(m: re.Match[str]) -> datetime | None:
+        when = parse_bsd(f"{m['mo']} {m['d']} {m['t']}", datetime(int(m["y"]), 12, 31))
+        return None if when is None else when.replace(year=int(m["y"]))
 
     def _after_stamp(
         self, raw: str, lineno: int, fmt: str, when: datetime | None, rest: str, bare: bool = True

@@ -20,7 +20,7 @@ from treason.logs.grammar import normalise_peer
 @dataclass
 class MatchResult:
     pairs: list[tuple[LogLine, Event]] = field(default_factory=list)
-    #: log lines with no event: (line, an event of the same connection or None)
+    #: log lines with no kernel-visible event: (line, any event of the same connection or None)
     unmatched_lines: list[tuple[LogLine, Event | None]] = field(default_factory=list)
     unmatched_events: list[Event] = field(default_factory=list)
 
@@ -37,11 +37,13 @@ def line_key(ln: LogLine) -> tuple[str, int, int, int, int]:
 def match(lines: Iterable[LogLine], events: Iterable[Event]) -> MatchResult:
     """Pair every log line with the kernel-visible event it reports (one event may be
     reported by several lines: the kernel repeats it at each probe)."""
+    events = list(events)
     kernel = [ev for ev in events if ev.cls is Severity.KERNEL]
     by_key: dict[tuple, Event] = {}
     by_conn: dict[tuple, Event] = {}
     for ev in kernel:
         by_key.setdefault(event_key(ev), ev)
+    for ev in sorted(events, key=lambda e: -int(e.cls)):
         by_conn.setdefault(event_key(ev)[:3], ev)
     result = MatchResult()
     used: set[int] = set()
