@@ -59,6 +59,13 @@ def conversations(
     max_win = 65535 << shift
 
     out: list[tuple[str, Segment]] = []  # (direction, segment)
+
+    def window(target: int, ack: int) -> int:
+        # Linux rounds up so the edge never moves back; RFC 7323 allows rounding down.
+        if round_down:
+            return (target - ack) >> shift
+        return min(-(-(target - ack) // gran), 65535)
+
     clock = [0, 1000, 50_000]  # ip id, tsval, ts_ns
 
     def emit(direction: str, seq: int, ack: int, flags: int, win: int, length: int = 0, ws=None):
@@ -96,7 +103,8 @@ def conversations(
         emit("R", isn_r, s_nxt, SYN | ACK, 65535, ws=ws_r)
         emit("S", s_nxt, r_seq, ACK, s_win)
     r_ack = s_nxt
-    edge = r_ack + (first_win << shift)
+    edge = r_ack + (first_win << shift)  # R's last advertised right edge
+    target = edge  # the edge R means to offer: never decreases unless a shrink is injected
     emit("R", r_seq, r_ack, ACK, first_win)
     injected = None
     inject_at = draw(st.integers(1, 30)) if inject else -1
@@ -125,27 +133,22 @@ def conversations(
                     new_edge = new_ack + (win << shift)
                     seg = emit("R", r_seq, new_ack, ACK, win)
                     injected = (seg, edge - new_edge)
-                    edge = new_edge
+                    edge = target = new_edge
                     continue
-            target = max(edge, new_ack) + draw(st.integers(0, 3 * gran + 3000))
-            target = min(target, new_ack + max_win)
-            if round_down:
-                win = (target - new_ack) >> shift
-                if win == 0 and new_ack != s_nxt:
-                    win = 1
-            else:
-                win = min(-(-(target - new_ack) // gran), 65535)
-            new_edge = new_ack + (win << shift)
-            if not round_down:
-                assert new_edge >= edge
+            grown = max(target, new_ack) + draw(st.integers(0, 3 * gran + 3000))
+            target = max(target, min(grown, new_ack + max_win))
+            win = window(target, new_ack)
+            if round_down and win == 0 and new_ack != s_nxt:
+                win = 1
             emit("R", r_seq, new_ack, ACK, win)
-            r_ack, edge = new_ack, max(edge, new_edge) if not round_down else new_edge
+            r_ack, edge = new_ack, new_ack + (win << shift)
+            target = max(target, edge)
         elif action == "rdata":
             n = draw(st.integers(1, 200))
-            win = (edge - r_ack) >> shift if round_down else -(-(edge - r_ack) // gran)
+            win = window(target, r_ack)
             emit("R", r_seq, r_ack, ACK, win, n)
-            rdata_edge = r_ack + (win << shift)
-            edge = rdata_edge if round_down else max(edge, rdata_edge)
+            edge = r_ack + (win << shift)
+            target = max(target, edge)
             r_seq += n
             emit("S", s_nxt, r_seq, ACK, s_win)
         elif action == "retx" and sent:

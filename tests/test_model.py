@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
-from strategies import R_ADDR, conversations
 
+from strategies import R_ADDR, conversations
 from treason import seq as sq
 from treason.events import Severity
 from treason.model import FlowTable
@@ -186,7 +186,7 @@ def test_paws_rejects_reordered_window_update():
 
 def test_exact_duplicate_copies_are_dropped():
     a = seg(4, V, C, 5001, 1001, ACK, 100)
-    events, table = run([*handshake(), a, a])
+    _, table = run([*handshake(), a, a])
     assert table.stats.duplicates == 1
 
 
