@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(f"Not a window-shrink report. This is {meaning}\n")
         return 0
     if record is not None and not record.kernel and "Peer" in line:
-        raise TreasonError("line", f"written by {safe(record.program or '?')}, not the kernel: "
-                           "an application quoting the kernel's wording")  # fmt: skip
+        raise TreasonError(
+            "line",
+            f"written by {safe(record.program or '?')}, not the kernel: "
+            "an application quoting the kernel's wording",
+        )
     raise TreasonError("line", "not a kernel window-shrink report (see `treason explain`)")
