@@ -103,6 +103,4 @@ class Event:
         d["class"] = self.cls.label
         d["vlan"] = list(self.vlan)
         d["kernel_line"] = self.kernel_line
-        if self.cls is not Severity.KERNEL:
-            d["kernel_lines"] = {}
         return d

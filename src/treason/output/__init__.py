@@ -1,0 +1,1 @@
+"""Views of events: terminal report, JSON Lines, CSV; and safe output files."""
