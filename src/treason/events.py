@@ -6,7 +6,7 @@ JSON Lines, CSV) is a view of it. The schema is documented in ``docs/events.md``
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 
@@ -98,9 +98,28 @@ class Event:
 
     def to_dict(self) -> dict:
         """The JSON Lines record (schema: docs/events.md)."""
-        d = asdict(self)
-        del d["cls"]
-        d["class"] = self.cls.label
-        d["vlan"] = list(self.vlan)
-        d["kernel_line"] = self.kernel_line
-        return d
+        return {
+            "file": self.file,
+            "frame": self.frame,
+            "time": self.time,
+            "src": self.src,
+            "sport": self.sport,
+            "dst": self.dst,
+            "dport": self.dport,
+            "vlan": list(self.vlan),
+            "class": self.cls.label,
+            "closing": self.closing,
+            "certainty": self.certainty,
+            "old_edge": self.old_edge,
+            "new_edge": self.new_edge,
+            "shrink_bytes": self.shrink_bytes,
+            "beyond_bytes": self.beyond_bytes,
+            "snd_una": self.snd_una,
+            "snd_nxt": self.snd_nxt,
+            "ack": self.ack,
+            "win": self.win,
+            "scale": self.scale,
+            "scale_known": self.scale_known,
+            "kernel_line": self.kernel_line,
+            "kernel_lines": dict(self.kernel_lines),
+        }
