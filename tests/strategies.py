@@ -185,3 +185,31 @@ def conversations(
         frame_of_injected,
         injected[1] if injected is not None else 0,
     )
+
+
+def to_pcap(segments: list[Segment], linktype: int = 1) -> bytes:
+    """Write segments as a pcap file (Ethernet, IPv4 or IPv6) with their TCP options."""
+    import ipaddress
+    import struct
+
+    from captures import ether, ipv4, ipv6, pcap, tcp
+
+    records = []
+    for seg in segments:
+        opts = b""
+        if seg.ws is not None:
+            opts += bytes([1, 3, 3, seg.ws])
+        if seg.tsval is not None:
+            opts += bytes([1, 1, 8, 10]) + struct.pack("!II", seg.tsval, 0)
+        payload = b"\0" * min(seg.payload_len, 16)  # snapped: the IP length carries the size
+        tcp_bytes = tcp(seg.sport, seg.dport, seg.seq, seg.ack, seg.flags, seg.win, opts)
+        tcp_bytes += payload
+        full = len(tcp_bytes) - len(payload) + seg.payload_len
+        if ipaddress.ip_address(seg.src).version == 4:
+            ip = ipv4(seg.src, seg.dst, tcp_bytes, ident=seg.ip_id, total_len=20 + full)
+            frame = ether(ip, 0x0800, vlans=seg.vlan)
+        else:
+            ip = ipv6(seg.src, seg.dst, tcp_bytes, plen=full)
+            frame = ether(ip, 0x86DD, vlans=seg.vlan)
+        records.append((seg.ts_ns, frame, len(frame) - len(payload) + seg.payload_len))
+    return pcap(records, linktype=linktype)
