@@ -1,0 +1,1560 @@
+/*
+ * The fast scanner: capture framing (pcap, pcapng), packet decoding and the endpoint model of
+ * treason.model, in one pass over byte chunks, with no per-packet Python objects.
+ *
+ * Every rule here is a transcription of the readable reference (treason.readers, treason.decode,
+ * treason.model); the differential tests hold the two to the same events and counters. When the
+ * reference changes, this file changes with it.
+ *
+ * The Python side (treason.fastpath) owns the byte source (files, stdin, gzip) and feeds
+ * contiguous buffers; feed() consumes every complete record and reports how many bytes the next
+ * record needs, so records may be split across reads anywhere.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef __int128 i128;
+typedef unsigned __int128 u128;
+
+#define MAX_SHIFT 14
+#define ALL_SHIFTS ((uint16_t)((1u << (MAX_SHIFT + 1)) - 1))
+#define MAX_RECORD (256 * 1024)
+#define MAX_BLOCK (16 * 1024 * 1024)
+#define NIL UINT32_MAX
+
+#define F_FIN 0x01
+#define F_SYN 0x02
+#define F_RST 0x04
+#define F_ACK 0x10
+
+/* Skip reasons, in the order of treason.fastpath.SKIP_ORDER. */
+enum { SK_NOT_IP, SK_NOT_TCP, SK_FRAGMENT, SK_UNKNOWN_LT, SK_MALFORMED, SK_TRUNC, SK_N };
+
+/* Model anomaly counters, in the order of treason.fastpath.MODEL_ORDER. */
+enum {
+    M_DUPLICATES,
+    M_OLD_ACKS,
+    M_STALE,
+    M_PAWS,
+    M_UNSEEN,
+    M_STRAY,
+    M_IGNORED_SYNS,
+    M_RESETS,
+    M_OVERRUNS,
+    M_RETRACTIONS,
+    M_N
+};
+
+/* Severity values of treason.events.Severity. */
+enum { CLS_NONE = 0, CLS_RETRACTION = 1, CLS_SHRINK = 2, CLS_BEYOND = 3, CLS_KERNEL = 4 };
+
+/* -- serial arithmetic (treason.seq) -------------------------------------------------------- */
+
+static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
+static inline int before(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
+static inline int after(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
+
+/* -- byte access ---------------------------------------------------------------------------- */
+
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static inline uint32_t be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t le32(const uint8_t *p)
+{
+    return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
+}
+static inline uint16_t rd16(const uint8_t *p, int big) { return big ? be16(p) : le16(p); }
+static inline uint32_t rd32(const uint8_t *p, int big) { return big ? be32(p) : le32(p); }
+
+/* -- records -------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t frame;
+    i128 ts;
+    int v6;
+    uint8_t src[16], dst[16];
+    uint16_t sport, dport;
+    uint32_t seq, ack;
+    uint8_t flags;
+    uint16_t win;
+    int64_t payload_len;
+    int ws; /* -1: option absent */
+    uint32_t nvlan;
+    const uint16_t *vlan;
+    uint16_t ip_id, checksum;
+    int has_tsval;
+    uint32_t tsval;
+} Seg;
+
+/* What a side needs only while its peer's window scale is unknown. */
+typedef struct {
+    uint32_t max_edge[MAX_SHIFT + 1]; /* per shift, furthest edge offered */
+    uint32_t shrink_counts[MAX_SHIFT + 1]; /* per shift, full shrinks it would imply */
+} Unknown;
+
+typedef struct {
+    uint32_t isn, snd_una, snd_nxt, snd_wl1, snd_wl2, ts_recent;
+    Unknown *unk; /* NULL until the first accepted update while the scale is unknown */
+    uint16_t snd_wnd, feasible;
+    uint8_t has; /* H_* bits: which optional fields are set */
+    int8_t ws_option; /* -1: none */
+    int8_t snd_wscale; /* -1: unknown */
+    uint8_t fin;
+    /* the last segment this side sent, for exact-duplicate detection */
+    uint8_t c_flags;
+    uint16_t c_ip_id, c_checksum, c_win;
+    uint32_t c_seq, c_ack;
+    int64_t c_plen;
+} Side;
+
+#define H_ISN 1
+#define H_UNA 2
+#define H_NXT 4
+#define H_WL 8
+#define H_WND 16
+#define H_COPY 32
+#define H_TS 64
+
+#define VLAN_INLINE 4
+
+typedef struct {
+    /* flow key: VLAN stack and both endpoints, lower (address, port) first */
+    uint8_t lo_addr[16], hi_addr[16];
+    uint16_t lo_port, hi_port;
+    uint8_t v6;
+    uint8_t a_is_lo; /* side a (sender of the first segment) is the lower endpoint */
+    uint8_t client; /* 0 none, 1 a, 2 b */
+    uint8_t syn_seen, synack_seen, established, reset;
+    uint32_t nvlan;
+    uint16_t vlan_in[VLAN_INLINE];
+    uint16_t *vlan_ext;
+    uint32_t hash;
+    uint32_t prev, next; /* recency list, least recent first */
+    i128 last_active;
+    Side a, b;
+} Conn;
+
+typedef struct {
+    uint16_t linktype;
+    uint32_t snaplen;
+    uint64_t ns_mul;
+    int div_kind; /* 0: divide by div10, 1: shift right by div_shift, 2: quotient is 0 */
+    uint64_t div10;
+    int div_shift;
+    i128 offset_ns;
+} Iface;
+
+typedef struct {
+    PyObject_HEAD
+    /* framing */
+    int fmt; /* 1 pcap, 2 pcapng */
+    int started;
+    int big;
+    uint64_t ns_per_unit;
+    uint32_t rec_len, linktype, snaplen, limit;
+    Iface *ifaces;
+    uint32_t n_ifaces, cap_ifaces;
+    uint64_t sections;
+    uint64_t offset; /* absolute stream offset of the next unconsumed byte */
+    /* error: 0 none, 1 CaptureError, 2 TruncatedCapture */
+    int err_kind;
+    char err_msg[256];
+    int64_t err_offset; /* -1: none */
+    /* counters */
+    uint64_t frames, segments, skipped[SK_N], model[M_N];
+    uint64_t flows, handshakes, evicted_idle, evicted_cap;
+    /* flow table */
+    uint32_t max_flows;
+    i128 idle, now;
+    Conn *conns;
+    uint32_t n_conns, cap_conns, free_head, live;
+    uint32_t *slots; /* open addressing: conn index + 1, 0 empty */
+    uint32_t n_slots; /* power of two */
+    uint32_t lru_head, lru_tail;
+    /* decoder scratch */
+    uint16_t *vlan_buf;
+    uint32_t vlan_cap;
+    /* events not yet taken by Python */
+    PyObject *events;
+    int py_error;
+} Scanner;
+
+static void set_error(Scanner *S, int kind, int64_t offset, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void set_error(Scanner *S, int kind, int64_t offset, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(S->err_msg, sizeof S->err_msg, fmt, ap);
+    va_end(ap);
+    S->err_kind = kind;
+    S->err_offset = offset;
+}
+
+/* -- decoder (treason.decode) --------------------------------------------------------------- */
+
+static int vlan_push(Scanner *S, uint32_t n, uint16_t id)
+{
+    if (n >= S->vlan_cap) {
+        uint32_t cap = S->vlan_cap ? S->vlan_cap * 2 : 16;
+        uint16_t *p = realloc(S->vlan_buf, cap * sizeof *p);
+        if (!p)
+            return -1;
+        S->vlan_buf = p;
+        S->vlan_cap = cap;
+    }
+    S->vlan_buf[n] = id;
+    return 0;
+}
+
+/* Returns a skip reason, or -1 when g holds a segment. */
+static int dec_tcp(const uint8_t *d, int64_t len, int64_t off, int64_t ip_payload, int more_frag,
+                   Seg *g)
+{
+    if (ip_payload < 20)
+        return more_frag ? SK_FRAGMENT : SK_MALFORMED;
+    if (len < off + 20)
+        return SK_TRUNC;
+    const uint8_t *t = d + off;
+    int64_t doff = (t[12] >> 4) * 4;
+    uint8_t flags = t[13];
+    if (doff < 20)
+        return SK_MALFORMED;
+    if (doff > ip_payload)
+        return more_frag ? SK_FRAGMENT : SK_MALFORMED;
+    if ((flags & F_SYN) && (flags & (F_RST | F_FIN)))
+        return SK_MALFORMED;
+    int ws = -1, has_tsval = 0;
+    uint32_t tsval = 0;
+    if (doff > 20) {
+        int64_t end = off + doff;
+        int cut = 0;
+        if (len < end) {
+            if (flags & F_SYN)
+                return SK_TRUNC;
+            end = len;
+            cut = 1;
+        }
+        int64_t i = off + 20;
+        while (i < end) {
+            uint8_t kind = d[i];
+            if (kind == 0)
+                break;
+            if (kind == 1) {
+                i += 1;
+                continue;
+            }
+            if (i + 1 >= end) {
+                if (cut)
+                    break;
+                return SK_MALFORMED;
+            }
+            uint8_t olen = d[i + 1];
+            if (olen < 2)
+                return SK_MALFORMED;
+            if (i + olen > end) {
+                if (cut)
+                    break;
+                return SK_MALFORMED;
+            }
+            if (kind == 3 && olen == 3)
+                ws = d[i + 2];
+            else if (kind == 8 && olen == 10) {
+                tsval = be32(d + i + 2);
+                has_tsval = 1;
+            }
+            i += olen;
+        }
+    }
+    g->sport = be16(t);
+    g->dport = be16(t + 2);
+    g->seq = be32(t + 4);
+    g->ack = be32(t + 8);
+    g->flags = flags;
+    g->win = be16(t + 14);
+    g->checksum = be16(t + 16);
+    g->payload_len = ip_payload - doff;
+    g->ws = ws;
+    g->has_tsval = has_tsval;
+    g->tsval = tsval;
+    return -1;
+}
+
+static int dec_ipv4(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    if (len < off + 20)
+        return SK_TRUNC;
+    const uint8_t *p = d + off;
+    if (p[0] >> 4 != 4)
+        return SK_MALFORMED;
+    int64_t ihl = (p[0] & 0x0F) * 4;
+    if (ihl < 20)
+        return SK_MALFORMED;
+    int64_t total_len = be16(p + 2);
+    uint16_t ip_id = be16(p + 4);
+    uint16_t frag = be16(p + 6);
+    if (total_len == 0)
+        total_len = (int64_t)orig_len - off;
+    if (total_len < ihl)
+        return SK_MALFORMED;
+    if (frag & 0x1FFF)
+        return SK_FRAGMENT;
+    if (p[9] != 6)
+        return SK_NOT_TCP;
+    if (len < off + ihl)
+        return SK_TRUNC;
+    g->v6 = 0;
+    memset(g->src, 0, 16);
+    memset(g->dst, 0, 16);
+    memcpy(g->src, p + 12, 4);
+    memcpy(g->dst, p + 16, 4);
+    g->ip_id = ip_id;
+    return dec_tcp(d, len, off + ihl, total_len - ihl, (frag & 0x2000) != 0, g);
+}
+
+static int dec_ipv6(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    if (len < off + 40)
+        return SK_TRUNC;
+    const uint8_t *p = d + off;
+    if (p[0] >> 4 != 6)
+        return SK_MALFORMED;
+    int64_t plen = be16(p + 4);
+    if (plen == 0)
+        plen = (int64_t)orig_len - off - 40;
+    uint8_t nh = p[6];
+    int64_t pos = off + 40;
+    int64_t remaining = plen;
+    int more_frag = 0;
+    while (nh != 6) {
+        if (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51) {
+            int64_t hlen;
+            if (remaining < 8)
+                return SK_MALFORMED;
+            if (len < pos + 8)
+                return SK_TRUNC;
+            if (nh == 44) {
+                uint16_t of = be16(d + pos + 2);
+                if (of & 0xFFF8)
+                    return SK_FRAGMENT;
+                more_frag = of & 1;
+                hlen = 8;
+            } else if (nh == 51) {
+                hlen = ((int64_t)d[pos + 1] + 2) * 4;
+            } else {
+                hlen = ((int64_t)d[pos + 1] + 1) * 8;
+            }
+            if (hlen > remaining)
+                return SK_MALFORMED;
+            nh = d[pos];
+            pos += hlen;
+            remaining -= hlen;
+        } else {
+            return SK_NOT_TCP;
+        }
+    }
+    g->v6 = 1;
+    memcpy(g->src, p + 8, 16);
+    memcpy(g->dst, p + 24, 16);
+    g->ip_id = 0;
+    return dec_tcp(d, len, pos, remaining, more_frag, g);
+}
+
+static int decode(Scanner *S, uint32_t lt, const uint8_t *d, int64_t len, uint32_t orig_len,
+                  Seg *g)
+{
+    uint16_t etype;
+    int64_t off;
+    g->nvlan = 0;
+    g->vlan = S->vlan_buf;
+    switch (lt) {
+    case 1:
+        if (len < 14)
+            return SK_TRUNC;
+        etype = be16(d + 12);
+        off = 14;
+        break;
+    case 276:
+        if (len < 20)
+            return SK_TRUNC;
+        etype = be16(d);
+        off = 20;
+        break;
+    case 113:
+        if (len < 16)
+            return SK_TRUNC;
+        etype = be16(d + 14);
+        off = 16;
+        break;
+    case 101:
+    case 12:
+    case 14:
+        if (len < 1)
+            return SK_TRUNC;
+        if (d[0] >> 4 == 4)
+            return dec_ipv4(d, len, 0, orig_len, g);
+        if (d[0] >> 4 == 6)
+            return dec_ipv6(d, len, 0, orig_len, g);
+        return SK_NOT_IP;
+    case 228:
+        return dec_ipv4(d, len, 0, orig_len, g);
+    case 229:
+        return dec_ipv6(d, len, 0, orig_len, g);
+    case 0:
+    case 108: {
+        if (len < 4)
+            return SK_TRUNC;
+        uint32_t af = be32(d);
+        if (af > 0xFFFF)
+            af = le32(d);
+        if (af == 2)
+            return dec_ipv4(d, len, 4, orig_len, g);
+        if (af == 24 || af == 28 || af == 30)
+            return dec_ipv6(d, len, 4, orig_len, g);
+        return SK_NOT_IP;
+    }
+    default:
+        return SK_UNKNOWN_LT;
+    }
+    uint32_t n = 0;
+    while (etype == 0x8100 || etype == 0x88A8 || etype == 0x9100) {
+        if (len < off + 4)
+            return SK_TRUNC;
+        if (vlan_push(S, n, be16(d + off) & 0x0FFF) < 0) {
+            S->py_error = 1;
+            PyErr_NoMemory();
+            return SK_TRUNC;
+        }
+        n++;
+        etype = be16(d + off + 2);
+        off += 4;
+    }
+    g->nvlan = n;
+    g->vlan = S->vlan_buf;
+    if (etype == 0x0800)
+        return dec_ipv4(d, len, off, orig_len, g);
+    if (etype == 0x86DD)
+        return dec_ipv6(d, len, off, orig_len, g);
+    return SK_NOT_IP;
+}
+
+/* -- endpoint model (treason.model.Connection) --------------------------------------------- */
+
+static void side_init(Side *s)
+{
+    memset(s, 0, sizeof *s);
+    s->ws_option = -1;
+    s->snd_wscale = -1;
+    s->feasible = ALL_SHIFTS;
+}
+
+static inline uint32_t side_edge(const Side *s, int shift)
+{
+    return s->snd_wl2 + ((uint32_t)s->snd_wnd << shift);
+}
+
+static inline uint16_t *conn_vlan(Conn *c)
+{
+    return c->nvlan > VLAN_INLINE ? c->vlan_ext : c->vlan_in;
+}
+
+static void conn_reset_state(Conn *c, const Seg *g)
+{
+    free(c->a.unk);
+    free(c->b.unk);
+    side_init(&c->a);
+    side_init(&c->b);
+    c->client = 0;
+    c->syn_seen = c->synack_seen = c->established = c->reset = 0;
+    /* side a is the sender of the connection's first segment */
+    c->a_is_lo = (memcmp(g->src, c->lo_addr, 16) == 0 && g->sport == c->lo_port);
+}
+
+static inline Side *side_of(Conn *c, int which) { return which == 1 ? &c->a : &c->b; }
+
+static int reusable_by(Conn *c, const Seg *g)
+{
+    if (c->reset || (c->a.fin && c->b.fin))
+        return 1;
+    if (!c->established && c->client) {
+        Side *cl = side_of(c, c->client);
+        return g->seq != cl->isn; /* the client's ISN is always set with the client */
+    }
+    return 0;
+}
+
+static PyObject *py_int128(i128 v)
+{
+    if (v >= (i128)INT64_MIN && v <= (i128)INT64_MAX)
+        return PyLong_FromLongLong((long long)v);
+    int neg = v < 0;
+    u128 m = neg ? (u128)(-(v + 1)) + 1 : (u128)v;
+    PyObject *hi = PyLong_FromUnsignedLongLong((unsigned long long)(m >> 64));
+    PyObject *lo = PyLong_FromUnsignedLongLong((unsigned long long)m);
+    PyObject *sh = PyLong_FromLong(64);
+    PyObject *r = NULL, *t = NULL;
+    if (hi && lo && sh && (t = PyNumber_Lshift(hi, sh)))
+        r = PyNumber_Or(t, lo);
+    Py_XDECREF(t);
+    Py_XDECREF(hi);
+    Py_XDECREF(lo);
+    Py_XDECREF(sh);
+    if (r && neg) {
+        PyObject *n = PyNumber_Negative(r);
+        Py_DECREF(r);
+        r = n;
+    }
+    return r;
+}
+
+static void emit(Scanner *S, Conn *c, const Seg *g, Side *s, int shift, int cls, int definite)
+{
+    uint32_t old_edge = side_edge(s, shift);
+    uint32_t new_edge = g->ack + ((uint32_t)g->win << shift);
+    int32_t beyond = sdiff(s->snd_nxt, new_edge);
+    if (beyond < 0)
+        beyond = 0;
+    int alen = g->v6 ? 16 : 4;
+    uint16_t *vl = conn_vlan(c);
+    PyObject *vlan = PyTuple_New(c->nvlan);
+    if (!vlan) {
+        S->py_error = 1;
+        return;
+    }
+    for (uint32_t i = 0; i < c->nvlan; i++) {
+        PyObject *v = PyLong_FromLong(vl[i]);
+        if (!v) {
+            Py_DECREF(vlan);
+            S->py_error = 1;
+            return;
+        }
+        PyTuple_SET_ITEM(vlan, i, v);
+    }
+    PyObject *ts = py_int128(g->ts);
+    if (!ts) {
+        Py_DECREF(vlan);
+        S->py_error = 1;
+        return;
+    }
+    PyObject *ev = Py_BuildValue(
+        "(KNiy#iy#iNiiikkiikkkiii)", (unsigned long long)g->frame, ts, g->v6, g->src,
+        (Py_ssize_t)alen, (int)g->sport, g->dst, (Py_ssize_t)alen, (int)g->dport, vlan, cls,
+        (int)(c->a.fin || c->b.fin), definite, (unsigned long)old_edge, (unsigned long)new_edge,
+        (int)sdiff(old_edge, new_edge), (int)beyond, (unsigned long)s->snd_una,
+        (unsigned long)s->snd_nxt, (unsigned long)g->ack, (int)g->win, shift,
+        (int)(s->snd_wscale >= 0));
+    if (!ev || PyList_Append(S->events, ev) < 0)
+        S->py_error = 1;
+    Py_XDECREF(ev);
+}
+
+/* The class of this update under shift; *full says whether it is a full shrink there. */
+static int classify(const Seg *g, const Side *s, int shift, int *full)
+{
+    uint32_t new_edge = g->ack + ((uint32_t)g->win << shift);
+    int32_t retreat = sdiff(side_edge(s, shift), new_edge);
+    *full = 0;
+    if (retreat <= 0)
+        return CLS_NONE;
+    *full = retreat >= (1 << shift);
+    if (g->win == 0 && before(s->snd_una, s->snd_nxt))
+        return CLS_KERNEL;
+    if (!*full)
+        return CLS_RETRACTION;
+    if (before(new_edge, s->snd_nxt))
+        return CLS_BEYOND;
+    return CLS_SHRINK;
+}
+
+/* Model._infer: judge an update under every feasible shift when the scale is unknown. */
+static int infer(const Seg *g, Side *s, int *shift, int *definite)
+{
+    int classes[MAX_SHIFT + 1];
+    uint32_t *counts = s->unk->shrink_counts;
+    uint32_t fewest = UINT32_MAX;
+    int moved = -1;
+    for (int k = 0; k <= MAX_SHIFT; k++) {
+        classes[k] = -1;
+        if (s->feasible >> k & 1) {
+            int full;
+            classes[k] = classify(g, s, k, &full);
+            if (full)
+                counts[k]++;
+            if (moved < 0 && classes[k] > CLS_NONE)
+                moved = k;
+        }
+    }
+    if (g->win == 0 && before(s->snd_una, s->snd_nxt)) {
+        if (moved < 0)
+            return CLS_NONE;
+        *shift = moved;
+        *definite = 1;
+        return CLS_KERNEL;
+    }
+    for (int k = 0; k <= MAX_SHIFT; k++)
+        if (classes[k] >= 0 && counts[k] < fewest)
+            fewest = counts[k];
+    int n_plausible = 0, n_hits = 0, first = -1;
+    for (int k = 0; k <= MAX_SHIFT; k++) {
+        if (classes[k] < 0 || counts[k] != fewest)
+            continue;
+        n_plausible++;
+        if (classes[k] >= CLS_SHRINK) {
+            if (first < 0)
+                first = k;
+            n_hits++;
+        }
+    }
+    if (!n_hits) {
+        for (int k = 0; k <= MAX_SHIFT; k++) {
+            if (classes[k] > CLS_NONE && counts[k] == fewest) {
+                if (first < 0)
+                    first = k;
+                n_hits++;
+            }
+        }
+    }
+    if (!n_hits)
+        return CLS_NONE;
+    *shift = first;
+    *definite = n_hits == n_plausible;
+    return classes[first];
+}
+
+static void compare(Scanner *S, Conn *c, const Seg *g, Side *s)
+{
+    int shift = 0, cls, definite = 1;
+    if (s->snd_wscale >= 0) {
+        int full;
+        shift = s->snd_wscale;
+        cls = classify(g, s, shift, &full);
+    } else {
+        cls = infer(g, s, &shift, &definite);
+    }
+    if (cls == CLS_NONE)
+        return;
+    if (cls == CLS_RETRACTION)
+        S->model[M_RETRACTIONS]++;
+    emit(S, c, g, s, shift, cls, definite);
+}
+
+static void rule_out_shifts(Scanner *S, Side *sender, uint32_t data_end)
+{
+    uint16_t feasible = sender->feasible;
+    for (int k = 0; k <= MAX_SHIFT; k++)
+        if ((feasible >> k & 1) && after(data_end, sender->unk->max_edge[k]))
+            feasible &= (uint16_t) ~(1u << k);
+    if (feasible)
+        sender->feasible = feasible;
+    else
+        S->model[M_OVERRUNS]++;
+}
+
+static void sent(Scanner *S, const Seg *g, Side *sender)
+{
+    int fin = g->flags & F_FIN ? 1 : 0;
+    if (fin)
+        sender->fin = 1;
+    uint32_t end = g->seq + (uint32_t)g->payload_len + (uint32_t)fin;
+    if (!(sender->has & H_NXT)) {
+        sender->snd_nxt = end;
+        sender->has |= H_NXT;
+        return;
+    }
+    if (!after(end, sender->snd_nxt))
+        return;
+    if ((sender->has & H_UNA) && g->seq == sender->snd_una - 1 && g->payload_len <= 1)
+        return;
+    if (sender->snd_wscale < 0 && sender->unk)
+        rule_out_shifts(S, sender, g->seq + (uint32_t)g->payload_len);
+    sender->snd_nxt = end;
+}
+
+static void window_update(Scanner *S, Conn *c, const Seg *g, Side *r, Side *s)
+{
+    if (!c->established) {
+        if (!c->client) {
+            c->established = 1;
+        } else {
+            Side *client = side_of(c, c->client);
+            if (r == client || !(client->has & H_ISN) || !after(g->ack, client->isn)) {
+                S->model[M_STRAY]++;
+                return;
+            }
+            c->established = 1;
+            int8_t w = client->ws_option < 0 ? 0 : -1;
+            r->snd_wscale = w;
+            client->snd_wscale = w;
+        }
+    }
+    uint32_t ack = g->ack;
+    if (!(s->has & H_UNA)) {
+        s->snd_una = ack;
+        s->has |= H_UNA;
+    } else if (before(ack, s->snd_una)) {
+        S->model[M_OLD_ACKS]++;
+        return;
+    } else if (after(ack, s->snd_una)) {
+        s->snd_una = ack;
+    }
+    if (!(s->has & H_NXT) || before(s->snd_nxt, ack)) {
+        if (s->has & H_NXT)
+            S->model[M_UNSEEN]++;
+        s->snd_nxt = ack;
+        s->has |= H_NXT;
+    }
+    if ((s->has & H_WL) &&
+        !(before(s->snd_wl1, g->seq) || (s->snd_wl1 == g->seq && !before(ack, s->snd_wl2)))) {
+        S->model[M_STALE]++;
+        return;
+    }
+    if (g->has_tsval) {
+        /* PAWS (RFC 7323 section 5): an update stamped before the last accepted one */
+        if ((s->has & H_TS) && before(g->tsval, s->ts_recent)) {
+            S->model[M_PAWS]++;
+            return;
+        }
+        s->ts_recent = g->tsval;
+        s->has |= H_TS;
+    }
+    if (s->has & H_WND)
+        compare(S, c, g, s);
+    s->snd_wl1 = g->seq;
+    s->snd_wl2 = ack;
+    s->snd_wnd = g->win;
+    s->has |= H_WL | H_WND;
+    if (s->snd_wscale < 0) {
+        if (!s->unk) {
+            s->unk = calloc(1, sizeof *s->unk);
+            if (!s->unk) {
+                S->py_error = 1;
+                PyErr_NoMemory();
+                return;
+            }
+            for (int k = 0; k <= MAX_SHIFT; k++)
+                s->unk->max_edge[k] = side_edge(s, k);
+        } else {
+            for (int k = 0; k <= MAX_SHIFT; k++) {
+                uint32_t e = side_edge(s, k);
+                if (after(e, s->unk->max_edge[k]))
+                    s->unk->max_edge[k] = e;
+            }
+        }
+    }
+}
+
+static void syn(Scanner *S, Conn *c, const Seg *g, Side *sender, Side *peer, int sender_id)
+{
+    int ws = g->ws < 0 ? -1 : (g->ws > MAX_SHIFT ? MAX_SHIFT : g->ws);
+    uint32_t end = g->seq + 1 + (uint32_t)g->payload_len;
+    if (!(g->flags & F_ACK)) {
+        if (c->syn_seen || c->established) {
+            S->model[M_IGNORED_SYNS]++;
+            return;
+        }
+        c->syn_seen = 1;
+        c->client = (uint8_t)sender_id;
+        sender->isn = g->seq;
+        sender->ws_option = (int8_t)ws;
+        sender->snd_una = g->seq;
+        sender->snd_nxt = end;
+        sender->has |= H_ISN | H_UNA | H_NXT;
+        return;
+    }
+    if (c->synack_seen || c->established || c->client == sender_id) {
+        S->model[M_IGNORED_SYNS]++;
+        return;
+    }
+    Side *client = c->client ? side_of(c, c->client) : NULL;
+    if (client && g->ack != client->isn + 1) {
+        S->model[M_IGNORED_SYNS]++;
+        return;
+    }
+    c->synack_seen = 1;
+    c->established = 1;
+    c->client = (uint8_t)(3 - sender_id);
+    sender->isn = g->seq;
+    sender->ws_option = (int8_t)ws;
+    sender->snd_una = g->seq;
+    sender->snd_nxt = end;
+    sender->has |= H_ISN | H_UNA | H_NXT;
+    peer->snd_una = g->ack;
+    if (!(peer->has & H_NXT) || before(peer->snd_nxt, g->ack))
+        peer->snd_nxt = g->ack;
+    peer->snd_wl1 = g->seq;
+    peer->snd_wl2 = g->ack;
+    peer->has |= H_UNA | H_NXT | H_WL;
+    if (!client) {
+        peer->snd_wscale = (int8_t)ws;
+        sender->snd_wscale = ws < 0 ? 0 : -1;
+    } else if (ws >= 0 && client->ws_option >= 0) {
+        peer->snd_wscale = (int8_t)ws;
+        sender->snd_wscale = client->ws_option;
+    } else {
+        peer->snd_wscale = sender->snd_wscale = 0;
+    }
+}
+
+static void conn_process(Scanner *S, Conn *c, const Seg *g)
+{
+    int a_addr_match =
+        c->a_is_lo ? (memcmp(g->src, c->lo_addr, 16) == 0 && g->sport == c->lo_port)
+                   : (memcmp(g->src, c->hi_addr, 16) == 0 && g->sport == c->hi_port);
+    int sender_id = a_addr_match ? 1 : 2;
+    Side *sender = side_of(c, sender_id), *peer = side_of(c, 3 - sender_id);
+    if ((sender->has & H_COPY) && sender->c_ip_id == g->ip_id &&
+        sender->c_checksum == g->checksum && sender->c_seq == g->seq && sender->c_ack == g->ack &&
+        sender->c_win == g->win && sender->c_flags == g->flags &&
+        sender->c_plen == g->payload_len) {
+        S->model[M_DUPLICATES]++;
+        return;
+    }
+    sender->has |= H_COPY;
+    sender->c_ip_id = g->ip_id;
+    sender->c_checksum = g->checksum;
+    sender->c_seq = g->seq;
+    sender->c_ack = g->ack;
+    sender->c_win = g->win;
+    sender->c_flags = g->flags;
+    sender->c_plen = g->payload_len;
+    if (g->flags & F_RST) {
+        c->reset = 1;
+        S->model[M_RESETS]++;
+        return;
+    }
+    if (g->flags & F_SYN) {
+        syn(S, c, g, sender, peer, sender_id);
+        return;
+    }
+    sent(S, g, sender);
+    if (g->flags & F_ACK)
+        window_update(S, c, g, sender, peer);
+}
+
+/* -- flow table (treason.model.FlowTable) --------------------------------------------------- */
+
+static inline uint64_t mix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static inline uint64_t ld64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static uint32_t key_hash(const uint8_t *lo, uint16_t lo_port, const uint8_t *hi, uint16_t hi_port,
+                         int v6, uint32_t nvlan, const uint16_t *vlan)
+{
+    uint64_t h = ((uint64_t)lo_port << 32) ^ ((uint64_t)hi_port << 16) ^ (uint64_t)v6 ^
+                 ((uint64_t)nvlan << 48);
+    h = mix64(h ^ ld64(lo));
+    h = mix64(h ^ ld64(hi));
+    if (v6) {
+        h = mix64(h ^ ld64(lo + 8));
+        h = mix64(h ^ ld64(hi + 8));
+    }
+    for (uint32_t i = 0; i < nvlan; i++)
+        h = mix64(h ^ (vlan[i] + 0x9e3779b97f4a7c15ULL * (i + 1)));
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static inline int key_equal(Conn *c, uint32_t hash, const uint8_t *lo, uint16_t lo_port,
+                            const uint8_t *hi, uint16_t hi_port, int v6, uint32_t nvlan,
+                            const uint16_t *vlan)
+{
+    return c->hash == hash && c->lo_port == lo_port && c->hi_port == hi_port && c->v6 == v6 &&
+           c->nvlan == nvlan && memcmp(c->lo_addr, lo, 16) == 0 &&
+           memcmp(c->hi_addr, hi, 16) == 0 &&
+           (nvlan == 0 || memcmp(conn_vlan(c), vlan, nvlan * sizeof(uint16_t)) == 0);
+}
+
+static void lru_unlink(Scanner *S, uint32_t i)
+{
+    Conn *c = &S->conns[i];
+    if (c->prev != NIL)
+        S->conns[c->prev].next = c->next;
+    else
+        S->lru_head = c->next;
+    if (c->next != NIL)
+        S->conns[c->next].prev = c->prev;
+    else
+        S->lru_tail = c->prev;
+}
+
+static void lru_append(Scanner *S, uint32_t i)
+{
+    Conn *c = &S->conns[i];
+    c->prev = S->lru_tail;
+    c->next = NIL;
+    if (S->lru_tail != NIL)
+        S->conns[S->lru_tail].next = i;
+    else
+        S->lru_head = i;
+    S->lru_tail = i;
+}
+
+static int slots_grow(Scanner *S)
+{
+    uint32_t n = S->n_slots ? S->n_slots * 2 : 1024;
+    uint32_t *slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return -1;
+    for (uint32_t j = 0; j < S->n_slots; j++) {
+        uint32_t v = S->slots[j];
+        if (!v)
+            continue;
+        uint32_t k = S->conns[v - 1].hash & (n - 1);
+        while (slots[k])
+            k = (k + 1) & (n - 1);
+        slots[k] = v;
+    }
+    free(S->slots);
+    S->slots = slots;
+    S->n_slots = n;
+    return 0;
+}
+
+static void slots_remove(Scanner *S, uint32_t idx)
+{
+    uint32_t mask = S->n_slots - 1;
+    uint32_t j = S->conns[idx].hash & mask;
+    while (S->slots[j] != idx + 1)
+        j = (j + 1) & mask;
+    /* backward-shift deletion keeps every probe chain unbroken without tombstones */
+    uint32_t k = j;
+    for (;;) {
+        S->slots[j] = 0;
+        for (;;) {
+            k = (k + 1) & mask;
+            if (!S->slots[k])
+                return;
+            uint32_t home = S->conns[S->slots[k] - 1].hash & mask;
+            /* move slots[k] into j unless its home lies cyclically in (j, k] */
+            if (j <= k ? (home <= j || home > k) : (home <= j && home > k))
+                break;
+        }
+        S->slots[j] = S->slots[k];
+        j = k;
+    }
+}
+
+static void conn_evict(Scanner *S, uint32_t idx)
+{
+    Conn *c = &S->conns[idx];
+    slots_remove(S, idx);
+    lru_unlink(S, idx);
+    free(c->a.unk);
+    free(c->b.unk);
+    c->a.unk = c->b.unk = NULL;
+    if (c->nvlan > VLAN_INLINE)
+        free(c->vlan_ext);
+    c->vlan_ext = NULL;
+    c->nvlan = 0;
+    c->next = S->free_head;
+    S->free_head = idx;
+    S->live--;
+}
+
+static int table_process(Scanner *S, const Seg *g)
+{
+    if (g->ts > S->now)
+        S->now = g->ts;
+    i128 limit = S->now - S->idle;
+    while (S->lru_head != NIL && S->conns[S->lru_head].last_active < limit) {
+        conn_evict(S, S->lru_head);
+        S->evicted_idle++;
+    }
+    const uint8_t *lo, *hi;
+    uint16_t lo_port, hi_port;
+    int c0 = memcmp(g->src, g->dst, 16);
+    if (c0 < 0 || (c0 == 0 && g->sport <= g->dport)) {
+        lo = g->src, lo_port = g->sport, hi = g->dst, hi_port = g->dport;
+    } else {
+        lo = g->dst, lo_port = g->dport, hi = g->src, hi_port = g->sport;
+    }
+    uint32_t hash = key_hash(lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
+    uint32_t idx = NIL;
+    if (S->n_slots) {
+        uint32_t mask = S->n_slots - 1;
+        for (uint32_t j = hash & mask; S->slots[j]; j = (j + 1) & mask) {
+            uint32_t i = S->slots[j] - 1;
+            if (key_equal(&S->conns[i], hash, lo, lo_port, hi, hi_port, g->v6, g->nvlan,
+                          g->vlan)) {
+                idx = i;
+                break;
+            }
+        }
+    }
+    Conn *c;
+    if (idx == NIL) {
+        if (S->live >= S->max_flows) {
+            conn_evict(S, S->lru_head);
+            S->evicted_cap++;
+        }
+        if (S->free_head != NIL) {
+            idx = S->free_head;
+            S->free_head = S->conns[idx].next;
+        } else {
+            if (S->n_conns == S->cap_conns) {
+                uint64_t cap = S->cap_conns ? (uint64_t)S->cap_conns * 2 : 1024;
+                if (cap > S->max_flows)
+                    cap = S->max_flows;
+                Conn *p = realloc(S->conns, cap * sizeof *p);
+                if (!p)
+                    goto nomem;
+                S->conns = p;
+                S->cap_conns = (uint32_t)cap;
+            }
+            idx = S->n_conns++;
+        }
+        if ((uint64_t)(S->live + 1) * 2 > S->n_slots && slots_grow(S) < 0)
+            goto nomem;
+        c = &S->conns[idx];
+        memset(c, 0, sizeof *c);
+        memcpy(c->lo_addr, lo, 16);
+        memcpy(c->hi_addr, hi, 16);
+        c->lo_port = lo_port;
+        c->hi_port = hi_port;
+        c->v6 = (uint8_t)g->v6;
+        c->nvlan = g->nvlan;
+        if (g->nvlan > VLAN_INLINE) {
+            c->vlan_ext = malloc(g->nvlan * sizeof(uint16_t));
+            if (!c->vlan_ext)
+                goto nomem;
+            memcpy(c->vlan_ext, g->vlan, g->nvlan * sizeof(uint16_t));
+        } else if (g->nvlan) {
+            memcpy(c->vlan_in, g->vlan, g->nvlan * sizeof(uint16_t));
+        }
+        c->hash = hash;
+        uint32_t mask = S->n_slots - 1, j = hash & mask;
+        while (S->slots[j])
+            j = (j + 1) & mask;
+        S->slots[j] = idx + 1;
+        S->live++;
+        conn_reset_state(c, g);
+        S->flows++;
+    } else {
+        c = &S->conns[idx];
+        lru_unlink(S, idx);
+        if ((g->flags & (F_SYN | F_ACK)) == F_SYN && reusable_by(c, g)) {
+            conn_reset_state(c, g);
+            S->flows++;
+        }
+    }
+    int was_seen = c->syn_seen && c->synack_seen;
+    conn_process(S, c, g);
+    c->last_active = S->now;
+    if (c->syn_seen && c->synack_seen && !was_seen)
+        S->handshakes++;
+    lru_append(S, idx);
+    return S->py_error ? -1 : 0;
+nomem:
+    S->py_error = 1;
+    PyErr_NoMemory();
+    return -1;
+}
+
+/* -- one frame ------------------------------------------------------------------------------ */
+
+static inline int frame(Scanner *S, i128 ts, uint32_t lt, const uint8_t *d, int64_t len,
+                        uint32_t orig_len)
+{
+    Seg g;
+    S->frames++;
+    g.frame = S->frames;
+    g.ts = ts;
+    int why = decode(S, lt, d, len, orig_len, &g);
+    if (S->py_error)
+        return -1;
+    if (why >= 0) {
+        S->skipped[why]++;
+        return 0;
+    }
+    S->segments++;
+    return table_process(S, &g);
+}
+
+/* -- pcap (treason.readers.pcap) ------------------------------------------------------------ */
+
+/* Consume records from buf; returns bytes consumed, sets *need to the bytes the next one needs. */
+static Py_ssize_t feed_pcap(Scanner *S, const uint8_t *buf, Py_ssize_t len, int eof,
+                            Py_ssize_t *need)
+{
+    Py_ssize_t pos = 0;
+    *need = 0;
+    if (!S->started) {
+        if (len < 24) {
+            if (eof)
+                set_error(S, 1, 0, "truncated pcap file header (%zd of 24 bytes)", len);
+            *need = 24;
+            return 0;
+        }
+        uint32_t m = le32(buf);
+        if (m == 0xA1B2C3D4 || m == 0xA1B23C4D || m == 0xA1B2CD34) {
+            S->big = 0;
+        } else {
+            S->big = 1;
+            m = be32(buf);
+        }
+        S->ns_per_unit = m == 0xA1B23C4D ? 1 : 1000;
+        S->rec_len = m == 0xA1B2CD34 ? 24 : 16;
+        S->snaplen = rd32(buf + 16, S->big);
+        S->linktype = rd32(buf + 20, S->big) & 0xFFFF;
+        S->limit = (S->snaplen > 0 && S->snaplen < MAX_RECORD) ? S->snaplen : MAX_RECORD;
+        S->started = 1;
+        pos = 24;
+    }
+    const uint32_t rec_len = S->rec_len;
+    const int big = S->big;
+    while (1) {
+        Py_ssize_t avail = len - pos;
+        if (avail < (Py_ssize_t)rec_len) {
+            if (eof && avail)
+                set_error(S, 2, (int64_t)(S->offset + pos),
+                          "truncated record header (%zd of %u bytes)", avail, rec_len);
+            *need = rec_len;
+            break;
+        }
+        const uint8_t *h = buf + pos;
+        uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), incl = rd32(h + 8, big),
+                 orig = rd32(h + 12, big);
+        if (incl > S->limit) {
+            set_error(S, 1, (int64_t)(S->offset + pos),
+                      "bad record header: %u-byte record, more than %s (%u)", incl,
+                      S->limit == S->snaplen ? "the snap length" : "the 256 KiB limit", S->limit);
+            break;
+        }
+        if (avail < (Py_ssize_t)(rec_len + incl)) {
+            if (eof)
+                set_error(S, 2, (int64_t)(S->offset + pos), "truncated record (%zd of %u bytes)",
+                          avail, rec_len + incl);
+            *need = rec_len + incl;
+            break;
+        }
+        i128 ts = (i128)sec * 1000000000 + (i128)frac * (i128)S->ns_per_unit;
+        if (frame(S, ts, S->linktype, h + rec_len, incl, orig) < 0) {
+            pos += rec_len + incl;
+            break;
+        }
+        pos += rec_len + incl;
+    }
+    return pos;
+}
+
+/* -- pcapng (treason.readers.pcapng) -------------------------------------------------------- */
+
+static void parse_idb(Iface *f, const uint8_t *body, Py_ssize_t blen, int big)
+{
+    f->linktype = rd16(body, big);
+    f->snaplen = rd32(body + 4, big);
+    f->ns_mul = 1000;
+    f->div_kind = 0;
+    f->div10 = 1;
+    f->div_shift = 0;
+    f->offset_ns = 0;
+    Py_ssize_t pos = 8, end = blen;
+    while (pos + 4 <= end) {
+        uint16_t code = rd16(body + pos, big), olen = rd16(body + pos + 2, big);
+        if (code == 0)
+            return;
+        pos += 4;
+        if (pos + olen > end)
+            return;
+        const uint8_t *v = body + pos;
+        if (code == 9 && olen >= 1) {
+            int exp = v[0] & 0x7F;
+            if (v[0] & 0x80) {
+                f->ns_mul = 1000000000;
+                f->div_kind = 1;
+                f->div_shift = exp;
+            } else if (exp <= 9) {
+                uint64_t m = 1;
+                for (int i = 0; i < 9 - exp; i++)
+                    m *= 10;
+                f->ns_mul = m;
+                f->div_kind = 0;
+                f->div10 = 1;
+            } else if (exp - 9 >= 20) {
+                f->ns_mul = 1;
+                f->div_kind = 2; /* 10**20 > 2**64 > any timestamp */
+            } else {
+                uint64_t d = 1;
+                for (int i = 0; i < exp - 9; i++)
+                    d *= 10;
+                f->ns_mul = 1;
+                f->div_kind = 0;
+                f->div10 = d;
+            }
+        } else if (code == 14 && olen >= 8) {
+            uint64_t q = big ? ((uint64_t)be32(v) << 32 | be32(v + 4))
+                             : ((uint64_t)le32(v + 4) << 32 | le32(v));
+            f->offset_ns = (i128)(int64_t)q * 1000000000;
+        }
+        pos += (olen + 3) & ~3;
+    }
+}
+
+static inline i128 iface_ts(const Iface *f, uint64_t ts)
+{
+    u128 t = (u128)ts * f->ns_mul;
+    if (f->div_kind == 0)
+        t /= f->div10;
+    else if (f->div_kind == 1)
+        t >>= f->div_shift;
+    else
+        t = 0;
+    return (i128)t + f->offset_ns;
+}
+
+static int check_iface(Scanner *S, uint32_t if_id, int64_t start)
+{
+    if (if_id < S->n_ifaces)
+        return 0;
+    set_error(S, 1, start, "packet on interface %u, but the section describes %u interface%s",
+              if_id, S->n_ifaces, S->n_ifaces == 1 ? "" : "s");
+    return -1;
+}
+
+static int check_caplen(Scanner *S, uint64_t caplen, const Iface *f, int64_t start)
+{
+    if (caplen > MAX_RECORD) {
+        set_error(S, 1, start, "bad record: %llu-byte packet, more than the 256 KiB limit",
+                  (unsigned long long)caplen);
+        return -1;
+    }
+    if (f->snaplen && caplen > f->snaplen) {
+        set_error(S, 1, start, "bad record: %llu-byte packet, more than the snap length (%u)",
+                  (unsigned long long)caplen, f->snaplen);
+        return -1;
+    }
+    return 0;
+}
+
+static uint32_t min_len(uint32_t btype)
+{
+    switch (btype) {
+    case 0x0A0D0D0A:
+        return 28;
+    case 1:
+        return 20;
+    case 2:
+        return 32;
+    case 3:
+        return 16;
+    case 6:
+        return 32;
+    default:
+        return 12;
+    }
+}
+
+static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, int eof,
+                              Py_ssize_t *need)
+{
+    Py_ssize_t pos = 0;
+    *need = 0;
+    while (1) {
+        Py_ssize_t avail = len - pos;
+        int64_t start = (int64_t)(S->offset + pos);
+        if (avail < 12) {
+            if (eof && avail)
+                set_error(S, 2, start, "truncated record (%zd bytes of a block header)", avail);
+            *need = 12;
+            break;
+        }
+        const uint8_t *b = buf + pos;
+        if (b[0] == 0x0A && b[1] == 0x0D && b[2] == 0x0D && b[3] == 0x0A) {
+            if (b[8] == 0x4D && b[9] == 0x3C && b[10] == 0x2B && b[11] == 0x1A)
+                S->big = 0;
+            else if (b[8] == 0x1A && b[9] == 0x2B && b[10] == 0x3C && b[11] == 0x4D)
+                S->big = 1;
+            else {
+                set_error(S, 1, start + 8, "bad pcapng byte-order magic");
+                break;
+            }
+        }
+        const int big = S->big;
+        uint32_t btype = rd32(b, big), blen = rd32(b + 4, big);
+        if (blen < min_len(btype) || blen % 4 || blen > MAX_BLOCK) {
+            set_error(S, 1, start, "bad pcapng block length %u", blen);
+            break;
+        }
+        if (avail < (Py_ssize_t)blen) {
+            if (eof)
+                set_error(S, 2, start, "truncated record (%zd of %u bytes)", avail, blen);
+            *need = blen;
+            break;
+        }
+        uint32_t trailer = rd32(b + blen - 4, big);
+        if (trailer != blen) {
+            set_error(S, 1, start, "bad pcapng block length %u (trailer says %u)", blen, trailer);
+            break;
+        }
+        const uint8_t *body = b + 8;
+        Py_ssize_t body_len = (Py_ssize_t)blen - 12;
+        pos += blen;
+        if (btype == 6 || btype == 2) {
+            uint32_t if_id, ts_high, ts_low, caplen, orig_len;
+            if (btype == 6) {
+                if_id = rd32(body, big);
+                ts_high = rd32(body + 4, big);
+                ts_low = rd32(body + 8, big);
+                caplen = rd32(body + 12, big);
+                orig_len = rd32(body + 16, big);
+            } else {
+                if_id = rd16(body, big);
+                ts_high = rd32(body + 4, big);
+                ts_low = rd32(body + 8, big);
+                caplen = rd32(body + 12, big);
+                orig_len = rd32(body + 16, big);
+            }
+            if (20 + (uint64_t)caplen > (uint64_t)body_len) {
+                set_error(S, 1, start, "bad pcapng block length %u for a %u-byte packet", blen,
+                          caplen);
+                pos -= blen;
+                break;
+            }
+            if (check_iface(S, if_id, start) < 0 ||
+                check_caplen(S, caplen, &S->ifaces[if_id], start) < 0) {
+                pos -= blen;
+                break;
+            }
+            const Iface *f = &S->ifaces[if_id];
+            i128 ts = iface_ts(f, ((uint64_t)ts_high << 32) | ts_low);
+            if (frame(S, ts, f->linktype, body + 20, caplen, orig_len) < 0)
+                break;
+        } else if (btype == 3) {
+            if (check_iface(S, 0, start) < 0) {
+                pos -= blen;
+                break;
+            }
+            const Iface *f = &S->ifaces[0];
+            uint32_t orig_len = rd32(body, big);
+            uint64_t room = (uint64_t)body_len - 4;
+            uint64_t caplen = orig_len < room ? orig_len : room;
+            if (f->snaplen && caplen > f->snaplen)
+                caplen = f->snaplen;
+            if (check_caplen(S, caplen, f, start) < 0) {
+                pos -= blen;
+                break;
+            }
+            if (frame(S, 0, f->linktype, body + 4, (int64_t)caplen, orig_len) < 0)
+                break;
+        } else if (btype == 0x0A0D0D0A) {
+            uint16_t major = rd16(body + 4, big);
+            if (major != 1) {
+                set_error(S, 1, start, "unsupported pcapng version %u", major);
+                pos -= blen;
+                break;
+            }
+            S->n_ifaces = 0;
+            S->sections++;
+        } else if (btype == 1) {
+            if (S->sections == 0) {
+                set_error(S, 1, start, "missing pcapng section header block");
+                pos -= blen;
+                break;
+            }
+            if (S->n_ifaces == S->cap_ifaces) {
+                uint32_t cap = S->cap_ifaces ? S->cap_ifaces * 2 : 8;
+                Iface *p = realloc(S->ifaces, cap * sizeof *p);
+                if (!p) {
+                    S->py_error = 1;
+                    PyErr_NoMemory();
+                    pos -= blen;
+                    break;
+                }
+                S->ifaces = p;
+                S->cap_ifaces = cap;
+            }
+            parse_idb(&S->ifaces[S->n_ifaces++], body, body_len, big);
+        }
+    }
+    return pos;
+}
+
+/* -- Python type ---------------------------------------------------------------------------- */
+
+static int Scanner_init(Scanner *S, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"fmt", "max_flows", "idle_lo", "idle_hi", NULL};
+    int fmt;
+    unsigned long long max_flows, idle_lo;
+    long long idle_hi;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iKKL", names, &fmt, &max_flows, &idle_lo,
+                                     &idle_hi))
+        return -1;
+    if (fmt != 1 && fmt != 2) {
+        PyErr_SetString(PyExc_ValueError, "fmt must be 1 (pcap) or 2 (pcapng)");
+        return -1;
+    }
+    if (max_flows < 1 || max_flows > 0x7FFFFFFF) {
+        PyErr_SetString(PyExc_ValueError, "max_flows must be between 1 and 2**31 - 1");
+        return -1;
+    }
+    S->fmt = fmt;
+    S->max_flows = (uint32_t)max_flows;
+    S->idle = (i128)(((u128)(uint64_t)idle_hi << 64) | idle_lo);
+    S->err_offset = -1;
+    S->free_head = S->lru_head = S->lru_tail = NIL;
+    Py_XSETREF(S->events, PyList_New(0));
+    return S->events ? 0 : -1;
+}
+
+static void Scanner_dealloc(Scanner *S)
+{
+    for (uint32_t i = 0; i < S->n_conns; i++) {
+        free(S->conns[i].a.unk);
+        free(S->conns[i].b.unk);
+        if (S->conns[i].nvlan > VLAN_INLINE)
+            free(S->conns[i].vlan_ext);
+    }
+    free(S->conns);
+    free(S->slots);
+    free(S->ifaces);
+    free(S->vlan_buf);
+    Py_XDECREF(S->events);
+    Py_TYPE(S)->tp_free((PyObject *)S);
+}
+
+static PyObject *Scanner_feed(Scanner *S, PyObject *args)
+{
+    Py_buffer view;
+    int eof;
+    if (!PyArg_ParseTuple(args, "y*p", &view, &eof))
+        return NULL;
+    Py_ssize_t need = 0, used = 0;
+    if (!S->err_kind && !S->py_error) {
+        if (S->fmt == 1)
+            used = feed_pcap(S, view.buf, view.len, eof, &need);
+        else
+            used = feed_pcapng(S, view.buf, view.len, eof, &need);
+        S->offset += (uint64_t)used;
+    }
+    PyBuffer_Release(&view);
+    if (S->py_error)
+        return NULL;
+    return Py_BuildValue("nn", used, need);
+}
+
+static PyObject *Scanner_take_events(Scanner *S, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = S->events;
+    S->events = PyList_New(0);
+    if (!S->events) {
+        S->events = out;
+        return NULL;
+    }
+    return out;
+}
+
+static PyObject *u64list(const uint64_t *v, int n)
+{
+    PyObject *l = PyList_New(n);
+    if (!l)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *x = PyLong_FromUnsignedLongLong(v[i]);
+        if (!x) {
+            Py_DECREF(l);
+            return NULL;
+        }
+        PyList_SET_ITEM(l, i, x);
+    }
+    return l;
+}
+
+static PyObject *Scanner_counters(Scanner *S, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("{sKsKsNsKsKsKsKsNsI}", "frames", (unsigned long long)S->frames,
+                         "segments", (unsigned long long)S->segments, "skipped",
+                         u64list(S->skipped, SK_N), "flows", (unsigned long long)S->flows,
+                         "handshakes", (unsigned long long)S->handshakes, "evicted_idle",
+                         (unsigned long long)S->evicted_idle, "evicted_cap",
+                         (unsigned long long)S->evicted_cap, "model", u64list(S->model, M_N),
+                         "live", S->live);
+}
+
+static PyObject *Scanner_get_error(Scanner *S, void *Py_UNUSED(closure))
+{
+    if (!S->err_kind)
+        Py_RETURN_NONE;
+    if (S->err_offset < 0)
+        return Py_BuildValue("(isO)", S->err_kind == 2, S->err_msg, Py_None);
+    return Py_BuildValue("(isL)", S->err_kind == 2, S->err_msg, (long long)S->err_offset);
+}
+
+static PyObject *Scanner_get_offset(Scanner *S, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(S->offset);
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"feed", (PyCFunction)Scanner_feed, METH_VARARGS,
+     "feed(buffer, eof) -> (consumed, need): analyse every complete record in buffer."},
+    {"take_events", (PyCFunction)Scanner_take_events, METH_NOARGS,
+     "The event tuples found since the last call."},
+    {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "Frame, flow and model counters."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Scanner_getset[] = {
+    {"error", (getter)Scanner_get_error, NULL,
+     "None, or (truncated, message, offset) for the damage that stopped the scan.", NULL},
+    {"offset", (getter)Scanner_get_offset, NULL, "Bytes of the stream consumed so far.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "treason._fastscan.Scanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Scanner(fmt, max_flows, idle_lo, idle_hi): capture framing, decoder, flow table.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+    .tp_getset = Scanner_getset,
+};
+
+static struct PyModuleDef fastscan_module = {
+    PyModuleDef_HEAD_INIT, "_fastscan", "Compiled capture scanner for treason.fastpath.", -1,
+    NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastscan(void)
+{
+    if (PyType_Ready(&ScannerType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&fastscan_module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&ScannerType);
+    if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(&ScannerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_BLOCK", MAX_BLOCK) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

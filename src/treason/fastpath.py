@@ -1,0 +1,268 @@
+"""The fast engine: the compiled scanner fed big chunks of the capture, events built in Python.
+
+``treason._fastscan`` does the capture framing, decoding and endpoint model of the reference
+engine (``treason.readers``, ``treason.decode``, ``treason.model``) in C, with no Python object
+per packet. This module owns what is rare or per file: opening the source (path, ``"-"``,
+stream, gzip), sniffing the format with the readers' own rules, reading into one reusable
+buffer, turning the scanner's event tuples into ``Event`` records, raising the readers' errors
+and filling ``ScanStats``. See ``docs/fastpath.md``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+from treason.errors import CaptureError, TruncatedCapture
+from treason.events import Event, Severity
+from treason.kernel import kernel_lines
+from treason.model import ModelStats
+
+if TYPE_CHECKING:
+    from treason.scanner import ScanStats, Source
+
+try:
+    from treason import _fastscan
+except ImportError:  # not built: no compiler at install time
+    _fastscan = None  # type: ignore[assignment]
+
+#: Read size; records split across reads are carried over, so any size gives the same result.
+CHUNK = 4 << 20
+
+#: The scanner's skip-reason counters, in its order.
+SKIP_ORDER = (
+    "not-ip",
+    "not-tcp",
+    "fragment",
+    "unknown-linktype",
+    "malformed",
+    "truncated-header",
+)
+
+#: The scanner's model counters, in its order; the names are ``ModelStats`` fields.
+MODEL_ORDER = (
+    "duplicates",
+    "old_acks",
+    "stale_updates",
+    "paws_rejects",
+    "unseen_acks",
+    "stray_acks",
+    "ignored_syns",
+    "resets",
+    "window_overruns",
+    "retractions",
+)
+
+_PCAP, _PCAPNG = 1, 2
+#: Enough bytes to recognise every supported format (as the readers sniff).
+_SNIFF = 12
+
+
+def available() -> bool:
+    """Whether the compiled scanner was built and imports."""
+    return _fastscan is not None
+
+
+def scan(
+    source: Source,
+    name: str,
+    stats: ScanStats,
+    max_flows: int,
+    idle_timeout_ns: int,
+    chunk: int = CHUNK,
+) -> Iterator[Event]:
+    """Yield the events of one capture, exactly as the reference engine does.
+
+    ``stats`` is filled in as chunks are analysed; the flow counters are added when the
+    capture ends (also when it ends in an error), as the reference engine does.
+    """
+    if _fastscan is None:
+        raise RuntimeError("treason's compiled scanner is not built")
+    if max_flows < 1:
+        raise ValueError("max_flows must be at least 1")
+    from treason.readers import source as rs
+
+    stream, display, to_close = rs.open_source(source, name)
+    scanner = None
+    try:
+        head = rs.read_some(stream, _SNIFF, display)
+        gz = None
+        if head.startswith(rs.GZIP_MAGIC):
+            gz = rs.GzipStream(rs.Prefixed(head, stream), display)
+            head = rs.read_some(gz, _SNIFF, display)
+            stream = gz
+        fmt = _sniff(head, display)
+        idle = max(-(1 << 100), min(idle_timeout_ns, 1 << 100))
+        scanner = _fastscan.Scanner(fmt, max_flows, idle & ((1 << 64) - 1), idle >> 64)
+        yield from _run(scanner, stream, head, display, stats, chunk)
+        if gz is not None and gz.truncated:
+            raise TruncatedCapture(display, "truncated gzip stream", scanner.offset)
+    finally:
+        if scanner is not None:
+            _flow_counters(scanner, stats)
+        if to_close is not None:
+            to_close.close()  # type: ignore[attr-defined]
+
+
+def _sniff(head: bytes, source: str) -> int:
+    from treason.readers import _show
+    from treason.readers.pcap import is_pcap
+    from treason.readers.pcapng import is_pcapng, looks_like_headless_pcapng
+
+    if not head:
+        raise CaptureError(source, "empty file, not a pcap or pcapng capture", 0)
+    if is_pcap(head):
+        return _PCAP
+    if is_pcapng(head):
+        return _PCAPNG
+    if looks_like_headless_pcapng(head):
+        raise CaptureError(source, "missing pcapng section header block", 0)
+    raise CaptureError(source, f"not a pcap or pcapng file (starts with {_show(head)})", 0)
+
+
+def _run(
+    scanner: _fastscan.Scanner,
+    stream: object,
+    head: bytes,
+    source: str,
+    stats: ScanStats,
+    chunk: int,
+) -> Iterator[Event]:
+    """Read into one buffer, feed the scanner, carry the incomplete tail to the next read."""
+    buf = bytearray(max(chunk, len(head)))
+    buf[: len(head)] = head
+    filled = len(head)
+    readinto = getattr(stream, "readinto", None)
+    read = stream.read  # type: ignore[attr-defined]
+    eof = False
+    done_frames = done_segments = 0
+    done_skipped = [0] * len(SKIP_ORDER)
+    done_model = [0] * len(MODEL_ORDER)
+    while True:
+        if not eof and filled < len(buf):
+            try:
+                if readinto is not None:
+                    with memoryview(buf) as view, view[filled:] as free:
+                        n = readinto(free) or 0
+                else:
+                    data = read(len(buf) - filled)
+                    n = len(data)
+                    buf[filled : filled + n] = data
+            except OSError as exc:
+                raise CaptureError(source, exc.strerror or str(exc), scanner.offset) from None
+            eof = n == 0
+            filled += n
+        with memoryview(buf) as view, view[:filled] as data:
+            used, need = scanner.feed(data, eof)
+        counters = scanner.counters()
+        # Stats first, then events: a consumer that stops early still sees consistent counts.
+        stats.frames += counters["frames"] - done_frames
+        stats.segments += counters["segments"] - done_segments
+        done_frames, done_segments = counters["frames"], counters["segments"]
+        for i, total in enumerate(counters["skipped"]):
+            if total != done_skipped[i]:
+                stats.skipped[SKIP_ORDER[i]] += total - done_skipped[i]
+                done_skipped[i] = total
+        for i, total in enumerate(counters["model"]):
+            if total != done_model[i]:
+                name = MODEL_ORDER[i]
+                setattr(stats.model, name, getattr(stats.model, name) + total - done_model[i])
+                done_model[i] = total
+        for raw in scanner.take_events():
+            yield _event(raw)
+        error = scanner.error
+        if error is not None:
+            truncated, message, offset = error
+            raise (TruncatedCapture if truncated else CaptureError)(source, message, offset)
+        if eof and used == filled:
+            return
+        if used:
+            rest = filled - used
+            buf[:rest] = buf[used:filled]
+            filled = rest
+        if need > len(buf):
+            buf.extend(bytes(need - len(buf)))
+        elif eof:
+            return  # the scanner reported the incomplete tail as an error above
+
+
+def _flow_counters(scanner: _fastscan.Scanner, stats: ScanStats) -> None:
+    counters = scanner.counters()
+    stats.flows += counters["flows"]
+    stats.handshakes += counters["handshakes"]
+    stats.evicted_idle += counters["evicted_idle"]
+    stats.evicted_cap += counters["evicted_cap"]
+
+
+def _addr(v6: int, raw: bytes) -> str:
+    if v6:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    return ".".join(map(str, raw))
+
+
+def _event(raw: tuple) -> Event:
+    """An ``Event`` from the scanner's tuple, with the kernel lines the model's ``_event`` adds."""
+    (
+        frame,
+        ts_ns,
+        v6,
+        src_raw,
+        sport,
+        dst_raw,
+        dport,
+        vlan,
+        cls_value,
+        closing,
+        definite,
+        old_edge,
+        new_edge,
+        shrink_bytes,
+        beyond_bytes,
+        snd_una,
+        snd_nxt,
+        ack,
+        win,
+        shift,
+        scale_known,
+    ) = raw
+    cls = Severity(cls_value)
+    src = _addr(v6, src_raw)
+    lines: dict[str, str] = {}
+    if cls >= Severity.BEYOND:
+        every = kernel_lines(src, sport, dport, snd_una, snd_nxt, win << shift)
+        lines = every if cls is Severity.KERNEL else {"2.4.0": every["2.4.0"]}
+    return Event(
+        frame=frame,
+        time=ts_ns / 1e9,
+        src=src,
+        sport=sport,
+        dst=_addr(v6, dst_raw),
+        dport=dport,
+        vlan=vlan,
+        cls=cls,
+        closing=bool(closing),
+        certainty="definite" if definite else "possible",
+        old_edge=old_edge,
+        new_edge=new_edge,
+        shrink_bytes=shrink_bytes,
+        beyond_bytes=beyond_bytes,
+        snd_una=snd_una,
+        snd_nxt=snd_nxt,
+        ack=ack,
+        win=win,
+        scale=shift,
+        scale_known=bool(scale_known),
+        kernel_lines=lines,
+    )
+
+
+def _check_model_order() -> None:
+    """The scanner's counters must name every ``ModelStats`` field, or stats would drift."""
+    names = {f.name for f in fields(ModelStats)}
+    if names != set(MODEL_ORDER):
+        raise ImportError(f"fast scanner counters {MODEL_ORDER} do not match ModelStats {names}")
+
+
+_check_model_order()
