@@ -70,6 +70,29 @@ static inline uint32_t le32(const uint8_t *p)
 {
     return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
 }
+static inline uint64_t ld64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline int addr_eq(const uint8_t *a, const uint8_t *b)
+{
+    return ld64(a) == ld64(b) && ld64(a + 8) == ld64(b + 8);
+}
+
+/* A total order on addresses (any order will do: it only makes the flow key canonical). */
+static inline int addr_cmp(const uint8_t *a, const uint8_t *b)
+{
+    uint64_t x = ld64(a), y = ld64(b);
+    if (x == y) {
+        x = ld64(a + 8);
+        y = ld64(b + 8);
+    }
+    return x < y ? -1 : x > y;
+}
+
 static inline uint16_t rd16(const uint8_t *p, int big) { return big ? be16(p) : le16(p); }
 static inline uint32_t rd32(const uint8_t *p, int big) { return big ? be32(p) : le32(p); }
 
@@ -475,7 +498,7 @@ static void conn_reset_state(Conn *c, const Seg *g)
     c->client = 0;
     c->syn_seen = c->synack_seen = c->established = c->reset = 0;
     /* side a is the sender of the connection's first segment */
-    c->a_is_lo = (memcmp(g->src, c->lo_addr, 16) == 0 && g->sport == c->lo_port);
+    c->a_is_lo = (addr_eq(g->src, c->lo_addr) && g->sport == c->lo_port);
 }
 
 static inline Side *side_of(Conn *c, int which) { return which == 1 ? &c->a : &c->b; }
@@ -806,8 +829,8 @@ static void syn(Scanner *S, Conn *c, const Seg *g, Side *sender, Side *peer, int
 static void conn_process(Scanner *S, Conn *c, const Seg *g)
 {
     int a_addr_match =
-        c->a_is_lo ? (memcmp(g->src, c->lo_addr, 16) == 0 && g->sport == c->lo_port)
-                   : (memcmp(g->src, c->hi_addr, 16) == 0 && g->sport == c->hi_port);
+        c->a_is_lo ? (addr_eq(g->src, c->lo_addr) && g->sport == c->lo_port)
+                   : (addr_eq(g->src, c->hi_addr) && g->sport == c->hi_port);
     int sender_id = a_addr_match ? 1 : 2;
     Side *sender = side_of(c, sender_id), *peer = side_of(c, 3 - sender_id);
     if ((sender->has & H_COPY) && sender->c_ip_id == g->ip_id &&
@@ -851,13 +874,6 @@ static inline uint64_t mix64(uint64_t h)
     return h;
 }
 
-static inline uint64_t ld64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
 static uint32_t key_hash(const uint8_t *lo, uint16_t lo_port, const uint8_t *hi, uint16_t hi_port,
                          int v6, uint32_t nvlan, const uint16_t *vlan)
 {
@@ -874,14 +890,19 @@ static uint32_t key_hash(const uint8_t *lo, uint16_t lo_port, const uint8_t *hi,
     return (uint32_t)(h ^ (h >> 32));
 }
 
+static inline int key_same(Conn *c, const uint8_t *lo, uint16_t lo_port, const uint8_t *hi,
+                           uint16_t hi_port, int v6, uint32_t nvlan, const uint16_t *vlan)
+{
+    return c->lo_port == lo_port && c->hi_port == hi_port && c->v6 == v6 && c->nvlan == nvlan &&
+           addr_eq(c->lo_addr, lo) && addr_eq(c->hi_addr, hi) &&
+           (nvlan == 0 || memcmp(conn_vlan(c), vlan, nvlan * sizeof(uint16_t)) == 0);
+}
+
 static inline int key_equal(Conn *c, uint32_t hash, const uint8_t *lo, uint16_t lo_port,
                             const uint8_t *hi, uint16_t hi_port, int v6, uint32_t nvlan,
                             const uint16_t *vlan)
 {
-    return c->hash == hash && c->lo_port == lo_port && c->hi_port == hi_port && c->v6 == v6 &&
-           c->nvlan == nvlan && memcmp(c->lo_addr, lo, 16) == 0 &&
-           memcmp(c->hi_addr, hi, 16) == 0 &&
-           (nvlan == 0 || memcmp(conn_vlan(c), vlan, nvlan * sizeof(uint16_t)) == 0);
+    return c->hash == hash && key_same(c, lo, lo_port, hi, hi_port, v6, nvlan, vlan);
 }
 
 static void lru_unlink(Scanner *S, uint32_t i)
@@ -982,15 +1003,20 @@ static int table_process(Scanner *S, const Seg *g)
     }
     const uint8_t *lo, *hi;
     uint16_t lo_port, hi_port;
-    int c0 = memcmp(g->src, g->dst, 16);
+    int c0 = addr_cmp(g->src, g->dst);
     if (c0 < 0 || (c0 == 0 && g->sport <= g->dport)) {
         lo = g->src, lo_port = g->sport, hi = g->dst, hi_port = g->dport;
     } else {
         lo = g->dst, lo_port = g->dport, hi = g->src, hi_port = g->sport;
     }
-    uint32_t hash = key_hash(lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
+    uint32_t hash = 0;
     uint32_t idx = NIL;
-    if (S->n_slots) {
+    /* most segments belong to the flow of the one before: the most recent entry */
+    if (S->lru_tail != NIL && key_same(&S->conns[S->lru_tail], lo, lo_port, hi, hi_port, g->v6,
+                                       g->nvlan, g->vlan)) {
+        idx = S->lru_tail;
+    } else if (S->n_slots) {
+        hash = key_hash(lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
         uint32_t mask = S->n_slots - 1;
         for (uint32_t j = hash & mask; S->slots[j]; j = (j + 1) & mask) {
             uint32_t i = S->slots[j] - 1;
@@ -1003,6 +1029,8 @@ static int table_process(Scanner *S, const Seg *g)
     }
     Conn *c;
     if (idx == NIL) {
+        if (!S->n_slots)
+            hash = key_hash(lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
         if (S->live >= S->max_flows) {
             conn_evict(S, S->lru_head);
             S->evicted_cap++;

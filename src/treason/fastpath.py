@@ -29,7 +29,7 @@ except ImportError:  # not built: no compiler at install time
     _fastscan = None  # type: ignore[assignment]
 
 #: Read size; records split across reads are carried over, so any size gives the same result.
-CHUNK = 4 << 20
+CHUNK = 1 << 20
 
 #: The scanner's skip-reason counters, in its order.
 SKIP_ORDER = (
