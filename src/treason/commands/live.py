@@ -1,0 +1,234 @@
+"""``treason live``: watch an interface and report window shrinks as they happen."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+
+from treason.events import Event
+from treason.live import capture as cap
+from treason.live import report
+from treason.live.pcapout import DEFAULT_RING, FlowRecorder, PcapSink, parse_rotation
+from treason.live.session import LiveSession, capture_loop
+from treason.live.stats import LiveStats
+from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
+
+DESCRIPTION = """\
+Capture TCP on a Linux interface and run the same analysis as `treason scan` on every packet
+as it arrives: each window shrink is printed the moment the receiver's ACK is captured.
+Since Linux 3.19 the sender's kernel no longer logs "unexpectedly shrunk window" unless
+dynamic debug is on, so watching the traffic is the way to see it on a modern server.
+
+Events go to stdout (text, or the JSON Lines record of `scan --format json`, with "file" set to
+"live:IFACE" and "frame" counting captured packets from 1). A status line goes to stderr every
+--status-interval seconds, and a summary when SIGINT or SIGTERM stops the capture (exit 0).
+Packets the kernel had to drop because treason fell behind are counted in both.
+
+Needs CAP_NET_RAW (root, or the capability granted to the process; see docs/live.md).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "live",
+        help="watch an interface and report window shrinks as they happen",
+        description=DESCRIPTION,
+        epilog="exit status: 0 stopped by SIGINT/SIGTERM, 2 error (no privilege, no interface)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-i", "--interface", required=True, metavar="IFACE", help="interface")
+    p.add_argument(
+        "--filter",
+        metavar="BPF",
+        help="tcpdump filter expression, applied in the kernel as 'tcp and (BPF)'",
+    )
+    p.add_argument(
+        "-f", "--format", choices=("text", "json"), default="text", help="event output format"
+    )
+    p.add_argument("--all", action="store_true", help="also report sub-granularity retractions")
+    p.add_argument(
+        "--status-interval",
+        type=float,
+        default=10.0,
+        metavar="SEC",
+        help="status line on stderr every SEC seconds (0: none; default 10)",
+    )
+    p.add_argument(
+        "-w", "--write", metavar="FILE", help="save the packets of flows with events (pcap)"
+    )
+    p.add_argument(
+        "--rotate",
+        type=_rotation,
+        metavar="SIZE|SECONDS",
+        help="with --write: start a new file after SIZE (100M, 1G) or SECONDS (3600, 1h)",
+    )
+    p.add_argument(
+        "--ring",
+        type=_positive,
+        default=DEFAULT_RING,
+        metavar="N",
+        help=f"with --write: packets kept per flow before its first event (default {DEFAULT_RING})",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (HOST defaults to 127.0.0.1)",
+    )
+    p.add_argument(
+        "--snaplen",
+        type=_positive,
+        default=cap.DEFAULT_SNAPLEN,
+        metavar="BYTES",
+        help=f"bytes kept of each packet (default {cap.DEFAULT_SNAPLEN}: all headers)",
+    )
+    p.add_argument(
+        "--max-flows",
+        type=_positive,
+        default=DEFAULT_MAX_FLOWS,
+        metavar="N",
+        help=f"flow table cap (default {DEFAULT_MAX_FLOWS})",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SEC",
+        help=f"forget flows idle this long (default {DEFAULT_IDLE_TIMEOUT:.0f})",
+    )
+    p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _rotation(text: str):
+    try:
+        return parse_rotation(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rotate is not None and not args.write:
+        print("treason: --rotate needs --write FILE", file=sys.stderr)
+        return 2
+    source = cap.PacketSocket(args.interface, args.filter, args.snaplen)
+    stats = LiveStats(interface=args.interface, filter=source.filter)
+    sink = recorder = server = None
+    try:
+        if args.write:
+            sink = PcapSink(args.write, source.linktype, args.snaplen, args.rotate)
+            recorder = FlowRecorder(sink, ring=args.ring)
+        if args.metrics:
+            from treason.live.metrics import serve
+
+            server = serve(stats, args.metrics)
+        return _capture(args, source, stats, sink, recorder)
+    except BaseException:
+        if sink is not None:
+            # Packets captured before the failure are kept; a run that never started leaves none.
+            if stats.started:
+                sink.close()
+            else:
+                sink.discard()
+        raise
+    finally:
+        source.close()
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]
+
+
+def _capture(args, source, stats, sink, recorder) -> int:
+    out = sys.stdout
+    if args.format == "json":
+
+        def emit(event: Event) -> None:
+            out.write(report.event_json(event) + "\n")
+            out.flush()
+
+    else:
+
+        def emit(event: Event) -> None:
+            out.write("\n".join(report.event_text(event)) + "\n")
+            out.flush()
+
+    session = LiveSession(
+        stats,
+        emit,
+        retractions=args.all,
+        max_flows=args.max_flows,
+        idle_timeout=args.idle_timeout,
+        recorder=recorder,
+    )
+    stop: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.append(signum)
+
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_wakeup = signal.set_wakeup_fd(write_fd)
+    interval = args.status_interval if args.status_interval > 0 else None
+    ticks = [interval] if interval else []
+    if sink is not None and sink.rotation is not None and sink.rotation.seconds:
+        ticks.append(min(1.0, sink.rotation.seconds))
+    every = min(ticks) if ticks else None
+    last_status = time.monotonic()
+
+    def periodic() -> None:
+        nonlocal last_status
+        counters = source.kernel_counters()
+        stats.kernel_received, stats.kernel_drops = counters.received, counters.drops
+        if sink is not None:
+            sink.tick(time.time())
+        if interval and time.monotonic() - last_status >= interval - 0.01:
+            last_status = time.monotonic()
+            print(report.status_line(stats), file=sys.stderr, flush=True)
+
+    start = time.monotonic()
+    stats.started = time.time()
+    kind = "Ethernet" if source.linktype == 1 else "raw IP"
+    print(
+        f"treason: listening on {args.interface} ({kind}), filter '{source.filter}', "
+        f"snaplen {args.snaplen}; SIGINT or SIGTERM stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        capture_loop(
+            source,
+            session,
+            wakeup_fd=read_fd,
+            stopping=lambda: bool(stop),
+            every=every,
+            periodic=periodic,
+        )
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        os.close(read_fd)
+        os.close(write_fd)
+    counters = source.kernel_counters()
+    stats.kernel_received, stats.kernel_drops = counters.received, counters.drops
+    if sink is not None:
+        sink.close()
+        stats.written = sink.packets
+    lines = report.summary(stats, time.monotonic() - start)
+    if sink is not None:
+        for path in sink.finished:
+            lines.append(f"Wrote {path}")
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.flush()
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return 0

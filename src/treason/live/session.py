@@ -1,0 +1,138 @@
+"""The live pipeline: frames → decoder → flow table → events, one packet at a time.
+
+It is ``scan``'s reference engine (``treason.decode`` + ``treason.model.FlowTable``) fed from a
+socket instead of a file, so a live event is exactly the event ``scan`` finds in a capture of
+the same packets. The loop waits on the socket and on a wake-up descriptor (signals), drains
+what is queued in batches, and hands each event to the output the moment the model emits it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from treason.decode import decode
+from treason.events import Event, Severity
+from treason.live.pcapout import FlowRecorder
+from treason.live.stats import LiveStats
+from treason.model import FlowTable
+from treason.packets import Frame
+from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
+
+RETRACTION = Severity.RETRACTION
+
+
+class FrameSource(Protocol):
+    def fileno(self) -> int: ...
+
+    def read(self, limit: int = ...) -> list[Frame]: ...
+
+
+class LiveSession:
+    """Runs the model over frames and keeps ``LiveStats`` up to date."""
+
+    def __init__(
+        self,
+        stats: LiveStats,
+        emit: Callable[[Event], None],
+        *,
+        retractions: bool = False,
+        max_flows: int = DEFAULT_MAX_FLOWS,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        recorder: FlowRecorder | None = None,
+    ) -> None:
+        self.stats = stats
+        self.emit = emit
+        self.retractions = retractions
+        self.recorder = recorder
+        self.table = FlowTable(
+            max_flows=max_flows, idle_timeout_ns=int(idle_timeout * 1e9), stats=stats.scan.model
+        )
+        self.name = f"live:{stats.interface}"
+
+    def feed(self, frames: Iterable[Frame]) -> None:
+        stats = self.stats
+        scan = stats.scan
+        table = self.table
+        recorder = self.recorder
+        for frame in frames:
+            scan.frames += 1
+            seg = decode(frame)
+            if isinstance(seg, str):
+                scan.skipped[seg] += 1
+                continue
+            scan.segments += 1
+            event = table.process(seg)
+            shown = event is not None and (self.retractions or event.cls is not RETRACTION)
+            if recorder is not None:
+                # Only flows with events the user sees are saved (retractions need --all).
+                recorder.packet(table.key(seg), frame, shown)
+            if event is None:
+                continue
+            event.file = self.name
+            scan.events[event.cls.label] += 1
+            if event.cls is not RETRACTION:
+                stats.peers.add(event.src)
+            if shown:
+                self.emit(event)
+        scan.flows = table.flows
+        scan.handshakes = table.handshakes
+        scan.evicted_idle = table.evicted_idle
+        scan.evicted_cap = table.evicted_cap
+        stats.flows_active = len(table)
+        if recorder is not None:
+            stats.written = recorder.sink.packets
+
+
+def capture_loop(
+    source: FrameSource,
+    session: LiveSession,
+    *,
+    wakeup_fd: int,
+    stopping: Callable[[], bool],
+    every: float | None,
+    periodic: Callable[[], None],
+    batch: int = 512,
+) -> None:
+    """Read until ``stopping()``; call ``periodic`` every ``every`` seconds (status, rotation).
+
+    ``wakeup_fd`` becomes readable when a signal arrives (``signal.set_wakeup_fd``), so a
+    SIGTERM ends the wait at once. What is already queued in the socket when the stop comes
+    is still read: those packets were captured before the user asked to stop.
+    """
+    next_tick = time.monotonic() + every if every else None
+    while not stopping():
+        timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
+        try:
+            ready, _, _ = select.select([source, wakeup_fd], [], [], timeout)
+        except InterruptedError:
+            ready = []
+        if wakeup_fd in ready:
+            _drain(wakeup_fd)
+        if source in ready:
+            # Bounded bursts, so the status line and a stop request are never starved.
+            for _ in range(64):
+                frames = source.read(batch)
+                if frames:
+                    session.feed(frames)
+                if len(frames) < batch:
+                    break
+        if next_tick is not None and time.monotonic() >= next_tick:
+            periodic()
+            next_tick = time.monotonic() + every  # type: ignore[operator]
+    while True:
+        frames = source.read(batch)
+        if not frames:
+            break
+        session.feed(frames)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
