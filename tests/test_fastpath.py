@@ -554,6 +554,62 @@ def test_kernel_visible_shrink_and_duplicate() -> None:
     assert stats["handshakes"] == 1
 
 
+def _frames(packets: list[bytes]) -> list[tuple[int, bytes]]:
+    return [(1_700_000_000 * 10**9 + i * 10**6, p) for i, p in enumerate(packets)]
+
+
+def _eth(src, dst, sp, dp, seq, ack, flags, win, plen=0, ident=1, ws=None, tsval=None) -> bytes:
+    extra = b"" if tsval is None else b"\x01\x01\x08\x0a" + struct.pack("!II", tsval, 0)
+    tcp = tcp_header(sp, dp, seq, ack, flags, win, ws, extra, ident)
+    return link(1, False, ip_packet(False, src, dst, tcp, plen, ident), ())
+
+
+@needs_fast
+def test_beyond_and_unknown_scale() -> None:
+    """Mid-connection capture (scale unknown): a shrink past data already sent."""
+    a, b = ADDRS4[0], ADDRS4[1]
+    packets = [
+        _eth(a, b, 1000, 80, 5000, 9000, 0x10, 500, plen=1000, ident=1),
+        _eth(b, a, 80, 1000, 9000, 5000, 0x10, 4000, ident=2),
+        _eth(a, b, 1000, 80, 5000, 9000, 0x10, 500, plen=3000, ident=3),
+        _eth(b, a, 80, 1000, 9000, 5500, 0x10, 10, ident=4),
+        _eth(b, a, 80, 1000, 9000, 6000, 0x10, 5, ident=5),
+    ]
+    events, _stats, error = assert_same(pcap_file(_frames(packets), 1, 65535, "<", False, False))
+    assert error is None
+    assert [(e["cls"], e["scale_known"]) for e, _ in events] == [(3, False)]
+
+
+@needs_fast
+def test_reordered_update_rejected_by_timestamps() -> None:
+    """PAWS: the same ACK with an older TSval arrives after a newer one and is not an update."""
+    a, b = ADDRS4[0], ADDRS4[1]
+    packets = [
+        _eth(a, b, 1000, 80, 5000, 9000, 0x10, 500, plen=100, ident=1, tsval=10),
+        _eth(b, a, 80, 1000, 9000, 5100, 0x10, 4000, ident=2, tsval=100),
+        _eth(b, a, 80, 1000, 9000, 5100, 0x10, 4100, ident=3, tsval=102),
+        _eth(b, a, 80, 1000, 9000, 5100, 0x10, 1000, ident=4, tsval=101),
+    ]
+    data = pcap_file(_frames(packets), 1, 65535, "<", False, False)
+    _events, stats, _ = assert_same(data)
+    # The fast engine uses TSval exactly when the reference decoder provides it ...
+    assert stats["model"]["paws_rejects"] == (1 if fastpath._decoder_reads_tsval() else 0)
+    # ... and, given it, rejects the reordered update as the model does.
+    scanner = fastpath._fastscan.Scanner(1, 10, 600 * 10**9, 0, tsval=True)
+    scanner.feed(data, True)
+    model = dict(zip(fastpath.MODEL_ORDER, scanner.counters()["model"], strict=True))
+    assert model["paws_rejects"] == 1 and scanner.take_events() == []
+
+
+@needs_fast
+@pytest.mark.parametrize("tail", [b"garbage!", b"\0" * 10, b"\x1f\x8b\x08"])
+def test_gzip_members_and_trailers_agree(tail: bytes) -> None:
+    frames = _frames(_shrink_conversation())
+    data = pcap_file(frames, 1, 65535, "<", False, False)
+    half = len(data) // 2
+    assert_same(gzip.compress(data[:half]) + gzip.compress(data[half:]) + tail)
+
+
 @needs_fast
 def test_deep_vlan_stack_and_huge_timestamps() -> None:
     """A 9-tag VLAN stack is part of the flow key; pcapng timestamps beyond 64-bit nanoseconds."""

@@ -195,6 +195,7 @@ typedef struct {
     uint64_t flows, handshakes, evicted_idle, evicted_cap;
     /* flow table */
     uint32_t max_flows;
+    int use_tsval; /* pass the TSval option to the model (PAWS) */
     i128 idle, now;
     Conn *conns;
     uint32_t n_conns, cap_conns, free_head, live;
@@ -739,7 +740,7 @@ static void window_update(Scanner *S, Conn *c, const Seg *g, Side *r, Side *s)
         S->model[M_STALE]++;
         return;
     }
-    if (g->has_tsval) {
+    if (g->has_tsval && S->use_tsval) {
         /* PAWS (RFC 7323 section 5): an update stamped before the last accepted one */
         if ((s->has & H_TS) && before(g->tsval, s->ts_recent)) {
             S->model[M_PAWS]++;
@@ -1301,8 +1302,14 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
         Py_ssize_t avail = len - pos;
         int64_t start = (int64_t)(S->offset + pos);
         if (avail < 12) {
-            if (eof && avail)
-                set_error(S, 2, start, "truncated record (%zd bytes of a block header)", avail);
+            if (eof && avail) {
+                if (S->sections)
+                    set_error(S, 2, start, "truncated record (%zd bytes of a block header)", avail);
+                else /* never became a capture: fatal, like a short pcap file header */
+                    set_error(S, 1, start,
+                              "truncated pcapng section header block (%zd bytes of a block header)",
+                              avail);
+            }
             *need = 12;
             break;
         }
@@ -1324,8 +1331,11 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
             break;
         }
         if (avail < (Py_ssize_t)blen) {
-            if (eof)
+            if (eof && S->sections)
                 set_error(S, 2, start, "truncated record (%zd of %u bytes)", avail, blen);
+            else if (eof)
+                set_error(S, 1, start, "truncated pcapng section header block (%zd of %u bytes)",
+                          avail, blen);
             *need = blen;
             break;
         }
@@ -1421,13 +1431,14 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
 
 static int Scanner_init(Scanner *S, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"fmt", "max_flows", "idle_lo", "idle_hi", NULL};
-    int fmt;
+    static char *names[] = {"fmt", "max_flows", "idle_lo", "idle_hi", "tsval", NULL};
+    int fmt, tsval = 1;
     unsigned long long max_flows, idle_lo;
     long long idle_hi;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iKKL", names, &fmt, &max_flows, &idle_lo,
-                                     &idle_hi))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iKKL|p", names, &fmt, &max_flows, &idle_lo,
+                                     &idle_hi, &tsval))
         return -1;
+    S->use_tsval = tsval;
     if (fmt != 1 && fmt != 2) {
         PyErr_SetString(PyExc_ValueError, "fmt must be 1 (pcap) or 2 (pcapng)");
         return -1;
@@ -1553,7 +1564,7 @@ static PyTypeObject ScannerType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "treason._fastscan.Scanner",
     .tp_basicsize = sizeof(Scanner),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Scanner(fmt, max_flows, idle_lo, idle_hi): capture framing, decoder, flow table.",
+    .tp_doc = "Scanner(fmt, max_flows, idle_lo, idle_hi, tsval=True): capture framing, decoder, flow table.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Scanner_init,
     .tp_dealloc = (destructor)Scanner_dealloc,
@@ -1580,7 +1591,9 @@ PyMODINIT_FUNC PyInit__fastscan(void)
         return NULL;
     }
     if (PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_BLOCK", MAX_BLOCK) < 0) {
+        PyModule_AddIntConstant(m, "MAX_BLOCK", MAX_BLOCK) < 0 ||
+        PyModule_AddIntConstant(m, "CONN_BYTES", (long)sizeof(Conn)) < 0 ||
+        PyModule_AddIntConstant(m, "UNKNOWN_SCALE_BYTES", (long)sizeof(Unknown)) < 0) {
         Py_DECREF(m);
         return NULL;
     }
