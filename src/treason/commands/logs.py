@@ -38,10 +38,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="read stdin and print a logwatch service section (used by the "
         "installed logwatch service)",
     )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="follow the journal, kern.log or FILE (tail -F) and explain each report as it "
+        "arrives, until SIGINT/SIGTERM",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "follow", False):
+        from treason.logs.follow import run_follow
+
+        return run_follow(list(args.files), args.format)
     scan = LogScan()
     errors: list[TreasonError] = []
     files = list(args.files)

@@ -1,0 +1,164 @@
+"""``treason logs --follow``: reports explained as they are written, across rotation.
+
+The command runs as a user runs it (a subprocess) on a log file that another writer appends
+to, renames away and truncates, as syslog daemons and logrotate do; each report must come out
+while the command is still running, exactly once, and look-alikes never.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+TREASON = [sys.executable, "-m", "treason"]
+
+
+def line(peer: str, port: int, x: int, host: str = "web1") -> str:
+    return (
+        f"Jan  5 10:00:00 {host} kernel: [12345.678901] Peer {peer}:{port}/443 "
+        f"unexpectedly shrunk window {x}:{x + 100} (repaired)\n"
+    )
+
+
+LOOK_ALIKE = (
+    "Jan  5 10:00:01 web1 kernel: nf_ct_tcp: SEQ is over the upper bound (over the window of "
+    "the receiver) IN= OUT= SRC=198.51.100.9\n"
+)
+APP_QUOTE = "Jan  5 10:00:02 web1 myapp[42]: Peer 198.51.100.7:1/2 unexpectedly shrunk window 1:2\n"
+
+
+class Follow:
+    def __init__(self, *args: str, stdin: int | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [*TREASON, "logs", "--follow", *args],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.out: queue.Queue[str | None] = queue.Queue()
+        self.err: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read_out, daemon=True).start()
+        threading.Thread(target=self._read_err, daemon=True).start()
+        assert self._ready.wait(20), "".join(self.err)
+
+    def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        for text in self.proc.stdout:
+            self.out.put(text)
+        self.out.put(None)
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for text in self.proc.stderr:
+            self.err.append(text)
+            if "following" in text:
+                self._ready.set()
+        self._ready.set()
+
+    def next_record(self) -> dict:
+        text = self.out.get(timeout=20)
+        assert text is not None, "".join(self.err)
+        assert self.proc.poll() is None  # still following when the report came out
+        return json.loads(text)
+
+    def stop(self) -> tuple[int, list[str]]:
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=20)
+        rest = []
+        while (text := self.out.get(timeout=10)) is not None:
+            rest.append(text)
+        return rc, rest
+
+
+def append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+@pytest.fixture
+def follower(tmp_path: Path):
+    log = tmp_path / "kern.log"
+    log.write_text(line("198.51.100.1", 1000, 1))  # already there: not reported
+    f = Follow(str(log), "--format", "json")
+    yield log, f
+    if f.proc.poll() is None:
+        f.proc.kill()
+
+
+def test_reports_appear_as_they_are_written(follower) -> None:
+    log, f = follower
+    append(log, LOOK_ALIKE + APP_QUOTE + line("198.51.100.7", 51234, 5000))
+    rec = f.next_record()
+    assert (rec["peer"], rec["peer_port"], rec["local_port"]) == ("198.51.100.7", 51234, 443)
+    assert (rec["x"], rec["y"], rec["host"]) == (5000, 5100, "web1")
+    append(log, line("198.51.100.8", 40000, 7000))
+    assert f.next_record()["peer"] == "198.51.100.8"
+    rc, rest = f.stop()
+    assert rc == 0 and rest == []
+    assert "2 report(s) seen" in "".join(f.err)
+
+
+def test_rotation_and_truncation(follower) -> None:
+    log, f = follower
+    append(log, line("198.51.100.2", 2000, 1))
+    assert f.next_record()["peer"] == "198.51.100.2"
+    # logrotate's create mode: a last line, rename away, a new file under the name. The last
+    # line is read once whether the follower saw it before the rename or finishes the old file.
+    append(log, line("198.51.100.3", 3000, 1))
+    os.rename(log, log.with_name("kern.log.1"))
+    log.write_text(line("198.51.100.4", 4000, 1))
+    assert [f.next_record()["peer"] for _ in range(2)] == ["198.51.100.3", "198.51.100.4"]
+    # copytruncate mode: the same file emptied in place, then written again.
+    with open(log, "r+", encoding="utf-8") as fh:
+        fh.truncate(0)
+    append(log, line("198.51.100.5", 5000, 1))
+    assert f.next_record()["peer"] == "198.51.100.5"
+    rc, rest = f.stop()
+    assert rc == 0 and rest == []
+
+
+def test_journal_json_on_stdin_is_explained_as_it_arrives() -> None:
+    """``journalctl -k -f -o json | treason logs --follow -``: each record as it comes."""
+    f = Follow("-", stdin=subprocess.PIPE)
+    assert f.proc.stdin is not None
+    record = {
+        "_TRANSPORT": "kernel",
+        "SYSLOG_IDENTIFIER": "kernel",
+        "_HOSTNAME": "db1",
+        "__REALTIME_TIMESTAMP": "1700000000000000",
+        "MESSAGE": "Peer 203.0.113.9:5432/60000 unexpectedly shrunk window 10:11 (repaired)",
+    }
+    f.proc.stdin.write(json.dumps(record) + "\n")
+    f.proc.stdin.flush()
+    first = f.out.get(timeout=20)
+    assert first is not None and first.startswith("== {")
+    assert f.proc.poll() is None  # stdin still open: the explanation came as the line did
+    text = first
+    while "What to do" not in text:
+        more = f.out.get(timeout=20)
+        assert more is not None
+        text += more
+    assert "203.0.113.9, port 5432" in text and "Y - X = 1" in text
+    f.proc.stdin.close()
+    assert f.proc.wait(timeout=20) == 0
+
+
+def test_missing_file_one_clear_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*TREASON, "logs", "--follow", str(tmp_path / "nope.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr == f"treason: {tmp_path / 'nope.log'}: no such file to follow\n"
