@@ -419,3 +419,53 @@ def test_parse_rotation_rejects(text: str) -> None:
 )
 def test_parse_metrics_address(text: str, expected: tuple) -> None:
     assert parse_address(text) == expected
+
+
+# --- the systemd unit ------------------------------------------------------------------------
+
+
+def unit_settings() -> dict[str, list[str]]:
+    from importlib.resources import files
+
+    text = (files("treason") / "data" / "treason-live.service").read_text(encoding="utf-8")
+    settings: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        if raw and not raw.startswith(("#", "[")) and "=" in raw:
+            key, _, value = raw.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_unit_grants_only_cap_net_raw() -> None:
+    s = unit_settings()
+    assert s["AmbientCapabilities"] == ["CAP_NET_RAW"]
+    assert s["CapabilityBoundingSet"] == ["CAP_NET_RAW"]
+    for key in ("DynamicUser", "NoNewPrivileges", "ProtectHome", "PrivateTmp"):
+        assert s[key] == ["yes"], key
+    assert s["ProtectSystem"] == ["strict"]
+    assert "User" not in s
+
+
+def test_unit_command_line_is_a_valid_live_invocation() -> None:
+    from treason.cli import build_parser
+
+    argv = unit_settings()["ExecStart"][0].split()
+    assert argv[:2] == ["/usr/bin/env", "treason"]
+    args = build_parser().parse_args([a.replace("${TREASON_INTERFACE}", "eth0") for a in argv[2:]])
+    assert args.command == "live" and args.interface == "eth0"
+    assert args.metrics.startswith("127.0.0.1:")
+    assert args.write.startswith("/var/lib/treason-live/") and args.rotate is not None
+
+
+def test_unit_passes_systemd_analyze(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("needs systemd-analyze to check the unit")
+    from importlib.resources import files
+
+    unit = tmp_path / "treason-live.service"
+    unit.write_text((files("treason") / "data" / "treason-live.service").read_text())
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    problems = [ln for ln in done.stderr.splitlines() if "treason-live.service" in ln]
+    assert problems == [], done.stderr
