@@ -204,7 +204,8 @@ def test_sigterm_gives_the_summary_and_exit_0(shrink_run: ShrinkRun) -> None:
     assert "Traceback" not in err
     assert f"{stats.frames} packets, {stats.segments} TCP segments" in err
     assert ", 0 dropped" in err
-    assert f"{stats.events['shrink'] + stats.events['beyond'] + stats.events['kernel']} " in err
+    shown = stats.events["shrink"] + stats.events["beyond"] + stats.events["kernel"]
+    assert f"\n{shown} window shrink event(s): " in err
     assert f"  {shrink_run.pair_addr_b}  " in err  # the peer table names the receiver
     assert "0 kernel drops" in err  # at least one status line while running
 
