@@ -13,6 +13,7 @@ import dataclasses
 import gzip
 import io
 import os
+import random
 import shutil
 import socket
 import struct
@@ -669,3 +670,46 @@ def test_kernel_captures_agree(fixture: str, request: pytest.FixtureRequest) -> 
         assert ref[0], "the shrinking kernel capture should produce events"
     data = path.read_bytes()
     assert run_fast_chunked(data, 1000, [7, 1, 4096]) == run(io.BytesIO(data), "reference")
+
+
+@needs_fast
+def test_stdin_and_paths_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``"-"`` reads standard input; a path and a gzipped path give the same as a stream."""
+    data = pcap_file(_frames(_shrink_conversation()), 1, 65535, "<", False, False)
+    plain, packed = tmp_path / "a.pcap", tmp_path / "a.pcap.gz"
+    plain.write_bytes(data)
+    packed.write_bytes(gzip.compress(data))
+    piped = {}
+    for engine in ("reference", "fast"):
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+        piped[engine] = run("-", engine)
+    assert piped["fast"] == piped["reference"]
+    assert piped["fast"][0] and all(e["file"] == "<stdin>" for e, _ in piped["fast"][0])
+    assert run(plain, "fast") == run(plain, "reference")
+    assert run(packed, "fast") == run(packed, "reference")
+    assert run(tmp_path / "missing.pcap", "fast") == run(tmp_path / "missing.pcap", "reference")
+    assert run(tmp_path, "fast") == run(tmp_path, "reference")
+
+
+@needs_fast
+@pytest.mark.parametrize("max_flows", [700, 5000])
+def test_syn_flood_with_evictions_agrees(max_flows: int) -> None:
+    """Thousands of flows through a small table: hashing, deletion and resumption at scale."""
+    rnd = random.Random(max_flows)
+    clients = [bytes([10, rnd.randrange(256), rnd.randrange(256), 1]) for _ in range(3000)]
+    server = bytes([192, 0, 2, 1])
+    packets = []
+    for i in range(12_000):
+        c = rnd.choice(clients)
+        port = 1024 + clients.index(c) % 7
+        kind = rnd.random()
+        if kind < 0.5:
+            p = _eth(c, server, port, 80, rnd.getrandbits(32), 0, 0x02, 64240, ident=i, ws=7)
+        elif kind < 0.8:
+            p = _eth(server, c, 80, port, 5000, 7000 + i, 0x10, rnd.choice([0, 10, 900]), ident=i)
+        else:
+            p = _eth(c, server, port, 80, 7000 + i, 5000, 0x10, 500, plen=100, ident=i)
+        packets.append((1_700_000_000 * 10**9 + i * 5 * 10**6, p))
+    data = pcap_file(packets, 1, 65535, "<", True, False)
+    _events, stats, _ = assert_same(data, max_flows=max_flows, idle_timeout=20.0)
+    assert stats["evicted_cap"] + stats["evicted_idle"] > 0
