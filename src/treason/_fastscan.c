@@ -195,7 +195,6 @@ typedef struct {
     uint64_t flows, handshakes, evicted_idle, evicted_cap;
     /* flow table */
     uint32_t max_flows;
-    int use_tsval; /* pass the TSval option to the model (PAWS) */
     i128 idle, now;
     Conn *conns;
     uint32_t n_conns, cap_conns, free_head, live;
@@ -740,7 +739,7 @@ static void window_update(Scanner *S, Conn *c, const Seg *g, Side *r, Side *s)
         S->model[M_STALE]++;
         return;
     }
-    if (g->has_tsval && S->use_tsval) {
+    if (g->has_tsval) {
         /* PAWS (RFC 7323 section 5): an update stamped before the last accepted one */
         if ((s->has & H_TS) && before(g->tsval, s->ts_recent)) {
             S->model[M_PAWS]++;
@@ -1431,14 +1430,13 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
 
 static int Scanner_init(Scanner *S, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"fmt", "max_flows", "idle_lo", "idle_hi", "tsval", NULL};
-    int fmt, tsval = 1;
+    static char *names[] = {"fmt", "max_flows", "idle_lo", "idle_hi", NULL};
+    int fmt;
     unsigned long long max_flows, idle_lo;
     long long idle_hi;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iKKL|p", names, &fmt, &max_flows, &idle_lo,
-                                     &idle_hi, &tsval))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iKKL", names, &fmt, &max_flows, &idle_lo,
+                                     &idle_hi))
         return -1;
-    S->use_tsval = tsval;
     if (fmt != 1 && fmt != 2) {
         PyErr_SetString(PyExc_ValueError, "fmt must be 1 (pcap) or 2 (pcapng)");
         return -1;
@@ -1564,7 +1562,7 @@ static PyTypeObject ScannerType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "treason._fastscan.Scanner",
     .tp_basicsize = sizeof(Scanner),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Scanner(fmt, max_flows, idle_lo, idle_hi, tsval=True): capture framing, decoder, flow table.",
+    .tp_doc = "Scanner(fmt, max_flows, idle_lo, idle_hi): capture framing, decoder, flow table.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Scanner_init,
     .tp_dealloc = (destructor)Scanner_dealloc,

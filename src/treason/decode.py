@@ -69,10 +69,12 @@ _EXT_DSTOPTS = 60
 TCPOPT_EOL = 0
 TCPOPT_NOP = 1
 TCPOPT_WSCALE = 3
+TCPOPT_TIMESTAMP = 8
 
 _H = struct.Struct("!H").unpack_from
 _HH = struct.Struct("!HH").unpack_from
 _TCP = struct.Struct("!HHIIBBHH").unpack_from
+_U32 = struct.Struct("!I").unpack_from
 _ntop = socket.inet_ntop
 _ntoa = socket.inet_ntoa
 _AF_INET6 = socket.AF_INET6
@@ -232,7 +234,7 @@ def _tcp(
         return FRAGMENT if more_fragments else MALFORMED
     if flags & SYN and flags & (RST | FIN):
         return MALFORMED
-    ws = None
+    ws = tsval = None
     if doff > 20:
         end = off + doff
         captured_end = len(data)
@@ -266,6 +268,8 @@ def _tcp(
                 return MALFORMED
             if kind == TCPOPT_WSCALE and length == 3:
                 ws = data[i + 2]
+            elif kind == TCPOPT_TIMESTAMP and length == 10:
+                tsval = _U32(data, i + 2)[0]
             i += length
     return Segment(
         frame.number,
@@ -283,4 +287,5 @@ def _tcp(
         vlan,
         ip_id,
         checksum,
+        tsval,
     )

@@ -10,7 +10,6 @@ and filling ``ScanStats``. See ``docs/fastpath.md``.
 
 from __future__ import annotations
 
-import functools
 import socket
 from collections.abc import Iterator
 from dataclasses import fields
@@ -96,9 +95,7 @@ def scan(
             stream = gz
         fmt = _sniff(head, display)
         idle = max(-(1 << 100), min(idle_timeout_ns, 1 << 100))
-        scanner = _fastscan.Scanner(
-            fmt, max_flows, idle & ((1 << 64) - 1), idle >> 64, tsval=_decoder_reads_tsval()
-        )
+        scanner = _fastscan.Scanner(fmt, max_flows, idle & ((1 << 64) - 1), idle >> 64)
         yield from _run(scanner, stream, head, display, stats, chunk)
         if gz is not None and gz.truncated:
             raise TruncatedCapture(display, "truncated gzip stream", scanner.offset)
@@ -107,22 +104,6 @@ def scan(
             _flow_counters(scanner, stats)
         if to_close is not None:
             to_close.close()  # type: ignore[attr-defined]
-
-
-@functools.cache
-def _decoder_reads_tsval() -> bool:
-    """Whether the reference decoder hands the model the TCP timestamp (for PAWS).
-
-    The scanner always parses the option; it passes it to its model only when the reference
-    decoder does, so the two engines agree whichever decoder is installed.
-    """
-    from treason.decode import decode
-    from treason.packets import Frame
-
-    tcp = bytes.fromhex("03e8005000000001000000018010ffff000000000101080a0000000200000000")
-    ip = bytes.fromhex("4500003400014000400600000a0000010a000002") + tcp
-    segment = decode(Frame(1, 0, 101, ip, len(ip)))
-    return getattr(segment, "tsval", None) == 2
 
 
 def _sniff(head: bytes, source: str) -> int:
