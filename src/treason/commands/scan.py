@@ -11,7 +11,9 @@ from contextlib import nullcontext
 
 from treason.errors import TreasonError
 from treason.events import Event
+from treason.output import progress
 from treason.output.atomic import atomic_text
+from treason.output.progress import open_with_progress
 from treason.output.records import write_csv, write_jsonl
 from treason.output.text import summary_lines, write_report
 from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, ScanStats, scan
@@ -91,10 +93,14 @@ def _positive(text: str) -> int:
 def _scan_one(path: str, options: dict) -> tuple[list[Event], ScanStats, str | None]:
     stats = ScanStats()
     events: list[Event] = []
+    source = open_with_progress(path) if options.pop("progress", False) else None
     try:
-        events.extend(scan(path, stats=stats, **options))
+        events.extend(scan(source or path, stats=stats, **options))
     except TreasonError as exc:
         return events, stats, str(exc)
+    finally:
+        if source is not None:
+            source.close()
     return events, stats, None
 
 
@@ -102,10 +108,17 @@ def _results(args: argparse.Namespace, options: dict) -> Iterator[tuple[list, Sc
     files = args.files
     if args.jobs > 1 and len(files) > 1 and "-" not in files:
         with ProcessPoolExecutor(max_workers=min(args.jobs, len(files))) as pool:
-            yield from pool.map(_scan_one, files, [options] * len(files))
+            done = pool.map(_scan_one, files, [options] * len(files))
+            for n, result in enumerate(done, 1):
+                if progress.wanted():
+                    sys.stderr.write(f"\r\x1b[Ktreason: {n} of {len(files)} files scanned")
+                    sys.stderr.flush()
+                yield result
+            if progress.wanted():
+                sys.stderr.write("\r\x1b[K")
     else:
         for path in files:
-            yield _scan_one(path, options)
+            yield _scan_one(path, {**options, "progress": True})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,81 @@
+"""A progress line on stderr for long scans, only when stderr is a terminal.
+
+The capture is wrapped in a reader that counts bytes as the engine pulls them, so both
+engines report progress without knowing about it; the line is redrawn at most five times a
+second and erased when the scan ends.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from typing import BinaryIO, TextIO
+
+MIN_SIZE = 64 << 20  # smaller captures finish before a progress line would help
+
+
+def wanted(stream: TextIO = sys.stderr) -> bool:
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class ProgressReader(io.RawIOBase):
+    """Counts bytes read from ``raw`` and redraws one status line on ``out``."""
+
+    def __init__(self, raw: BinaryIO, name: str, total: int, out: TextIO = sys.stderr) -> None:
+        self.raw, self.name, self.total, self.out = raw, name, total, out
+        self.done = 0
+        self.start = self._last = time.monotonic()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = self.raw.readinto(buffer)
+        if n:
+            self.done += n
+            now = time.monotonic()
+            if now - self._last >= 0.2:
+                self._last = now
+                self._draw(now)
+        return n or 0
+
+    def _draw(self, now: float) -> None:
+        rate = self.done / max(now - self.start, 1e-6)
+        pct = 100 * self.done / self.total if self.total else 0
+        self.out.write(
+            f"\r\x1b[Ktreason: {self.name}: {pct:3.0f}%  {_size(self.done)} of "
+            f"{_size(self.total)}  {_size(rate)}/s"
+        )
+        self.out.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.out.write("\r\x1b[K")
+            self.out.flush()
+            self.raw.close()
+        super().close()
+
+
+def open_with_progress(path: str) -> BinaryIO | None:
+    """The file wrapped with progress, or None when no progress line is wanted."""
+    if path == "-" or not wanted():
+        return None
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return None  # let the scan report the problem in its own words
+    if size < MIN_SIZE or not os.path.isfile(path):
+        return None
+    reader = ProgressReader(open(path, "rb"), path, size)  # noqa: SIM115 - closed by the scan
+    reader.name = path  # type: ignore[misc]
+    return reader  # type: ignore[return-value]
