@@ -254,7 +254,7 @@ def tools_missing(*names: str) -> list[str]:
 @contextlib.contextmanager
 def netns() -> Iterator[str]:
     """A fresh network namespace with loopback up, deleted afterwards."""
-    name = f"treason-{uuid.uuid4().hex[:8]}"
+    name = f"trdec-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
@@ -301,24 +301,43 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
 """
 
 
-def capture(ns: str, out: Path, iface: str = "lo", extra: Sequence[str] = ()) -> Path:
-    """Record ``TRAFFIC`` with tcpdump inside namespace ``ns`` into ``out``."""
-    cmd = ["ip", "netns", "exec", ns, "tcpdump", "-i", iface, "-U", "--immediate-mode"]
-    cmd += [*extra, "-w", str(out)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+def capture(ns: str, specs: Sequence[tuple[Path, str, Sequence[str]]]) -> None:
+    """Record one run of ``TRAFFIC`` inside namespace ``ns`` with one tcpdump per spec.
+
+    Each spec is (output file, interface, extra tcpdump options); all run at once so every
+    file holds the same conversation as seen through a different link type or precision.
+    """
+    procs = []
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()  # "listening on ...": the capture is armed
-        if "listening" not in line:
-            raise RuntimeError(f"tcpdump did not start: {line}{proc.stderr.read()}")
+        for out, iface, extra in specs:
+            cmd = ["ip", "netns", "exec", ns, "tcpdump", "-i", iface, "-U", "--immediate-mode"]
+            cmd += [*extra, "-w", str(out)]
+            proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+            procs.append(proc)
+            _wait_listening(proc)
         subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, "-c", TRAFFIC], check=True, timeout=60
         )
-        _wait_quiet(out)
+        for out, _, _ in specs:
+            _wait_quiet(out)
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-    return out
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def _wait_listening(proc: subprocess.Popen[str]) -> None:
+    """Block until tcpdump says "listening on ...": from then on the capture is armed."""
+    assert proc.stderr is not None
+    seen = []
+    while True:
+        line = proc.stderr.readline()
+        if not line:
+            raise RuntimeError(f"tcpdump did not start: {''.join(seen)}")
+        if "listening on" in line:
+            return
+        seen.append(line)
 
 
 def _wait_quiet(path: Path, settle: float = 0.3, limit: float = 10.0) -> None:
@@ -331,6 +350,15 @@ def _wait_quiet(path: Path, settle: float = 0.3, limit: float = 10.0) -> None:
             return
         last = size
         time.sleep(settle)
+
+
+def to_big_endian(blob: bytes) -> bytes:
+    """The same little-endian pcap as a big-endian writer would have stored it."""
+    header, records = pcap_records(blob)
+    out = [struct.pack(">IHHiIII", *struct.unpack("<IHHiIII", header))]
+    for rec in records:
+        out.append(struct.pack(">IIII", *struct.unpack_from("<IIII", rec)) + rec[16:])
+    return b"".join(out)
 
 
 def editcap(src: Path, dst: Path, *args: str) -> Path:
