@@ -6,8 +6,10 @@ JSON Lines, CSV) is a view of it. The schema is documented in ``docs/events.md``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
+
+from treason.kernel import kernel_lines
 
 
 class Severity(IntEnum):
@@ -64,15 +66,28 @@ class Event:
     win: int
     scale: int
     scale_known: bool
-    kernel_lines: dict[str, str] = field(default_factory=dict)
     file: str = ""
+
+    @property
+    def kernel_lines(self) -> dict[str, str]:
+        """What Linux on the sender (``dst``) prints about this, in each era's wording.
+
+        Every era for ``kernel`` events; for ``beyond`` only 2.4.0's, whose rule was "edge
+        before snd_nxt"; nothing for the others, which no kernel logs.
+        """
+        if self.cls < Severity.BEYOND:
+            return {}
+        every = kernel_lines(
+            self.src, self.sport, self.dport, self.snd_una, self.snd_nxt, self.win << self.scale
+        )
+        return every if self.cls is Severity.KERNEL else {"2.4.0": every["2.4.0"]}
 
     @property
     def kernel_line(self) -> str | None:
         """The 3.13–6.5 wording, for kernel-visible events only."""
         if self.cls is not Severity.KERNEL:
             return None
-        return self.kernel_lines.get("3.13")
+        return self.kernel_lines["3.13"]
 
     def key(self) -> tuple:
         """Identity used to compare event lists from different engines."""
@@ -121,5 +136,5 @@ class Event:
             "scale": self.scale,
             "scale_known": self.scale_known,
             "kernel_line": self.kernel_line,
-            "kernel_lines": dict(self.kernel_lines),
+            "kernel_lines": self.kernel_lines,
         }

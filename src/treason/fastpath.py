@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Event, Severity
-from treason.kernel import kernel_lines
 from treason.model import ModelStats
 
 if TYPE_CHECKING:
@@ -203,7 +202,7 @@ def _addr(v6: int, raw: bytes) -> str:
 
 
 def _event(raw: tuple) -> Event:
-    """An ``Event`` from the scanner's tuple, with the kernel lines the model's ``_event`` adds."""
+    """An ``Event`` from the scanner's tuple."""
     (
         frame,
         ts_ns,
@@ -227,21 +226,15 @@ def _event(raw: tuple) -> Event:
         shift,
         scale_known,
     ) = raw
-    cls = Severity(cls_value)
-    src = _addr(v6, src_raw)
-    lines: dict[str, str] = {}
-    if cls >= Severity.BEYOND:
-        every = kernel_lines(src, sport, dport, snd_una, snd_nxt, win << shift)
-        lines = every if cls is Severity.KERNEL else {"2.4.0": every["2.4.0"]}
     return Event(
         frame=frame,
         time=ts_ns / 1e9,
-        src=src,
+        src=_addr(v6, src_raw),
         sport=sport,
         dst=_addr(v6, dst_raw),
         dport=dport,
         vlan=vlan,
-        cls=cls,
+        cls=Severity(cls_value),
         closing=bool(closing),
         certainty="definite" if definite else "possible",
         old_edge=old_edge,
@@ -254,7 +247,6 @@ def _event(raw: tuple) -> Event:
         win=win,
         scale=shift,
         scale_known=bool(scale_known),
-        kernel_lines=lines,
     )
 
 

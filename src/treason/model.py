@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 from treason import seq as sq
 from treason.events import Event, Severity
-from treason.kernel import kernel_lines
 from treason.packets import ACK, FIN, RST, SYN, Segment
 
 #: RFC 7323 §2.3: shift counts above 14 are treated as 14.
@@ -364,10 +363,6 @@ class Connection:
         old_edge = s.edge(shift)
         new_edge = sq.add(seg.ack, seg.win << shift)
         beyond = max(0, sq.diff(s.snd_nxt, new_edge))
-        lines: dict[str, str] = {}
-        if cls >= Severity.BEYOND:
-            every = kernel_lines(r.addr, r.port, s.port, s.snd_una, s.snd_nxt, seg.win << shift)
-            lines = every if cls is Severity.KERNEL else {"2.4.0": every["2.4.0"]}
         return Event(
             frame=seg.frame,
             time=seg.ts_ns / 1e9,
@@ -389,7 +384,6 @@ class Connection:
             win=seg.win,
             scale=shift,
             scale_known=s.snd_wscale is not None,
-            kernel_lines=lines,
         )
 
 
