@@ -9,13 +9,13 @@ import signal
 import sys
 import time
 
+from treason.commands.common import add_model_options, positive_int
 from treason.events import Event
 from treason.live import capture as cap
 from treason.live import report
 from treason.live.pcapout import DEFAULT_RING, FlowRecorder, PcapSink, parse_rotation
 from treason.live.session import LiveSession, capture_loop
 from treason.live.stats import LiveStats
-from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
 
 DESCRIPTION = """\
 Capture TCP on a Linux interface and run the same analysis as `treason scan` on every packet
@@ -49,7 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-f", "--format", choices=("text", "json"), default="text", help="event output format"
     )
-    p.add_argument("--all", action="store_true", help="also report sub-granularity retractions")
     p.add_argument(
         "--status-interval",
         type=float,
@@ -68,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--ring",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_RING,
         metavar="N",
         help=f"with --write: packets kept per flow before its first event (default {DEFAULT_RING})",
@@ -80,33 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--snaplen",
-        type=_positive,
+        type=positive_int,
         default=cap.DEFAULT_SNAPLEN,
         metavar="BYTES",
         help=f"bytes kept of each packet (default {cap.DEFAULT_SNAPLEN}: all headers)",
     )
-    p.add_argument(
-        "--max-flows",
-        type=_positive,
-        default=DEFAULT_MAX_FLOWS,
-        metavar="N",
-        help=f"flow table cap (default {DEFAULT_MAX_FLOWS})",
-    )
-    p.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=DEFAULT_IDLE_TIMEOUT,
-        metavar="SEC",
-        help=f"forget flows idle this long (default {DEFAULT_IDLE_TIMEOUT:.0f})",
-    )
+    add_model_options(p)
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _rotation(text: str):

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 
+from treason.commands.common import add_model_options, positive_int
 from treason.errors import TreasonError
 from treason.events import Event
 from treason.output import progress
@@ -16,7 +17,7 @@ from treason.output.atomic import atomic_text
 from treason.output.progress import open_with_progress
 from treason.output.records import write_csv, write_jsonl
 from treason.output.text import summary_lines, write_report
-from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, ScanStats, scan
+from treason.scanner import ScanStats, scan
 
 DESCRIPTION = """\
 Find every place in a capture where a TCP receiver moved the right edge of its advertised
@@ -47,7 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-f", "--format", choices=("text", "json", "csv"), default="text", help="output format"
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically)")
-    p.add_argument("--all", action="store_true", help="also report sub-granularity retractions")
     p.add_argument(
         "-q", "--quiet", action="store_true", help="no capture summary with json/csv output"
     )
@@ -58,36 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="compiled scanner or the readable reference model (default: fast when built)",
     )
     p.add_argument(
-        "--max-flows",
-        type=_positive,
-        default=DEFAULT_MAX_FLOWS,
-        metavar="N",
-        help="flow table cap; the least recently active flows are evicted "
-        f"(default {DEFAULT_MAX_FLOWS})",
-    )
-    p.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=DEFAULT_IDLE_TIMEOUT,
-        metavar="SEC",
-        help=f"evict flows idle this long in capture time (default {DEFAULT_IDLE_TIMEOUT:.0f})",
-    )
-    p.add_argument(
         "-j",
         "--jobs",
-        type=_positive,
+        type=positive_int,
         default=os.cpu_count() or 1,
         metavar="N",
         help="scan up to N files at once (default: all cores); results are the same",
     )
+    add_model_options(p)
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _scan_one(path: str, options: dict) -> tuple[list[Event], ScanStats, str | None]:

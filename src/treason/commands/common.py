@@ -1,0 +1,34 @@
+"""Options shared by the commands that run the model over packets (scan, live)."""
+
+from __future__ import annotations
+
+import argparse
+
+from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--all``, ``--max-flows`` and ``--idle-timeout``, with the same meaning everywhere."""
+    p.add_argument("--all", action="store_true", help="also report sub-granularity retractions")
+    p.add_argument(
+        "--max-flows",
+        type=positive_int,
+        default=DEFAULT_MAX_FLOWS,
+        metavar="N",
+        help="flow table cap; the least recently active flows are evicted "
+        f"(default {DEFAULT_MAX_FLOWS})",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SEC",
+        help=f"forget flows idle this long (default {DEFAULT_IDLE_TIMEOUT:.0f})",
+    )
