@@ -26,7 +26,7 @@ from treason.decode import TRUNCATED_HEADER, decode
 from treason.packets import SYN, Segment
 from treason.readers import ReaderStats, open_frames
 
-pytestmark = pytest.mark.tshark
+pytestmark = [pytest.mark.tshark, pytest.mark.netns]
 
 FIELDS = (
     "frame.number",
