@@ -16,6 +16,7 @@ from typing import BinaryIO
 from treason.errors import TruncatedCapture
 from treason.events import Event, Severity
 from treason.model import FlowTable, ModelStats
+from treason.packets import Frame, Segment
 
 DEFAULT_MAX_FLOWS = 500_000
 DEFAULT_IDLE_TIMEOUT = 600.0  # seconds; longer than Linux's 240 s zero-window give-up
@@ -109,26 +110,52 @@ def scan(
         stats.warnings.append(str(exc))
 
 
+class Analyzer:
+    """The reference pipeline for one stream of frames: decoder → flow table, with counters.
+
+    ``scan``'s reference engine runs it over a file and ``live`` over a socket, so both count
+    and judge packets the same way.
+    """
+
+    def __init__(self, stats: ScanStats, max_flows: int, idle_timeout_ns: int) -> None:
+        from treason.decode import decode
+
+        self._decode = decode
+        self.stats = stats
+        self.table = FlowTable(
+            max_flows=max_flows, idle_timeout_ns=idle_timeout_ns, stats=stats.model
+        )
+
+    def frame(self, frame: Frame) -> tuple[Segment | None, Event | None]:
+        """Decode and judge one frame: its segment (None if skipped) and event (if any)."""
+        stats = self.stats
+        stats.frames += 1
+        seg = self._decode(frame)
+        if isinstance(seg, str):
+            stats.skipped[seg] += 1
+            return None, None
+        stats.segments += 1
+        return seg, self.table.process(seg)
+
+    def flow_counters(self) -> tuple[int, int, int, int]:
+        t = self.table
+        return t.flows, t.handshakes, t.evicted_idle, t.evicted_cap
+
+
 def _reference(
     source: Source, name: str, stats: ScanStats, max_flows: int, idle_timeout_ns: int
 ) -> Iterator[Event]:
-    from treason.decode import decode
     from treason.readers import open_frames
 
-    table = FlowTable(max_flows=max_flows, idle_timeout_ns=idle_timeout_ns, stats=stats.model)
+    analyzer = Analyzer(stats, max_flows, idle_timeout_ns)
     try:
         for frame in open_frames(source, name):
-            stats.frames += 1
-            seg = decode(frame)
-            if isinstance(seg, str):
-                stats.skipped[seg] += 1
-                continue
-            stats.segments += 1
-            event = table.process(seg)
+            _, event = analyzer.frame(frame)
             if event is not None:
                 yield event
     finally:
-        stats.flows += table.flows
-        stats.handshakes += table.handshakes
-        stats.evicted_idle += table.evicted_idle
-        stats.evicted_cap += table.evicted_cap
+        flows, handshakes, evicted_idle, evicted_cap = analyzer.flow_counters()
+        stats.flows += flows
+        stats.handshakes += handshakes
+        stats.evicted_idle += evicted_idle
+        stats.evicted_cap += evicted_cap

@@ -1,6 +1,6 @@
 """The live pipeline: frames → decoder → flow table → events, one packet at a time.
 
-It is ``scan``'s reference engine (``treason.decode`` + ``treason.model.FlowTable``) fed from a
+It is ``scan``'s reference engine (``treason.scanner.Analyzer``: decoder + flow table) fed from a
 socket instead of a file, so a live event is exactly the event ``scan`` finds in a capture of
 the same packets. The loop waits on the socket and on a wake-up descriptor (signals), drains
 what is queued in batches, and hands each event to the output the moment the model emits it.
@@ -14,13 +14,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from treason.decode import decode
 from treason.events import Event, Severity
 from treason.live.pcapout import FlowRecorder
 from treason.live.stats import LiveStats
-from treason.model import FlowTable
 from treason.packets import Frame
-from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
+from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Analyzer
 
 RETRACTION = Severity.RETRACTION
 
@@ -48,24 +46,19 @@ class LiveSession:
         self.emit = emit
         self.retractions = retractions
         self.recorder = recorder
-        self.table = FlowTable(
-            max_flows=max_flows, idle_timeout_ns=int(idle_timeout * 1e9), stats=stats.scan.model
-        )
+        self.analyzer = Analyzer(stats.scan, max_flows, int(idle_timeout * 1e9))
         self.name = f"live:{stats.interface}"
 
     def feed(self, frames: Iterable[Frame]) -> None:
         stats = self.stats
         scan = stats.scan
-        table = self.table
+        analyzer = self.analyzer
+        table = analyzer.table
         recorder = self.recorder
         for frame in frames:
-            scan.frames += 1
-            seg = decode(frame)
-            if isinstance(seg, str):
-                scan.skipped[seg] += 1
+            seg, event = analyzer.frame(frame)
+            if seg is None:
                 continue
-            scan.segments += 1
-            event = table.process(seg)
             shown = event is not None and (self.retractions or event.cls is not RETRACTION)
             if recorder is not None:
                 # Only flows with events the user sees are saved (retractions need --all).
@@ -78,10 +71,7 @@ class LiveSession:
                 stats.peers.add(event.src)
             if shown:
                 self.emit(event)
-        scan.flows = table.flows
-        scan.handshakes = table.handshakes
-        scan.evicted_idle = table.evicted_idle
-        scan.evicted_cap = table.evicted_cap
+        scan.flows, scan.handshakes, scan.evicted_idle, scan.evicted_cap = analyzer.flow_counters()
         stats.flows_active = len(table)
         if recorder is not None:
             stats.written = recorder.sink.packets
