@@ -109,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.files.count("-") > 1:
         raise TreasonError("-", "standard input can be read only once")
+    if args.engine == "auto" and not fast_available():
+        print(
+            "treason: note: the compiled scanner is not built (no C compiler at install time); "
+            "using the reference engine, which is about 100 times slower",
+            file=sys.stderr,
+        )
     total = ScanStats()
     events: list[Event] = []
     errors: list[str] = []
