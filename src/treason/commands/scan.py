@@ -17,7 +17,7 @@ from treason.output.atomic import atomic_text
 from treason.output.progress import open_with_progress
 from treason.output.records import write_csv, write_jsonl
 from treason.output.text import summary_lines, write_report
-from treason.scanner import ScanStats, scan
+from treason.scanner import ScanStats, fast_available, scan
 
 DESCRIPTION = """\
 Find every place in a capture where a TCP receiver moved the right edge of its advertised
