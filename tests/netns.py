@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +104,27 @@ class VethPair:
         """
         for side in "ab":
             _run(["ip", "-n", self.ns(side), "link", "set", self.dev(side), "gso_max_segs", "1"])
+
+    def quickack(self, side: str) -> None:
+        """Make ``side`` acknowledge every segment at once (the route's ``quickack`` metric).
+
+        Without it Linux delays the ACK that shrinks a window, and sends it only once every
+        segment in flight has arrived, so that ACK acknowledges them all.
+        """
+        peer = self.addr_a if side == "b" else self.addr_b
+        net = ".".join(peer.split(".")[:3]) + ".0/24"
+        dev = self.dev(side)
+        _run(["ip", "-n", self.ns(side), "route", "replace", net, "dev", dev, "quickack", "1"])
+
+    def steer_rx(self, side: str, cpu: int) -> None:
+        """Process what ``side`` receives on ``cpu`` (RPS), away from the sending CPU.
+
+        A veth otherwise hands each segment to the receiving stack on the sender's CPU before
+        the sender's next segment: nothing is ever in flight. On another CPU the receiver
+        works through a queue while the sender keeps sending.
+        """
+        path = f"/sys/class/net/{self.dev(side)}/queues/rx-0/rps_cpus"
+        self.run(side, ["sh", "-c", f"echo {1 << cpu:x} > {path}"])
 
     def kill_all(self) -> None:
         for proc in self._procs:
@@ -328,6 +349,117 @@ def capture_shrink(
     if stats.dropped:
         raise NetnsError(f"tcpdump dropped {stats.dropped} packets")
     return stats
+
+
+@dataclass
+class KernelShrinkTraffic:
+    """Knobs of the bulk-writer / paused-reader exchange that shrinks a window to zero."""
+
+    size: int = 160_000  # bytes the writer sends: more than the receive buffer holds
+    pause: float = 0.5  # seconds the reader waits before reading everything
+    sender_cpu: int = 0
+    receiver_cpu: int = 1
+
+
+def bulk_exchange(
+    pair: VethPair, port: int = 5001, knobs: KernelShrinkTraffic | None = None
+) -> list[tuple[int, int]]:
+    """One connection from a bulk writer in ``a`` to a paused reader in ``b``.
+
+    Returns what the writer's own kernel held while its send window was zero: each distinct
+    ``(snd_una, snd_nxt)``, relative to its ISN, as read with ``TCP_INFO``.
+    """
+    k = knobs or KernelShrinkTraffic()
+    py = [sys.executable, str(TRAFFIC)]
+    reading = ["--pause", str(k.pause), "--slow-for", str(k.pause)]
+    receiver = pair.popen(
+        "b",
+        [*py, "receiver", "--port", str(port), *reading],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_line(receiver, "listening", 10, "receiver")
+    writing = ["--size", str(k.size), "--cpu", str(k.sender_cpu)]
+    out = pair.run(
+        "a", [*py, "bulk", "--host", pair.addr_b, "--port", str(port), *writing], timeout=120
+    ).stdout
+    try:
+        _, err = receiver.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        receiver.kill()
+        raise NetnsError("receiver did not finish") from None
+    if receiver.returncode != 0:
+        raise NetnsError(f"receiver failed: {err.strip()}")
+    return [
+        (int(una), int(nxt))
+        for tag, una, nxt in (line.split() for line in out.splitlines())
+        if tag == "zero-window"
+    ]
+
+
+@dataclass
+class KernelShrinkCapture:
+    stats: CaptureStats
+    #: Per connection (ports 5001, 5002, ...), the writer's zero-window (snd_una, snd_nxt).
+    stalls: list[list[tuple[int, int]]]
+
+
+def missing_cpus(knobs: KernelShrinkTraffic | None = None) -> str | None:
+    """Why the kernel-visible recipe cannot run here (it needs two CPUs), or None."""
+    k = knobs or KernelShrinkTraffic()
+    have = os.sched_getaffinity(0)
+    if not {k.sender_cpu, k.receiver_cpu} <= have:
+        return f"needs CPUs {k.sender_cpu} and {k.receiver_cpu} (have {sorted(have)})"
+    return None
+
+
+def capture_kernel_shrink(
+    path: str | os.PathLike,
+    *,
+    until: Callable[[Path], bool] | None = None,
+    max_connections: int = 5,
+    snaplen: int = 96,
+    knobs: KernelShrinkTraffic | None = None,
+    side: str = "a",
+) -> KernelShrinkCapture:
+    """Record a receiver shrinking its window to zero over data already sent.
+
+    The receiver runs with ``net.ipv4.tcp_shrink_window=1``, acknowledges every segment at
+    once, and processes its packets on another CPU than the writer's; the writer sends more
+    than the receive buffer holds while the reader pauses. The window then closes with
+    segments still queued towards the receiver: a zero window with data outstanding, which
+    Linux on the writer logs when its retransmission timer fires. tcpdump listens at the
+    writer (``side="a"``), which sees each segment when it is sent.
+
+    Whether a segment is in flight at that instant is a race between the two CPUs, so
+    connections are made one after another (ports 5001, 5002, ...) until ``until(path)``
+    holds for the capture so far (by default: until the writer's own kernel reports a zero
+    window with data outstanding), at most ``max_connections``.
+    """
+    k = knobs or KernelShrinkTraffic()
+    stalls: list[list[tuple[int, int]]] = []
+    path = Path(path)
+    with veth_pair() as pair:
+        pair.single_segments()
+        pair.sysctl("b", "net.ipv4.tcp_shrink_window", 1)
+        pair.sysctl("b", "net.ipv4.tcp_window_scaling", 1)
+        pair.quickack("b")
+        pair.steer_rx("b", k.receiver_cpu)
+        # The writer's ACKs on its own CPU: each is acted on right after tcpdump sees it.
+        pair.steer_rx("a", k.sender_cpu)
+        with Tcpdump(pair, side, path, snaplen=snaplen) as dump:
+            for i in range(max_connections):
+                stalls.append(bulk_exchange(pair, port=5001 + i, knobs=k))
+                if until is None:
+                    if any(una != nxt for una, nxt in stalls[-1]):
+                        break
+                elif until(path):
+                    break
+            stats = dump.stop()
+    if stats.dropped:
+        raise NetnsError(f"tcpdump dropped {stats.dropped} packets")
+    return KernelShrinkCapture(stats, stalls)
 
 
 def iperf3_exchange(

@@ -53,6 +53,8 @@ class EdgeUpdate:
     scale: int
     edge: int
     prev_edge: int | None  # the right edge of the previous accepted update, if any
+    #: Highest sequence number the data sender had sent, plus one, when this update was seen.
+    sender_nxt: int | None = None
 
     @property
     def retreat(self) -> int:
@@ -137,7 +139,17 @@ def right_edges(path: str | os.PathLike) -> list[EdgeUpdate]:
         edge = (ack + (win << scale)) % MOD
         updates.append(
             EdgeUpdate(
-                int(row["frame.number"]), src, sport, dst, dport, ack, win, scale, edge, me.edge
+                int(row["frame.number"]),
+                src,
+                sport,
+                dst,
+                dport,
+                ack,
+                win,
+                scale,
+                edge,
+                me.edge,
+                peer.snd_nxt,
             )
         )
         me.wl1, me.wl2, me.edge = seq, ack, edge
@@ -147,3 +159,17 @@ def right_edges(path: str | os.PathLike) -> list[EdgeUpdate]:
 def shrinks(path: str | os.PathLike) -> list[EdgeUpdate]:
     """The accepted updates that moved the right edge left by at least ``2**scale``."""
     return [u for u in right_edges(path) if u.is_shrink]
+
+
+def kernel_visible(path: str | os.PathLike) -> list[EdgeUpdate]:
+    """Zero windows that left data outstanding and moved the right edge left.
+
+    Linux's condition for its "unexpectedly shrunk window X:Y" line: the sender's window is
+    zero while ``snd_una`` (this ACK, X) is before ``snd_nxt`` (the highest sequence number
+    sent so far plus one, Y).
+    """
+    return [
+        u
+        for u in right_edges(path)
+        if u.win == 0 and u.sender_nxt is not None and before(u.ack, u.sender_nxt) and u.retreat
+    ]
