@@ -19,6 +19,7 @@ import netns
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "shrink.pcap"
+KERNEL_EXAMPLE = ROOT / "examples" / "kernel.pcap"
 
 
 def require(*tools: str) -> None:
@@ -58,6 +59,24 @@ def iperf3_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("kernel") / "iperf3.pcap"
     netns.capture_iperf3(path, streams=4, nbytes="20M")
     return path
+
+
+@pytest.fixture(scope="session")
+def kernel_capture(tmp_path_factory: pytest.TempPathFactory) -> netns.KernelShrinkCapture:
+    """A zero window over data in flight, recorded at the writer (see ``examples/README.md``).
+
+    Connections repeat until tshark's fields show such a zero window (a race between two CPUs
+    decides each one), at most five.
+    """
+    require("tcpdump")
+    require_tshark()
+    reason = netns.missing_cpus()
+    if reason:
+        pytest.skip(reason)
+    import oracle
+
+    path = tmp_path_factory.mktemp("kernel") / "kernel.pcap"
+    return netns.capture_kernel_shrink(path, until=lambda p: bool(oracle.kernel_visible(p)))
 
 
 @pytest.fixture(scope="session")

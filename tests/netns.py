@@ -400,6 +400,7 @@ def bulk_exchange(
 
 @dataclass
 class KernelShrinkCapture:
+    path: Path
     stats: CaptureStats
     #: Per connection (ports 5001, 5002, ...), the writer's zero-window (snd_una, snd_nxt).
     stalls: list[list[tuple[int, int]]]
@@ -459,7 +460,7 @@ def capture_kernel_shrink(
             stats = dump.stop()
     if stats.dropped:
         raise NetnsError(f"tcpdump dropped {stats.dropped} packets")
-    return KernelShrinkCapture(stats, stalls)
+    return KernelShrinkCapture(path, stats, stalls)
 
 
 def iperf3_exchange(

@@ -16,7 +16,7 @@ import pytest
 import oracle
 import treason
 from conftest import require_tshark
-from treason.events import Severity
+from treason.events import Event, Severity
 
 netns = pytest.mark.netns
 
@@ -106,3 +106,89 @@ def test_no_events_in_bulk_iperf3(iperf3_capture: Path) -> None:
     assert len(updates) > 1000
     assert not [u for u in updates if u.is_shrink]
     assert list(treason.scan(iperf3_capture)) == []
+
+
+# -- kernel-visible: a zero window over data already sent --------------------------------------
+
+KERNEL_EXAMPLE_FRAMES = [149]
+
+
+def kernel_line(u: oracle.EdgeUpdate) -> str:
+    """The line Linux 3.13-6.5 on the writer prints, built from tshark's numbers alone."""
+    return (
+        f"Peer {u.src}:{u.sport}/{u.dport} unexpectedly shrunk window "
+        f"{u.ack}:{u.sender_nxt} (repaired)"
+    )
+
+
+def assert_same_kernel_events(path: Path) -> list[oracle.EdgeUpdate]:
+    """treason's kernel events are the oracle's zero windows over outstanding data, exactly."""
+    visible = oracle.kernel_visible(path)
+    assert visible, "no zero window with data outstanding in the capture"
+    for u in visible:
+        assert u.sender_nxt is not None and oracle.before(u.ack, u.sender_nxt)
+        assert u.retreat > 0 and u.edge == u.ack
+    events = [e for e in treason.scan(path) if e.cls is Severity.KERNEL]
+    assert [e.frame for e in events] == [u.frame for u in visible]
+    for e, u in zip(events, visible, strict=True):
+        assert (e.src, e.sport, e.dst, e.dport) == (u.src, u.sport, u.dst, u.dport)
+        assert (e.snd_una, e.snd_nxt) == (u.ack, u.sender_nxt), f"frame {e.frame}: X:Y"
+        assert (e.old_edge, e.new_edge) == (u.prev_edge, u.edge)
+        assert e.beyond_bytes == (u.sender_nxt - u.ack) % oracle.MOD
+        assert e.win == 0 and e.scale == u.scale and e.certainty == "definite"
+        assert e.kernel_line == kernel_line(u)
+    return visible
+
+
+@netns
+def test_zero_window_over_data_in_flight(kernel_capture) -> None:
+    """A fresh capture at the writer: the receiver closes its window over segments in flight."""
+    visible = assert_same_kernel_events(kernel_capture.path)
+    assert {u.src for u in visible} == {"10.213.0.2"}
+
+
+def writer_isns(path: Path) -> dict[int, int]:
+    return {
+        int(r["tcp.srcport"]): int(r["tcp.seq_raw"])
+        for r in oracle.tshark_rows(path)
+        if r["tcp.flags.syn"] in ("1", "True") and r["tcp.flags.ack"] in ("0", "False")
+    }
+
+
+@netns
+def test_the_writer_itself_had_a_zero_window_with_data_out(kernel_capture) -> None:
+    """The writer's own TCB (TCP_INFO) confirms the stall: the condition Linux logs.
+
+    The first kernel event of a connection is the window closing while the reader pauses, so
+    it lasts until the writer's retransmission timer fires. At its X the writer's kernel held
+    a zero send window with snd_una = X and data outstanding. Its snd_nxt can exceed the
+    event's Y: a segment tcpdump saw after the ACK may have left before the writer's stack
+    processed that ACK.
+    """
+    path = kernel_capture.path
+    isn = writer_isns(path)
+    first: dict[int, Event] = {}
+    for e in treason.scan(path):
+        if e.cls is Severity.KERNEL:
+            first.setdefault(e.dport, e)
+    assert first
+    for e in first.values():
+        held = kernel_capture.stalls[e.sport - 5001]
+        x = (e.snd_una - isn[e.dport]) % oracle.MOD
+        y = (e.snd_nxt - isn[e.dport]) % oracle.MOD
+        nxt = [n for una, n in held if una == x]
+        assert nxt, f"frame {e.frame}: the writer never had a zero window at X={x}: {held}"
+        assert all(n > x and n >= y for n in nxt), (e.frame, x, y, held)
+
+
+def test_bundled_kernel_example() -> None:
+    """examples/kernel.pcap: one zero window over 2896 bytes in flight, at frame 149."""
+    from conftest import KERNEL_EXAMPLE
+
+    visible = assert_same_kernel_events(KERNEL_EXAMPLE)
+    assert [u.frame for u in visible] == KERNEL_EXAMPLE_FRAMES
+    (e,) = list(treason.scan(KERNEL_EXAMPLE))
+    assert e.kernel_line == (
+        "Peer 10.213.0.2:5001/33644 unexpectedly shrunk window 822422677:822425573 (repaired)"
+    )
+    assert e.beyond_bytes == 2896 and e.shrink_bytes == 4696

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,3 +83,52 @@ def test_match_on_a_real_kernel_capture(tmp_path: Path, capsys: pytest.CaptureFi
     log_only = [r for r in rows if r["status"] == "log-only"]
     assert len(log_only) == len(events) - len(visible)
     assert all(r["same_connection_event"]["src"] == r["log"]["peer"] for r in log_only)
+
+
+KERNEL_EXAMPLE = EXAMPLE.with_name("kernel.pcap")
+
+
+def treason_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "treason", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_match_cli_pairs_syslog_with_a_kernel_visible_capture(tmp_path: Path) -> None:
+    """Syslog lines the writer's kernel would print pair with the real capture's kernel events.
+
+    ``examples/kernel.pcap`` records a real receiver closing its window over data in flight;
+    the log holds, for each such event, the line in two eras' wordings as syslog writes them,
+    plus a shrink line about a connection the capture never saw.
+    """
+    if not KERNEL_EXAMPLE.exists():
+        pytest.skip("examples/kernel.pcap is not in this checkout")
+    visible = [ev for ev in treason.scan(str(KERNEL_EXAMPLE)) if ev.cls is Severity.KERNEL]
+    assert visible, "the example records a zero window over outstanding data"
+    stamp = "Nov 25 09:00:01 web kernel: [12345.678901] "
+    wanted = [ev.kernel_lines[era] for ev in visible for era in ("2.4.17", "2.6.29")]
+    stranger = kernel_lines("203.0.113.9", 443, 40000, 1000, 2000)["2.4.17"]
+    log = tmp_path / "syslog"
+    log.write_text("".join(f"{stamp}{line}\n" for line in [*wanted, stranger]))
+    proc = treason_cli("match", "--format", "json", str(log), str(KERNEL_EXAMPLE))
+    assert proc.returncode == 1, proc.stderr
+    rows = [json.loads(x) for x in proc.stdout.splitlines()]
+    matched = [(r["log"]["line"], r["event"]["frame"]) for r in rows if r["status"] == "matched"]
+    assert matched == [(i + 1, ev.frame) for i, ev in enumerate(v for v in visible for _ in "ab")]
+    for r in rows:
+        if r["status"] == "matched":
+            ev = r["event"]
+            assert (r["log"]["peer"], r["log"]["peer_port"], r["log"]["local_port"]) == (
+                ev["src"], ev["sport"], ev["dport"]
+            )  # fmt: skip
+            assert (r["log"]["x"], r["log"]["y"]) == (ev["snd_una"], ev["snd_nxt"])
+    unmatched = [r for r in rows if r["status"] == "log-only"]
+    assert [(r["log"]["line"], r["log"]["peer"]) for r in unmatched] == [
+        (len(wanted) + 1, "203.0.113.9")
+    ]
+    assert unmatched[0]["same_connection_event"] is None
+    assert not [r for r in rows if r["status"] == "capture-only"]
+    text = treason_cli("match", str(log), str(KERNEL_EXAMPLE)).stdout
+    assert f"{len(wanted)} log line(s) matched capture events" in text
+    assert "1 log line(s) without a capture event" in text
+    assert "0 kernel-visible capture event(s) without a log line" in text
