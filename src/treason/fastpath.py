@@ -92,6 +92,8 @@ def scan(
             gz = rs.GzipStream(rs.Prefixed(head, stream), display)
             head = rs.read_some(gz, _SNIFF, display)
             stream = gz
+            if not head and gz.truncated:
+                raise CaptureError(display, "truncated gzip stream", 0)
         fmt = _sniff(head, display)
         idle = max(-(1 << 100), min(idle_timeout_ns, 1 << 100))
         scanner = _fastscan.Scanner(fmt, max_flows, idle & ((1 << 64) - 1), idle >> 64)

@@ -252,11 +252,17 @@ def render_json(lines: Iterable[LogLine]) -> str:
 
 
 def render_csv(lines: Iterable[LogLine]) -> str:
+    """CSV, often read on a terminal: text from the log goes through ``safe`` as in the summary."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=JSON_FIELDS, lineterminator="\n")
     writer.writeheader()
     for ln in lines:
-        writer.writerow({k: ("" if v is None else v) for k, v in ln.to_dict().items()})
+        writer.writerow(
+            {
+                k: "" if v is None else safe(v) if isinstance(v, str) else v
+                for k, v in ln.to_dict().items()
+            }
+        )
     return buf.getvalue()
 
 

@@ -65,6 +65,8 @@ def _read(stream: BinaryIO, source: str, stats: ReaderStats) -> Iterator[Frame]:
     else:
         data_stream = Prefixed(head, stream)
     if not head:
+        if gz is not None and gz.truncated:
+            raise CaptureError(source, "truncated gzip stream", 0)
         raise CaptureError(source, "empty file, not a pcap or pcapng capture", 0)
     cb = ChunkBuffer(data_stream, source)
     cb.ensure(len(head))
