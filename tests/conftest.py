@@ -80,6 +80,19 @@ def kernel_capture(tmp_path_factory: pytest.TempPathFactory) -> netns.KernelShri
 
 
 @pytest.fixture(scope="session")
+def kernel_noshrink_capture(tmp_path_factory: pytest.TempPathFactory) -> netns.KernelShrinkCapture:
+    """The kernel-visible recipe with ``net.ipv4.tcp_shrink_window=0``, two connections."""
+    require("tcpdump")
+    reason = netns.missing_cpus()
+    if reason:
+        pytest.skip(reason)
+    path = tmp_path_factory.mktemp("kernel") / "kernel0.pcap"
+    return netns.capture_kernel_shrink(
+        path, shrink_window=0, max_connections=2, until=lambda p: False
+    )
+
+
+@pytest.fixture(scope="session")
 def example_capture() -> Path:
     """The bundled example capture (made by ``scripts/make-example``)."""
     return EXAMPLE

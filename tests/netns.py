@@ -2,7 +2,9 @@
 
 Everything here drives the real kernel: ``ip netns`` for the namespaces, per-namespace sysctls
 (``net.ipv4.tcp_shrink_window``), tcpdump on the veth for the capture, the programs in
-``traffic.py`` for a slow reader and a small-segment writer, and iperf3 for bulk transfers.
+``traffic.py`` for a slow reader, a small-segment writer and a bulk writer that reports its own
+TCB, route metrics and RPS to shape when segments are acknowledged and processed, and iperf3
+for bulk transfers.
 Names are unique per pair so runs can overlap or repeat, and a pair is always torn down, even
 when the code using it fails.
 """
@@ -420,6 +422,7 @@ def capture_kernel_shrink(
     *,
     until: Callable[[Path], bool] | None = None,
     max_connections: int = 5,
+    shrink_window: int = 1,
     snaplen: int = 96,
     knobs: KernelShrinkTraffic | None = None,
     side: str = "a",
@@ -436,14 +439,15 @@ def capture_kernel_shrink(
     Whether a segment is in flight at that instant is a race between the two CPUs, so
     connections are made one after another (ports 5001, 5002, ...) until ``until(path)``
     holds for the capture so far (by default: until the writer's own kernel reports a zero
-    window with data outstanding), at most ``max_connections``.
+    window with data outstanding), at most ``max_connections``. With ``shrink_window=0`` the
+    same traffic closes the window only at the edge already offered.
     """
     k = knobs or KernelShrinkTraffic()
     stalls: list[list[tuple[int, int]]] = []
     path = Path(path)
     with veth_pair() as pair:
         pair.single_segments()
-        pair.sysctl("b", "net.ipv4.tcp_shrink_window", 1)
+        pair.sysctl("b", "net.ipv4.tcp_shrink_window", shrink_window)
         pair.sysctl("b", "net.ipv4.tcp_window_scaling", 1)
         pair.quickack("b")
         pair.steer_rx("b", k.receiver_cpu)

@@ -5,6 +5,10 @@ slowly while the sender writes small segments; its kernel then moves the adverti
 left. The oracle computes every right edge from tshark's fields; treason must report exactly
 those shrinks with exactly those edges. The same traffic with the sysctl at 0, and a bulk
 iperf3 transfer, must give no events at all.
+
+The second recipe (``netns.capture_kernel_shrink``) makes the receiver close its window to zero
+over segments still in flight, recorded at the writer: the ``kernel`` class, checked against
+tshark's numbers and against the writer's own TCB read with ``TCP_INFO``.
 """
 
 from __future__ import annotations
@@ -179,6 +183,21 @@ def test_the_writer_itself_had_a_zero_window_with_data_out(kernel_capture) -> No
         nxt = [n for una, n in held if una == x]
         assert nxt, f"frame {e.frame}: the writer never had a zero window at X={x}: {held}"
         assert all(n > x and n >= y for n in nxt), (e.frame, x, y, held)
+
+
+@netns
+def test_zero_window_at_the_old_edge_with_sysctl_off(kernel_noshrink_capture) -> None:
+    """Same traffic, shrinking forbidden: the window closes only once the data reached the edge.
+
+    The writer's own TCB agrees: every zero send window it saw had nothing outstanding.
+    """
+    path = kernel_noshrink_capture.path
+    updates = oracle.right_edges(path)
+    assert any(u.win == 0 for u in updates), "the receive buffer never filled"
+    assert not [u for u in updates if u.retreat]
+    assert list(treason.scan(path, retractions=True)) == []
+    stalls = [tcb for conn in kernel_noshrink_capture.stalls for tcb in conn]
+    assert stalls and all(una == nxt for una, nxt in stalls), stalls
 
 
 def test_bundled_kernel_example() -> None:
