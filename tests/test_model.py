@@ -16,7 +16,8 @@ PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthC
 
 def run(segments, **kw):
     table = FlowTable(**kw)
-    return [e for e in map(table.process, segments) if e is not None], table
+    events = [e for seg in segments for e in table.process(seg)[1]]
+    return events + table.flush(), table
 
 
 def test_seed_example_flags_exactly_the_fifth_ack():
@@ -226,3 +227,52 @@ def test_flow_cap_evicts_least_recent():
     segs = [seg(i, ("10.0.0.1", 1000 + i), V, 1, 1, ACK, 10) for i in range(1, 6)]
     _, table = run(segs, max_flows=3)
     assert table.evicted_cap == 2 and len(table) == 3
+
+
+def test_data_in_flight_after_a_zero_window_counts_toward_y():
+    """At a capture point near the sender, segments it sent before it saw the zero window can
+    be recorded just after the ACK; they are part of X:Y and make the stall kernel-visible."""
+    segs = [
+        *handshake(ws_c=0, ws_v=0),
+        seg(4, C, V, 1001, 5001, ACK, 502, length=1000),
+        seg(5, V, C, 5001, 1001, ACK, 3000),  # edge 4001
+        seg(6, V, C, 5001, 2001, ACK, 0),  # edge back to 2001: nothing outstanding yet
+        seg(7, C, V, 2001, 5001, ACK, 502, length=1000),  # was in flight
+        seg(8, C, V, 3001, 5001, ACK, 502, length=500),  # was in flight
+        seg(9, C, V, 1999 + 1, 5001, ACK, 502),  # probe-free pure ACK: no data
+    ]
+    table = FlowTable()
+    released = [table.process(s)[1] for s in segs]
+    assert released[5] == [] and released[6] == []  # the event is still open
+    (event,) = [e for r in released for e in r] + table.flush()
+    assert event.frame == 6 and event.cls is Severity.KERNEL
+    assert (event.snd_una, event.snd_nxt, event.beyond_bytes) == (2001, 3501, 1500)
+    assert event.kernel_line.endswith("shrunk window 2001:3501 (repaired)")
+
+
+def test_open_zero_window_event_is_final_when_the_window_reopens_and_keeps_frame_order():
+    other = (("192.0.2.30", 50001), ("192.0.2.40", 80))
+    segs = [
+        *handshake(ws_c=0, ws_v=0),
+        seg(4, V, C, 5001, 1001, ACK, 3000),
+        seg(5, V, C, 5001, 1001, ACK, 0),  # shrink to zero: open
+        seg(6, other[1], other[0], 1, 1, ACK, 100),
+        seg(7, other[1], other[0], 1, 1, ACK, 50),  # another flow's shrink waits behind it
+        seg(8, V, C, 5001, 1001, ACK, 4000),  # window reopens: frame 5 final
+    ]
+    table = FlowTable()
+    released = [table.process(s)[1] for s in segs]
+    assert [[e.frame for e in r] for r in released[4:]] == [[], [], [], [5, 7]]
+    assert released[7][0].cls is Severity.SHRINK  # nothing was in flight
+
+
+def test_open_event_is_final_after_the_minimum_rto():
+    late = 10**9  # one second later, nothing from either side in between
+    segs = [
+        *handshake(ws_c=0, ws_v=0),
+        seg(4, V, C, 5001, 1001, ACK, 3000),
+        seg(5, V, C, 5001, 1001, ACK, 0),
+    ]
+    table = FlowTable()
+    assert [table.process(s)[1] for s in segs][-1] == []
+    assert [e.frame for e in table.advance(segs[-1].ts_ns + late)] == [5]

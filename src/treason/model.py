@@ -15,6 +15,7 @@ shows of both directions.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from treason import seq as sq
@@ -25,6 +26,9 @@ from treason.packets import ACK, FIN, RST, SYN, Segment
 MAX_SHIFT = 14
 #: Bit s set: a window shift of s is still consistent with what the capture showed.
 ALL_SHIFTS = (1 << (MAX_SHIFT + 1)) - 1
+#: How long (capture time) a zero-window event stays open for data the sender had in flight:
+#: Linux's minimum retransmission timeout, the earliest its sender can log the stall.
+HOLD_NS = 200_000_000
 
 
 @dataclass
@@ -40,7 +44,6 @@ class ModelStats:
     ignored_syns: int = 0  # SYNs inside a live connection (scales untouched)
     resets: int = 0  # RST segments (their windows are ignored)
     window_overruns: int = 0  # new data beyond the edge under every plausible shift
-    retractions: int = 0  # edge moved back by less than the scale granularity
 
 
 class Side:
@@ -54,6 +57,7 @@ class Side:
         "addr",
         "feasible",
         "fin",
+        "held",
         "isn",
         "last_copy",
         "max_edge",
@@ -85,6 +89,7 @@ class Side:
         self.max_edge: list[int] | None = None  # per shift, furthest edge offered (scale unknown)
         self.shrink_counts: list[int] | None = None  # per shift, shrinks it would imply
         self.ts_recent: int | None = None  # TSval of the last accepted update from the peer
+        self.held: Event | None = None  # open zero-window event (see FlowTable)
         self.last_copy: tuple | None = None
 
     def edge(self, shift: int) -> int:
@@ -210,6 +215,23 @@ class Connection:
         if sender.snd_wscale is None and sender.max_edge is not None:
             self._rule_out_shifts(sender, sq.add(seg.seq, seg.payload_len))
         sender.snd_nxt = end
+        if sender.held is not None:
+            self._in_flight(sender.held, end)
+
+    @staticmethod
+    def _in_flight(event: Event, snd_nxt: int) -> None:
+        """New data after a zero window was in flight before the sender saw that window.
+
+        A sender never puts new data into a zero window, so whatever the capture shows it
+        sending while the window is still closed left before the zero-window ACK reached it
+        (the capture point saw the ACK first). It counts toward Y, the sender's SND.NXT, and
+        makes the stall one Linux logs.
+        """
+        event.snd_nxt = snd_nxt
+        event.beyond_bytes = max(0, sq.diff(snd_nxt, event.new_edge))
+        if sq.before(event.snd_una, snd_nxt):
+            event.cls = Severity.KERNEL
+            event.certainty = "definite"
 
     def _rule_out_shifts(self, sender: Side, data_end: int) -> None:
         """New data past the furthest edge offered under shift s proves s is not the scale.
@@ -268,6 +290,10 @@ class Connection:
                 return None
             s.ts_recent = seg.tsval
         event = self._compare(seg, r, s) if s.snd_wnd is not None else None
+        if seg.win:
+            s.held = None  # the window reopened: a held zero-window event is final
+        elif event is not None:
+            s.held = event
         s.snd_wl1, s.snd_wl2, s.snd_wnd = seg.seq, ack, seg.win
         if s.snd_wscale is None:
             if s.max_edge is None:
@@ -314,8 +340,6 @@ class Connection:
             if found is None:
                 return None
             cls, shift, certainty = found
-        if cls is Severity.RETRACTION:
-            self.stats.retractions += 1
         return self._event(seg, r, s, shift, cls, certainty)
 
     def _infer(self, seg: Segment, s: Side) -> tuple[Severity, int, str] | None:
@@ -396,6 +420,11 @@ class FlowTable:
     ``idle_timeout`` are evicted oldest first, and a new flow that would exceed ``max_flows``
     evicts the least recently active one. An evicted flow that resumes starts afresh, as if
     the capture had begun mid-connection.
+
+    Events leave in frame order once final. An event that closes the window to zero stays
+    open while the window stays closed, for at most ``HOLD_NS`` of capture time, because data
+    the sender had in flight can be captured just after the zero-window ACK
+    (``Connection._in_flight``); events after it wait behind it.
     """
 
     max_flows: int = 500_000
@@ -409,6 +438,9 @@ class FlowTable:
     def __post_init__(self) -> None:
         self._conns: dict[tuple, Connection] = {}
         self._now = 0
+        self._queue: deque[Event] = deque()  # events not yet released, in frame order
+        self._due: deque[tuple[int, Event]] = deque()  # (deadline, event), in deadline order
+        self._holder: dict[int, Side] = {}  # id(event) -> the side holding it open
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -418,17 +450,21 @@ class FlowTable:
         a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
         return (seg.vlan, a, b) if a <= b else (seg.vlan, b, a)
 
-    def process(self, seg: Segment) -> Event | None:
+    def process(self, seg: Segment) -> tuple[Event | None, list[Event]]:
+        """Feed one segment: the event it makes (maybe still open) and the events now final."""
         if seg.ts_ns > self._now:
             self._now = seg.ts_ns
+        self._close_due(self._now)
         self._expire()
         key = self.key(seg)
         conns = self._conns
         conn = conns.pop(key, None)  # re-inserted below: dict order is recency order
         if conn is None or (seg.flags & (SYN | ACK) == SYN and conn.reusable_by(seg)):
             if conn is None and len(conns) >= self.max_flows:
-                self._evict_oldest()
+                self._drop(conns.pop(next(iter(conns))))
                 self.evicted_cap += 1
+            elif conn is not None:
+                self._drop(conn)
             conn = Connection(seg, seg.vlan, self.stats)
             self.flows += 1
         was_seen = conn.handshake_seen
@@ -437,7 +473,49 @@ class FlowTable:
         if conn.handshake_seen and not was_seen:
             self.handshakes += 1
         conns[key] = conn
-        return event
+        if event is not None:
+            self._queue.append(event)
+            holder = conn.b if event.dport == conn.b.port and event.dst == conn.b.addr else conn.a
+            if holder.held is event:
+                self._holder[id(event)] = holder
+                self._due.append((self._now + HOLD_NS, event))
+        return event, self._release()
+
+    def advance(self, now_ns: int) -> list[Event]:
+        """Let the clock reach ``now_ns`` without a packet (live capture on a quiet link)."""
+        self._close_due(now_ns)
+        return self._release()
+
+    def flush(self) -> list[Event]:
+        """End of the capture: every open event is final."""
+        for holder in self._holder.values():
+            holder.held = None
+        self._due.clear()
+        return self._release()
+
+    def _close_due(self, now: int) -> None:
+        due = self._due
+        while due and due[0][0] <= now:
+            _, event = due.popleft()
+            holder = self._holder.get(id(event))
+            if holder is not None and holder.held is event:
+                holder.held = None
+
+    def _release(self) -> list[Event]:
+        queue, holders, out = self._queue, self._holder, []
+        while queue:
+            event = queue[0]
+            holder = holders.get(id(event))
+            if holder is not None:
+                if holder.held is event:
+                    break  # still open: later events wait behind it
+                del holders[id(event)]
+            out.append(queue.popleft())
+        return out
+
+    @staticmethod
+    def _drop(conn: Connection) -> None:
+        conn.a.held = conn.b.held = None  # a flow that ends has nothing more in flight
 
     def _expire(self) -> None:
         limit = self._now - self.idle_timeout_ns
@@ -446,8 +524,5 @@ class FlowTable:
             key = next(iter(conns))
             if conns[key].last_active >= limit:
                 break
-            del conns[key]
+            self._drop(conns.pop(key))
             self.evicted_idle += 1
-
-    def _evict_oldest(self) -> None:
-        del self._conns[next(iter(self._conns))]

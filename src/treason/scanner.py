@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
-from treason.errors import TruncatedCapture
+from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Event, Severity
 from treason.model import FlowTable, ModelStats
 from treason.packets import Frame, Segment
@@ -126,16 +126,20 @@ class Analyzer:
             max_flows=max_flows, idle_timeout_ns=idle_timeout_ns, stats=stats.model
         )
 
-    def frame(self, frame: Frame) -> tuple[Segment | None, Event | None]:
-        """Decode and judge one frame: its segment (None if skipped) and event (if any)."""
+    def frame(self, frame: Frame) -> tuple[Segment | None, Event | None, list[Event]]:
+        """Decode and judge one frame.
+
+        Returns its segment (None if skipped), the event it made (which may still change
+        while it is open, see ``FlowTable``) and the events that became final, in frame order.
+        """
         stats = self.stats
         stats.frames += 1
         seg = self._decode(frame)
         if isinstance(seg, str):
             stats.skipped[seg] += 1
-            return None, None
+            return None, None, []
         stats.segments += 1
-        return seg, self.table.process(seg)
+        return seg, *self.table.process(seg)
 
     def flow_counters(self) -> tuple[int, int, int, int]:
         t = self.table
@@ -149,10 +153,15 @@ def _reference(
 
     analyzer = Analyzer(stats, max_flows, idle_timeout_ns)
     try:
-        for frame in open_frames(source, name):
-            _, event = analyzer.frame(frame)
-            if event is not None:
-                yield event
+        damage = None
+        try:
+            for frame in open_frames(source, name):
+                yield from analyzer.frame(frame)[2]
+        except CaptureError as exc:
+            damage = exc  # it ends the capture: first report every event before it
+        yield from analyzer.table.flush()
+        if damage is not None:
+            raise damage
     finally:
         flows, handshakes, evicted_idle, evicted_cap = analyzer.flow_counters()
         stats.flows += flows

@@ -50,31 +50,49 @@ class LiveSession:
         self.name = f"live:{stats.interface}"
 
     def feed(self, frames: Iterable[Frame]) -> None:
-        stats = self.stats
-        scan = stats.scan
         analyzer = self.analyzer
         table = analyzer.table
         recorder = self.recorder
         for frame in frames:
-            seg, event = analyzer.frame(frame)
+            seg, event, final = analyzer.frame(frame)
             if seg is None:
                 continue
-            shown = event is not None and (self.retractions or event.cls is not RETRACTION)
             if recorder is not None:
-                # Only flows with events the user sees are saved (retractions need --all).
-                recorder.packet(table.key(seg), frame, shown)
-            if event is None:
-                continue
+                # Only flows with events the user may see are saved (retractions need --all).
+                # An open zero-window event can still become kernel-visible: save its flow.
+                seen = event is not None and (
+                    self.retractions or event.cls is not RETRACTION or event.win == 0
+                )
+                recorder.packet(table.key(seg), frame, seen)
+            self._final(final)
+        self._counters()
+
+    def tick(self, now_ns: int) -> None:
+        """Wall-clock time passes: zero-window events left open past their time become final."""
+        self._final(self.analyzer.table.advance(now_ns))
+        self._counters()
+
+    def finish(self) -> None:
+        """Capture over: every open event is final."""
+        self._final(self.analyzer.table.flush())
+        self._counters()
+
+    def _final(self, events: list[Event]) -> None:
+        stats = self.stats
+        for event in events:
             event.file = self.name
-            scan.events[event.cls.label] += 1
+            stats.scan.events[event.cls.label] += 1
             if event.cls is not RETRACTION:
                 stats.peers.add(event.src)
-            if shown:
+            if self.retractions or event.cls is not RETRACTION:
                 self.emit(event)
+
+    def _counters(self) -> None:
+        stats, scan, analyzer = self.stats, self.stats.scan, self.analyzer
         scan.flows, scan.handshakes, scan.evicted_idle, scan.evicted_cap = analyzer.flow_counters()
-        stats.flows_active = len(table)
-        if recorder is not None:
-            stats.written = recorder.sink.packets
+        stats.flows_active = len(analyzer.table)
+        if self.recorder is not None:
+            stats.written = self.recorder.sink.packets
 
 
 def capture_loop(
