@@ -618,6 +618,43 @@ def test_largest_numbers_a_kernel_prints_are_reports(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"2024-03-05T06:07:08+99:00 web1 kernel: ",  # time zone offset of 99 hours
+        b'{"__REALTIME_TIMESTAMP": "9999999999999999999", "_TRANSPORT": "kernel", "MESSAGE": "',
+    ],
+    ids=["rfc3339-offset-99h", "journal-year-beyond-9999"],
+)
+def test_impossible_timestamps_leave_the_report_undated(tmp_path: Path, line: bytes) -> None:
+    """Found by fuzzing: both used to end in a traceback. The report is still found."""
+    message = kernel_lines("192.0.2.1", 5001, 443, 3, 4)["3.13"].encode()
+    data = line + message + (b'"}' if line.startswith(b"{") else b"") + b"\n"
+    rc, rows, err = logs(write(tmp_path, "kern.log", data))
+    assert (rc, err) == (1, "")
+    assert [(r["time"], r["peer"], r["x"]) for r in rows] == [(None, "192.0.2.1", 3)]
+
+
+def test_corrupt_gzip_log_reports_what_came_before(tmp_path: Path) -> None:
+    """A rotated log whose compressed data is damaged: the reports inflated before the damage
+    are found, then one line names the file, exit 2."""
+    first = b"".join(kernel_line(x=i) for i in range(1, 4)).ljust(70_000, b"\n")
+    packed = bytearray(gzip.compress(first + kernel_line(x=9) * 100, compresslevel=0, mtime=0))
+    # Stored blocks: a header byte, LEN, NLEN (its complement), LEN bytes. Break the block
+    # that holds the first byte past 70 000.
+    pos, inflated = 10, 0
+    while inflated + struct.unpack_from("<H", packed, pos + 1)[0] <= 70_000:
+        length = struct.unpack_from("<H", packed, pos + 1)[0]
+        pos, inflated = pos + 5 + length, inflated + length
+    packed[pos + 3] ^= 0xFF  # NLEN no longer the complement of LEN
+    rc, rows, err = logs(write(tmp_path, "kern.log.2.gz", bytes(packed)))
+    assert (rc, [r["x"] for r in rows]) == (2, [1, 2, 3])
+    assert err == (
+        f"treason: {tmp_path / 'kern.log.2.gz'}: cannot read: Error -3 while decompressing "
+        "data: invalid stored block lengths\n"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # 5. Output: whole or not at all; quiet on a closed pipe
 

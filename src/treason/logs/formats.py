@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -71,14 +72,15 @@ def parse_rfc3339(text: str) -> datetime | None:
     if not m:
         return None
     tz = None
-    if m["tz"]:
-        if m["tz"] == "Z":
-            tz = timezone.utc
-        else:
-            sign = -1 if m["tz"][0] == "-" else 1
-            digits = m["tz"][1:].replace(":", "")
-            tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
     try:
+        if m["tz"]:
+            if m["tz"] == "Z":
+                tz = timezone.utc
+            else:
+                # An offset of 24 hours or more is no time zone: ValueError, like a 13th month.
+                sign = -1 if m["tz"][0] == "-" else 1
+                digits = m["tz"][1:].replace(":", "")
+                tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
         return datetime(
             int(m["d"]),
             int(m["mo"]),
@@ -370,7 +372,10 @@ def _journal_record(
     when = None
     stamp = text.get("__REALTIME_TIMESTAMP")
     if isinstance(stamp, str) and stamp.isdigit() and len(stamp) < 20:
-        when = datetime.fromtimestamp(int(stamp) / 1e6, timezone.utc)
+        try:
+            when = datetime.fromtimestamp(int(stamp) / 1e6, timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            when = None  # beyond the year 9999: not a time a journal wrote
     uptime = None
     mono = text.get("_SOURCE_MONOTONIC_TIMESTAMP")
     if isinstance(mono, str) and mono.isdigit() and len(mono) < 20:
@@ -465,7 +470,7 @@ def read_stream(
             rec = _json_or_line(parser, decode(line[: MAX_LINE * 4]), lineno)
             if rec is not None:
                 yield rec
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise TreasonError(source, f"cannot read: {exc}") from None
 
 
