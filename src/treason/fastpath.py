@@ -138,6 +138,7 @@ def _run(
     readinto = getattr(stream, "readinto", None)
     read = stream.read  # type: ignore[attr-defined]
     eof = False
+    damage: CaptureError | None = None
     done_frames = done_segments = 0
     done_skipped = [0] * len(SKIP_ORDER)
     done_model = [0] * len(MODEL_ORDER)
@@ -151,9 +152,13 @@ def _run(
                     data = read(len(buf) - filled)
                     n = len(data)
                     buf[filled : filled + n] = data
+            except CaptureError as exc:
+                # Corrupt compressed data past the buffer: the reference reader meets it only
+                # when it needs those bytes, so damage inside the buffer is reported first.
+                damage, n = exc, 0
             except OSError as exc:
                 raise CaptureError(source, exc.strerror or str(exc), scanner.offset) from None
-            eof = n == 0
+            eof = n == 0 and damage is None
             filled += n
         with memoryview(buf) as view, view[:filled] as data:
             used, need = scanner.feed(data, eof)
@@ -177,6 +182,8 @@ def _run(
         if error is not None:
             truncated, message, offset = error
             raise (TruncatedCapture if truncated else CaptureError)(source, message, offset)
+        if damage is not None:
+            raise damage
         if eof and used == filled:
             return
         if used:

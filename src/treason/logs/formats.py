@@ -466,12 +466,26 @@ def read_stream(
             yield from read_export(source, buffered)
             return
         parser = LineParser(source, reference)
-        for lineno, line in enumerate(buffered, 1):
-            rec = _json_or_line(parser, decode(line[: MAX_LINE * 4]), lineno)
+        for lineno, line in enumerate(_bounded_lines(buffered, MAX_LINE * 4), 1):
+            rec = _json_or_line(parser, decode(line), lineno)
             if rec is not None:
                 yield rec
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise TreasonError(source, f"cannot read: {exc}") from None
+
+
+def _bounded_lines(stream: io.BufferedReader, limit: int) -> Iterator[bytes]:
+    """Lines cut to ``limit`` bytes; the rest of a longer line is read and dropped, so a file
+    without newlines (a binary dump, a hostile log) never has to fit in memory whole."""
+    while True:
+        line = stream.readline(limit)
+        if not line:
+            return
+        if len(line) == limit and not line.endswith(b"\n"):
+            rest = line
+            while len(rest) == limit and not rest.endswith(b"\n"):
+                rest = stream.readline(limit)
+        yield line
 
 
 def read_file(path: str) -> Iterator[Record]:
