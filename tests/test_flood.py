@@ -259,3 +259,27 @@ def test_pathological_flow_events_agree_between_engines() -> None:
     if fast_available():
         fast = [e.key() for e in scan(io.BytesIO(data), engine="fast", retractions=True)]
         assert fast == ref
+
+
+# --------------------------------------------------------------------------------------------
+# Logs without line ends
+
+
+def test_log_without_newlines_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """64 MB of binary junk with no line end, then a real report: the report is found and the
+    junk never sits in memory whole (lines are read in pieces, the rest of a long one dropped)."""
+    from treason.kernel import kernel_lines
+
+    line = f"Mar  5 06:07:08 web1 kernel: {kernel_lines('192.0.2.1', 1, 2, 3, 4)['3.13']}\n"
+    junk = tmp_path / "junk.log"
+    with junk.open("wb") as out:
+        for _ in range(64):
+            out.write(b"\x00\xffjunk" * (1 << 17))  # 1 MiB, no newline
+        out.write(b"\n" + line.encode())
+    small = tmp_path / "small.log"
+    small.write_text(line)
+    rc, out, err, peak = run_measured(["logs", "--format", "json", str(junk)], tmp_path)
+    assert (rc, err) == (1, "") and '"x": 3' in out and out.count("\n") == 1
+    rc, _, _, baseline = run_measured(["logs", "--format", "json", str(small)], tmp_path)
+    assert rc == 1
+    assert peak - baseline < 16 * 1024, (baseline, peak)  # KiB; the junk alone is 64 MiB
