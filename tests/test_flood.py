@@ -5,9 +5,9 @@ Memory is the peak resident set of the ``treason scan`` process itself (``wait4`
 exactly that child), compared with the same scan under a cap large enough to hold every flow:
 the second run shows what growth per flow looks like, so the first one's bound is one a leak
 would break. Work is counted, not timed, for the reference engine (function calls under
-``cProfile``, deterministic); the compiled engine, invisible to Python's profiler, is held to a
-ratio of CPU times against a well-behaved flow of the same size, with a margin no noise
-reaches but a quadratic loop would.
+``cProfile``, deterministic); the compiled engine, invisible to Python's profiler and never
+timed in tests, must agree with it on the same flow (its per-packet cost is measured by
+``bench/``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import random
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -227,28 +226,6 @@ def test_pathological_flow_costs_the_reference_engine_linear_work() -> None:
     assert patho < 6 * normal, (normal, patho)
     # ... and twice the segments cost twice the work, not four times.
     assert patho2 < 2.2 * patho, (patho, patho2)
-
-
-def cpu_seconds(data: bytes, engine: str) -> float:
-    """Best of three CPU times of one in-process scan (best of: noise only ever adds)."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.process_time()
-        for _event in scan(io.BytesIO(data), engine=engine):
-            pass
-        best = min(best, time.process_time() - start)
-    return best
-
-
-@needs_fast
-def test_pathological_flow_costs_the_fast_engine_linear_work() -> None:
-    n = 200_000
-    normal = cpu_seconds(normal_flow(n), "fast")
-    patho = cpu_seconds(pathological_flow(n), "fast")
-    patho_half = cpu_seconds(pathological_flow(n // 2), "fast")
-    # A quadratic scan of 200k segments would take thousands of times longer, not a few.
-    assert patho < 25 * normal + 0.05, (normal, patho)
-    assert patho < 6 * patho_half + 0.05, (patho_half, patho)
 
 
 def test_pathological_flow_events_agree_between_engines() -> None:
