@@ -14,6 +14,7 @@ import sys
 
 from treason import __version__
 from treason.errors import TreasonError
+from treason.terminal import safe
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = ("scan", "logs", "explain", "match", "logwatch", "simulate", "live")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TreasonError as exc:
-        print(f"treason: {exc}", file=sys.stderr)
+        print(f"treason: {safe(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("treason: interrupted", file=sys.stderr)

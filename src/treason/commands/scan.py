@@ -18,6 +18,7 @@ from treason.output.progress import open_with_progress
 from treason.output.records import write_csv, write_jsonl
 from treason.output.text import summary_lines, write_report
 from treason.scanner import ScanStats, fast_available, scan
+from treason.terminal import safe
 
 DESCRIPTION = """\
 Find every place in a capture where a TCP receiver moved the right edge of its advertised
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         with target as out:
             _write(args, events, total, out)
     for message in errors:
-        print(f"treason: {message}", file=sys.stderr)
+        print(f"treason: {safe(message)}", file=sys.stderr)
     if errors:
         return 2
     return 1 if events else 0
@@ -146,7 +147,7 @@ def _write(args: argparse.Namespace, events: Sequence[Event], stats: ScanStats, 
         for line in summary_lines(stats, [_name(f) for f in args.files]):
             print(line, file=sys.stderr)
     for warning in stats.warnings:
-        print(f"treason: warning: {warning}", file=sys.stderr)
+        print(f"treason: warning: {safe(warning)}", file=sys.stderr)
 
 
 def _name(path: str) -> str:

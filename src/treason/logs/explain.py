@@ -13,7 +13,7 @@ from treason.kernel import BY_KEY
 from treason.logs.formats import LineParser, Record
 from treason.logs.grammar import Shrink, parse_shrink
 from treason.logs.services import service_name
-from treason.logs.text import safe
+from treason.terminal import safe
 
 #: Kernel lines that look related but are not window-shrink reports, and what they are.
 LOOK_ALIKES: tuple[tuple[re.Pattern[str], str], ...] = (

@@ -211,7 +211,7 @@ def run_follow(files: list[str], fmt: str) -> int:
     from treason.logs import LogLine, match_record
     from treason.logs.explain import explain_shrink
     from treason.logs.grammar import parse_marker
-    from treason.logs.text import safe
+    from treason.terminal import safe
 
     if fmt not in ("text", "json"):
         raise TreasonError("--follow", "prints text or json, one report at a time")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from treason.kernel import BY_KEY
 from treason.logs import LogLine, LogScan
 from treason.logs.services import service_name
-from treason.logs.text import safe
+from treason.terminal import safe
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import TextIO
 
 from treason.events import Event, Severity
 from treason.scanner import ScanStats
+from treason.terminal import safe
 
 CLASS_TEXT = {
     Severity.RETRACTION: "retraction",
@@ -36,7 +37,7 @@ def flow(e: Event) -> str:
 
 
 def summary_lines(stats: ScanStats, files: Sequence[str]) -> list[str]:
-    what = files[0] if len(files) == 1 else f"{len(files)} captures"
+    what = safe(files[0]) if len(files) == 1 else f"{len(files)} captures"
     lines = [
         f"Capture: {what}",
         f"  {stats.frames} packets, {stats.segments} TCP segments, {stats.flows} TCP flows "
@@ -105,7 +106,7 @@ def event_table(events: Sequence[Event], with_file: bool) -> list[str]:
             cls,
         ]
         if with_file:
-            row.insert(0, e.file)
+            row.insert(0, safe(e.file))
         rows.append(row)
     head = [
         "frame",
@@ -135,7 +136,7 @@ def write_report(
     for line in summary_lines(stats, files):
         out.write(line + "\n")
     for warning in stats.warnings:
-        out.write(f"  warning: {warning}\n")
+        out.write(f"  warning: {safe(warning)}\n")
     out.write("\n")
     if not events:
         out.write("No receive-window shrinks found.\n")

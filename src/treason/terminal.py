@@ -1,4 +1,4 @@
-"""Showing log text on a terminal without letting it drive the terminal."""
+"""Showing untrusted text (log lines, file names) on a terminal without letting it drive it."""
 
 from __future__ import annotations
 
