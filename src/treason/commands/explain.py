@@ -7,7 +7,7 @@ import sys
 
 from treason.errors import TreasonError
 from treason.logs.explain import explain_general, explain_shrink, look_alike, parse_any
-from treason.logs.text import safe
+from treason.terminal import safe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

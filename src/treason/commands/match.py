@@ -11,7 +11,7 @@ from treason.logs import LogScan, scan_records
 from treason.logs.formats import read_file
 from treason.logs.match import MatchResult, match
 from treason.logs.output import write_atomic
-from treason.logs.text import safe
+from treason.terminal import safe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
