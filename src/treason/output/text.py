@@ -65,27 +65,30 @@ def summary_lines(stats: ScanStats, files: Sequence[str]) -> list[str]:
 
 
 def peer_table(events: Sequence[Event]) -> list[str]:
-    by_peer: dict[tuple, list[Event]] = defaultdict(list)
+    """One row per receiving host that shrank: who is at fault, how often, how badly."""
+    by_peer: dict[str, list[Event]] = defaultdict(list)
     for e in events:
-        by_peer[(e.src, e.sport)].append(e)
+        by_peer[e.src].append(e)
     rows = []
-    for (addr, port), evs in by_peer.items():
-        flows = {(e.file, e.dst, e.dport, e.vlan) for e in evs}
-        worst = max(e.cls for e in evs)
+    for addr, evs in by_peer.items():
+        flows = {(e.file, e.sport, e.dst, e.dport, e.vlan) for e in evs}
+        ports = sorted({e.sport for e in evs})
+        shown = ",".join(map(str, ports[:4])) + (",..." if len(ports) > 4 else "")
         rows.append(
             (
-                endpoint(addr, port),
+                addr,
+                shown,
                 len(evs),
                 sum(e.cls is Severity.KERNEL for e in evs),
                 sum(e.shrink_bytes for e in evs),
                 max(e.beyond_bytes for e in evs),
                 len(flows),
-                CLASS_TEXT[worst],
+                CLASS_TEXT[max(e.cls for e in evs)],
             )
         )
-    rows.sort(key=lambda r: (-r[1], r[0]))
-    head = ("peer that shrank", "events", "kernel", "bytes back", "max beyond", "flows", "worst")
-    return _table(head, rows, right=(1, 2, 3, 4, 5))
+    rows.sort(key=lambda r: (-r[2], r[0]))
+    head = ("peer that shrank", "ports", "events", "kernel", "bytes back", "max beyond", "flows")
+    return _table((*head, "worst"), rows, right=(2, 3, 4, 5, 6))
 
 
 def event_table(events: Sequence[Event], with_file: bool) -> list[str]:
