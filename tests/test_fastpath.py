@@ -67,7 +67,7 @@ class Dribble(io.RawIOBase):
 
 def outcome(events, stats: ScanStats, error) -> tuple:
     return (
-        [(dataclasses.asdict(e), e.time) for e in events],
+        [(dataclasses.asdict(e), e.to_dict()) for e in events],
         stats.to_dict(),
         error,
     )
@@ -228,6 +228,11 @@ ADDRS4 = [bytes([10, 0, 0, i]) for i in (1, 2, 3)]
 ADDRS6 = [socket.inet_pton(socket.AF_INET6, f"2001:db8::{i}") for i in (1, 2, 3)]
 WINDOWS = st.one_of(st.sampled_from([0, 0, 0, 1, 2, 100, 1000, 4096, 65535]), st.integers(0, 65535))
 LENGTHS = st.sampled_from([0, 0, 1, 100, 536, 1448])
+#: Zero-window-heavy conversations: zero windows, then data in flight, close to the 200 ms hold.
+ZERO_WINDOWS = st.sampled_from([0, 0, 1, 100, 4096, 65535])
+#: The time one step of a zero-window conversation takes, and what "hold" adds to it.
+ZERO_STEP = st.integers(0, 5 * 10**6)
+HOLD = st.sampled_from([199_999_999, 2 * 10**8, 200_000_001])
 
 
 KINDS = [
@@ -250,6 +255,7 @@ KINDS = [
     "back",
     "odd",
 ]
+ZERO_KINDS = [k for k in KINDS if k not in ("gap", "odd")] + ["shrink", "data", "data", "hold"]
 ODD = [
     "fragment",
     "first-fragment",
@@ -305,8 +311,17 @@ def odd_packet(how: str, f: dict, d: int, tcp: bytes, plen: int, ident: int) -> 
 
 
 @st.composite
-def conversation(draw) -> list[tuple[int, int, bool, bytes, tuple[int, ...]]]:
-    """Packets as (ts_ns, iface, v6, ip packet, vlans): plausible TCP with every kind of noise."""
+def conversation(
+    draw, zero: bool | None = None
+) -> list[tuple[int, int, bool, bytes, tuple[int, ...]]]:
+    """Packets as (ts_ns, iface, v6, ip packet, vlans): plausible TCP with every kind of noise.
+
+    ``zero`` makes zero windows the common case and time steps short or right at the 200 ms
+    an open zero-window event lasts, so data in flight after one is common too; ``None``
+    draws either.
+    """
+    if zero is None:
+        zero = draw(st.booleans())
     n_flows = draw(st.integers(1, 3))
     flows = []
     for _ in range(n_flows):
@@ -335,8 +350,8 @@ def conversation(draw) -> list[tuple[int, int, bool, bytes, tuple[int, ...]]]:
     step = st.tuples(
         st.integers(0, n_flows - 1),
         st.integers(0, 1),
-        st.sampled_from(KINDS),
-        WINDOWS,
+        st.sampled_from(ZERO_KINDS if zero else KINDS),
+        ZERO_WINDOWS if zero else WINDOWS,
         LENGTHS,
         st.sampled_from([0, 0, 0, 1, 100, 1000, -1000, 3000]),
         st.sampled_from(ODD),
@@ -348,14 +363,25 @@ def conversation(draw) -> list[tuple[int, int, bool, bytes, tuple[int, ...]]]:
         if hs == 2 and draw(st.booleans()):
             opening = [(fi, 1, "synack"), (fi, 0, "ack")]  # SYN not captured
         steps += [(i, d, k, 65535, 0, 0, "") for i, d, k in opening]
-    steps += draw(st.lists(step, min_size=1, max_size=40))
+    steps += draw(st.lists(step, min_size=10 if zero else 1, max_size=40))
+    if zero:
+        # Data the sender had in flight, captured just after the window closed on it.
+        expanded = []
+        for fi, d, kind, win, plen, jitter, odd in steps:
+            expanded.append((fi, d, kind, win, plen, jitter, odd))
+            if kind == "shrink" and draw(st.booleans()):
+                expanded.append((fi, 1 - d, "data", win, draw(st.sampled_from([1, 1448])), 0, odd))
+        steps = expanded
     out: list = []
     now = 1_700_000_000 * 10**9
     for fi, d, kind, win, plen, jitter, odd in steps:
         f = flows[fi]
-        now += draw(st.integers(0, 2 * 10**8))
+        now += draw(ZERO_STEP if zero else st.integers(0, 2 * 10**8))
         if kind == "gap":
             now += 3 * 10**9
+            continue
+        if kind == "hold":
+            now += draw(HOLD)  # about when an open zero-window event becomes final
             continue
         if kind == "back":
             now -= 10**9
@@ -391,7 +417,7 @@ def conversation(draw) -> list[tuple[int, int, bool, bytes, tuple[int, ...]]]:
             # Take back a little: the previous ACK moved on by a few bytes, a few units less window.
             last_ack, last_win = f["last"][d]
             ack = (last_ack + plen % 200) % 2**32
-            win = max(0, last_win - 1 - jitter % 3)
+            win = 0 if zero else max(0, last_win - 1 - jitter % 3)
         if flags & 0x10:
             f["last"][d] = (ack, win)
         if kind in ("syn", "synack"):
@@ -414,8 +440,8 @@ LINKTYPES = [1, 113, 276, 101, 12, 14, 0, 108]
 
 
 @st.composite
-def capture(draw) -> bytes:
-    packets = draw(conversation())
+def capture(draw, zero: bool | None = None) -> bytes:
+    packets = draw(conversation(zero))
     snaplen = draw(st.sampled_from([65535, 262144, 128, 80, 60]))
     order = draw(st.sampled_from("<>"))
     lts = [draw(st.sampled_from(LINKTYPES)) for _ in range(2)]
@@ -439,8 +465,8 @@ def capture(draw) -> bytes:
 
 
 @st.composite
-def damaged(draw) -> bytes:
-    data = draw(capture())
+def damaged(draw, zero: bool | None = None) -> bytes:
+    data = draw(capture(zero))
     how = draw(st.sampled_from(["cut", "flip", "garbage", "none", "none"]))
     if how == "cut":
         data = data[: draw(st.integers(0, len(data)))]
@@ -707,3 +733,243 @@ def test_syn_flood_with_evictions_agrees(max_flows: int) -> None:
     data = pcap_file(packets, 1, 65535, "<", True, False)
     _events, stats, _ = assert_same(data, max_flows=max_flows, idle_timeout=20.0)
     assert stats["evicted_cap"] + stats["evicted_idle"] > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Zero-window events held open (model.FlowTable: in flight data, frame order, 200 ms hold)
+
+
+C, V, W = ADDRS4[0], ADDRS4[1], ADDRS4[2]
+T0 = 1_700_000_000 * 10**9
+MS = 10**6
+
+
+class Packets:
+    """Hand-made segments with their capture times; every one a distinct copy (no duplicates)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, bytes]] = []
+        self.now = T0
+
+    def add(self, src, dst, sp, dp, seq, ack, flags, win, plen=0, after=MS) -> None:
+        self.now += after
+        ident = len(self.frames) + 1
+        self.frames.append((self.now, _eth(src, dst, sp, dp, seq, ack, flags, win, plen, ident)))
+
+    def c(self, seq, ack, win, plen=0, flags=0x10, after=MS, port=1000) -> None:
+        self.add(C, V, port, 80, seq, ack, flags, win, plen, after)
+
+    def v(self, seq, ack, win, flags=0x10, after=MS, port=1000) -> None:
+        self.add(V, C, 80, port, seq, ack, flags, win, 0, after)
+
+    def other(self, win, after=MS) -> None:
+        """Another flow's ACK: moves the capture clock; a smaller window than before shrinks."""
+        self.add(W, V, 2000, 80, 1, 1, 0x10, win, 0, after)
+
+    def pcap(self, cut: int = 0) -> bytes:
+        data = pcap_file(self.frames, 1, 65535, "<", True, False)
+        return data[: len(data) - cut]
+
+
+def zero_window_flow(port: int = 1000) -> Packets:
+    """Handshake without window scaling, 1000 bytes acknowledged, then the window closes.
+
+    Frame 6 is the event: the edge goes back from 4001 to 2001 with nothing outstanding, a
+    plain shrink for now, held open because the window is zero.
+    """
+    p = Packets()
+    p.c(1000, 0, 64240, flags=0x02, port=port)
+    p.v(5000, 1001, 65160, flags=0x12, port=port)
+    p.c(1001, 5001, 502, port=port)
+    p.c(1001, 5001, 502, plen=1000, port=port)
+    p.v(5001, 1001, 3000, port=port)  # edge 4001
+    p.v(5001, 2001, 0, port=port)  # edge 2001: frame 6
+    return p
+
+
+def released_reference(data: bytes, max_flows: int, idle_ns: int) -> tuple[list, list]:
+    """Frames of the events each frame makes final, and those final at the end of the capture."""
+    from treason.readers import open_frames
+    from treason.scanner import Analyzer
+
+    analyzer = Analyzer(ScanStats(), max_flows, idle_ns)
+    per_frame = [
+        [e.frame for e in analyzer.frame(f)[2]] for f in open_frames(io.BytesIO(data), "<mem>")
+    ]
+    return per_frame, [e.frame for e in analyzer.table.flush()]
+
+
+def released_fast(data: bytes, max_flows: int, idle_ns: int) -> tuple[list, list]:
+    """The same from the compiled scanner, fed one pcap record at a time."""
+    scanner = fastpath._fastscan.Scanner(1, max_flows, idle_ns, 0)
+    assert scanner.feed(data[:24], False) == (24, 16)
+    per_frame, pos = [], 24
+    while pos + 16 <= len(data):
+        end = pos + 16 + struct.unpack_from("<I", data, pos + 8)[0]
+        assert scanner.feed(data[pos:end], False)[0] == end - pos
+        per_frame.append([raw[0] for raw in scanner.take_events()])
+        pos = end
+    scanner.flush()
+    return per_frame, [raw[0] for raw in scanner.take_events()]
+
+
+def assert_same_releases(data: bytes, max_flows: int = 500_000, idle_ns: int = 600 * 10**9):
+    """Both engines make the same events final at the same frame, not only in the same order."""
+    ref = released_reference(data, max_flows, idle_ns)
+    assert released_fast(data, max_flows, idle_ns) == ref
+    return ref
+
+
+@needs_fast
+def test_in_flight_data_after_a_zero_window_is_kernel_visible() -> None:
+    """Data the capture shows after the zero-window ACK was in flight: it counts toward Y."""
+    p = zero_window_flow()
+    p.c(2001, 5001, 502, plen=1000)  # in flight
+    p.c(3001, 5001, 502, plen=500)  # in flight
+    p.c(2000, 5001, 502, plen=1)  # a zero-window probe: SND.NXT stays
+    p.c(3501, 5001, 502)  # pure ACK: no new data
+    events, _stats, error = assert_same(p.pcap())
+    assert error is None
+    ((event, record),) = events
+    assert (event["frame"], event["cls"], event["certainty"]) == (6, 4, "definite")
+    assert (event["snd_una"], event["snd_nxt"], event["beyond_bytes"]) == (2001, 3501, 1500)
+    assert record["kernel_line"].endswith("shrunk window 2001:3501 (repaired)")
+    assert assert_same_releases(p.pcap()) == ([[]] * 10, [6])
+
+
+@needs_fast
+def test_reopened_window_releases_the_event_in_frame_order() -> None:
+    """A window update above zero makes the event final; later data no longer counts, and
+    another flow's event made while it was open waits behind it."""
+    p = zero_window_flow()
+    p.other(100)
+    p.other(50)  # frame 8: another flow's shrink, made while frame 6 is open
+    p.v(5001, 2001, 4000)  # frame 9: the window reopens
+    p.c(2001, 5001, 502, plen=1000)  # sent into the open window: not in flight
+    events, _stats, _ = assert_same(p.pcap())
+    assert [(e["frame"], e["cls"], e["snd_nxt"]) for e, _ in events] == [(6, 2, 2001), (8, 2, 1)]
+    per_frame, at_end = assert_same_releases(p.pcap())
+    assert per_frame == [[]] * 8 + [[6, 8], []] and at_end == []
+
+
+@needs_fast
+def test_each_zero_window_event_takes_only_its_own_in_flight_data() -> None:
+    """A side holds one event open; once the window reopens, data counts toward the next."""
+    p = zero_window_flow()
+    p.v(5001, 2001, 0)  # same update again (a copy with another IP ID): no event
+    p.c(2001, 5001, 502, plen=1000)  # in flight: frame 6 becomes kernel-visible
+    p.v(5001, 3001, 10)  # frame 9, edge 3011: the window reopens, frame 6 is final
+    p.v(5001, 3001, 0)  # frame 10: a second zero window
+    p.c(3001, 5001, 502, plen=100)  # in flight for frame 10 only
+    events, _stats, _ = assert_same(p.pcap())
+    got = [(e["frame"], e["cls"], e["snd_nxt"]) for e, _ in events]
+    assert got == [(6, 4, 3001), (10, 4, 3101)]
+    assert assert_same_releases(p.pcap()) == ([[]] * 8 + [[6], [], []], [10])
+
+
+@needs_fast
+@pytest.mark.parametrize(
+    ("gap", "cls"), [(200 * MS - 1, 4), (200 * MS, 2), (200 * MS + 1, 2), (10 * MS, 4)]
+)
+def test_open_event_is_final_after_the_minimum_rto(gap: int, cls: int) -> None:
+    """200 ms of capture time after the zero window, data is no longer in flight."""
+    p = zero_window_flow()
+    p.c(2001, 5001, 502, plen=1000, after=gap)
+    events, _stats, _ = assert_same(p.pcap())
+    assert [e["cls"] for e, _ in events] == [cls]
+    assert assert_same_releases(p.pcap())[0][6] == ([6] if cls == 2 else [])
+
+
+@needs_fast
+def test_the_hold_runs_on_the_capture_clock_of_every_flow() -> None:
+    """Another flow's packet 300 ms later ends the hold; a frame stamped earlier after it
+    (clocks going backwards) does not reopen it."""
+    p = zero_window_flow()
+    p.other(100, after=300 * MS)
+    p.c(2001, 5001, 502, plen=1000, after=-290 * MS)
+    events, _stats, _ = assert_same(p.pcap())
+    assert [(e["frame"], e["cls"]) for e, _ in events] == [(6, 2)]
+    assert assert_same_releases(p.pcap())[0][6] == [6]
+
+
+@needs_fast
+@pytest.mark.parametrize("how", ["idle", "cap", "reuse"])
+def test_dropped_flow_makes_its_open_event_final(how: str) -> None:
+    """Idle eviction, cap eviction and a reused 4-tuple end the flow and its in-flight data."""
+    p = zero_window_flow()
+    limits = {"max_flows": 500_000, "idle_timeout": 600.0}
+    if how == "idle":
+        limits["idle_timeout"] = 0.05
+        p.other(100, after=60 * MS)  # the zero-window flow has been idle too long
+    elif how == "cap":
+        limits["max_flows"] = 1
+        p.other(100)  # a second flow evicts it
+    else:
+        p.c(2001, 5001, 502, flags=0x14)  # RST: the 4-tuple may be reused
+        p.c(77000, 0, 64240, flags=0x02)  # new SYN on the same 4-tuple
+    p.c(2001, 5001, 502, plen=1000)  # too late: a different (resumed or new) flow
+    p.other(50)
+    events, stats, _ = assert_same(p.pcap(), **limits)
+    first = events[0][0]
+    assert (first["frame"], first["cls"], first["snd_nxt"]) == (6, 2, 2001)
+    expected = {"idle": ("evicted_idle", 1), "cap": ("evicted_cap", 1), "reuse": ("flows", 3)}
+    counter, at_least = expected[how]
+    assert stats[counter] >= at_least
+    idle_ns = int(limits["idle_timeout"] * 10**9)
+    per_frame, _ = assert_same_releases(p.pcap(), limits["max_flows"], idle_ns)
+    dropped_at = 8 if how == "reuse" else 7  # the frame that ends the flow
+    assert per_frame[dropped_at - 1] == [6] and not any(per_frame[: dropped_at - 1])
+
+
+@needs_fast
+@pytest.mark.parametrize("damage", ["cut", "bad-record"])
+def test_damage_while_an_event_is_open_reports_every_event_before_it(damage: str) -> None:
+    """The capture ends (or breaks) with a zero-window event open and another flow's event
+    behind it: both are reported, in frame order, with data in flight counted."""
+    p = zero_window_flow()
+    p.other(100)
+    p.other(50)  # frame 8, waits behind frame 6
+    p.c(2001, 5001, 502, plen=1000)  # in flight
+    p.c(3001, 5001, 502, plen=1000)  # the damaged last record
+    data = p.pcap()
+    if damage == "cut":
+        data = data[:-10]
+    else:
+        last = len(data) - (16 + len(p.frames[-1][1]))
+        data = data[: last + 8] + struct.pack("<I", 300_000) + data[last + 12 :]
+    events, stats, error = assert_same(data)
+    assert [(e["frame"], e["cls"], e["snd_nxt"]) for e, _ in events] == [(6, 4, 3001), (8, 2, 1)]
+    if damage == "cut":
+        assert error is None and stats["warnings"]
+    else:
+        assert error is not None and error[0] == "CaptureError"
+    assert run_fast_chunked(data, 64, [5, 17]) == run(io.BytesIO(data), "fast")
+
+
+@needs_fast
+def test_many_open_events_stay_linear() -> None:
+    """Thousands of flows each closing the window, none reopened within 200 ms of each other:
+    the queue behind the oldest open event grows and drains without losing order."""
+    p = Packets()
+    for i in range(3000):
+        port = 1024 + i
+        p.c(1000, 0, 64240, flags=0x02, after=0, port=port)
+        p.v(5000, 1001, 65160, flags=0x12, after=0, port=port)
+        p.v(5001, 1001, 3000, after=0, port=port)
+        p.v(5001, 1001, 0, after=MS // 10, port=port)
+        p.c(1001, 5001, 502, plen=100, after=0, port=port)
+    data = p.pcap()
+    events, _stats, _ = assert_same(data, max_flows=1000)
+    assert [e["frame"] for e, _ in events] == [5 * i + 4 for i in range(3000)]
+    assert {e["cls"] for e, _ in events} == {4}
+    assert_same_releases(data, 1000, 600 * 10**9)
+
+
+@needs_fast
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(packets=conversation(zero=True), limits=LIMITS)
+def test_zero_window_events_are_released_at_the_same_frame(packets, limits: dict) -> None:
+    frames = [(ts, link(1, v6, pkt, vl)) for ts, _i, v6, pkt, vl in packets]
+    data = pcap_file(frames, 1, 65535, "<", True, False)
+    assert_same(data, **limits)
+    assert_same_releases(data, limits["max_flows"], int(limits["idle_timeout"] * 10**9))

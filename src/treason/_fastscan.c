@@ -25,6 +25,8 @@ typedef unsigned __int128 u128;
 #define MAX_RECORD (256 * 1024)
 #define MAX_BLOCK (16 * 1024 * 1024)
 #define NIL UINT32_MAX
+/* treason.model.HOLD_NS: how long (capture time) a zero-window event stays open */
+#define HOLD_NS 200000000
 
 #define F_FIN 0x01
 #define F_SYN 0x02
@@ -45,7 +47,6 @@ enum {
     M_IGNORED_SYNS,
     M_RESETS,
     M_OVERRUNS,
-    M_RETRACTIONS,
     M_N
 };
 
@@ -135,6 +136,7 @@ typedef struct {
     uint16_t c_ip_id, c_checksum, c_win;
     uint32_t c_seq, c_ack;
     int64_t c_plen;
+    uint64_t held; /* 1 + id of the open zero-window event this side holds; 0: none */
 } Side;
 
 #define H_ISN 1
@@ -163,6 +165,28 @@ typedef struct {
     i128 last_active;
     Side a, b;
 } Conn;
+
+/*
+ * An event not yet handed to Python. Events leave in frame order once final; an open one (a
+ * zero window, treason.model.FlowTable) still takes data the sender had in flight, and every
+ * event after it waits in the queue behind it.
+ */
+typedef struct {
+    uint64_t frame;
+    i128 ts;
+    i128 deadline; /* capture clock at which an open event becomes final */
+    uint8_t src[16], dst[16];
+    uint16_t sport, dport, win;
+    uint8_t v6, cls, closing, definite, shift, scale_known;
+    uint8_t open; /* still held by side `side` of connection `conn` */
+    uint8_t side; /* 1 a, 2 b */
+    uint32_t conn;
+    uint32_t old_edge, new_edge, snd_una, snd_nxt, ack;
+    int32_t shrink_bytes, beyond_bytes;
+    uint32_t nvlan;
+    uint16_t vlan_in[VLAN_INLINE];
+    uint16_t *vlan_ext;
+} EvRec;
 
 typedef struct {
     uint16_t linktype;
@@ -204,7 +228,10 @@ typedef struct {
     /* decoder scratch */
     uint16_t *vlan_buf;
     uint32_t vlan_cap;
-    /* events not yet taken by Python */
+    /* events not yet final or not yet behind every open one: ids q_head..q_tail-1, a ring */
+    EvRec *queue;
+    uint64_t q_head, q_tail, q_cap; /* q_cap: a power of two (or 0) */
+    /* final events, as tuples, not yet taken by Python */
     PyObject *events;
     int py_error;
 } Scanner;
@@ -538,45 +565,185 @@ static PyObject *py_int128(i128 v)
     return r;
 }
 
-static void emit(Scanner *S, Conn *c, const Seg *g, Side *s, int shift, int cls, int definite)
+static inline EvRec *ev_at(Scanner *S, uint64_t id) { return &S->queue[id & (S->q_cap - 1)]; }
+
+static inline uint16_t *ev_vlan(EvRec *e)
 {
+    return e->nvlan > VLAN_INLINE ? e->vlan_ext : e->vlan_in;
+}
+
+static int queue_grow(Scanner *S)
+{
+    uint64_t cap = S->q_cap ? S->q_cap * 2 : 64;
+    EvRec *q = malloc(cap * sizeof *q);
+    if (!q)
+        return -1;
+    for (uint64_t id = S->q_head; id != S->q_tail; id++)
+        q[id & (cap - 1)] = *ev_at(S, id);
+    free(S->queue);
+    S->queue = q;
+    S->q_cap = cap;
+    return 0;
+}
+
+/* Model._event: the event of an accepted update, queued behind every earlier one; its id. */
+static uint64_t emit(Scanner *S, Conn *c, const Seg *g, Side *s, int shift, int cls,
+                     int definite)
+{
+    if (S->q_tail - S->q_head == S->q_cap && queue_grow(S) < 0)
+        goto nomem;
+    uint64_t id = S->q_tail;
+    EvRec *e = ev_at(S, id);
+    e->vlan_ext = NULL;
+    e->nvlan = c->nvlan;
+    if (c->nvlan > VLAN_INLINE) {
+        e->vlan_ext = malloc(c->nvlan * sizeof(uint16_t));
+        if (!e->vlan_ext)
+            goto nomem;
+    }
+    memcpy(ev_vlan(e), conn_vlan(c), c->nvlan * sizeof(uint16_t));
     uint32_t old_edge = side_edge(s, shift);
     uint32_t new_edge = g->ack + ((uint32_t)g->win << shift);
     int32_t beyond = sdiff(s->snd_nxt, new_edge);
-    if (beyond < 0)
-        beyond = 0;
-    int alen = g->v6 ? 16 : 4;
-    uint16_t *vl = conn_vlan(c);
-    PyObject *vlan = PyTuple_New(c->nvlan);
-    if (!vlan) {
-        S->py_error = 1;
-        return;
+    e->frame = g->frame;
+    e->ts = g->ts;
+    e->deadline = 0;
+    e->v6 = (uint8_t)g->v6;
+    memcpy(e->src, g->src, 16);
+    memcpy(e->dst, g->dst, 16);
+    e->sport = g->sport;
+    e->dport = g->dport;
+    e->cls = (uint8_t)cls;
+    e->closing = c->a.fin || c->b.fin;
+    e->definite = (uint8_t)definite;
+    e->old_edge = old_edge;
+    e->new_edge = new_edge;
+    e->shrink_bytes = sdiff(old_edge, new_edge);
+    e->beyond_bytes = beyond < 0 ? 0 : beyond;
+    e->snd_una = s->snd_una;
+    e->snd_nxt = s->snd_nxt;
+    e->ack = g->ack;
+    e->win = g->win;
+    e->shift = (uint8_t)shift;
+    e->scale_known = s->snd_wscale >= 0;
+    e->open = 0;
+    e->side = 0;
+    e->conn = NIL;
+    S->q_tail++;
+    return id + 1;
+nomem:
+    S->py_error = 1;
+    PyErr_NoMemory();
+    return 0;
+}
+
+/* Model._in_flight: new data after a zero window left before the sender saw that window. */
+static void in_flight(Scanner *S, Side *sender, uint32_t snd_nxt)
+{
+    EvRec *e = ev_at(S, sender->held - 1);
+    int32_t beyond = sdiff(snd_nxt, e->new_edge);
+    e->snd_nxt = snd_nxt;
+    e->beyond_bytes = beyond < 0 ? 0 : beyond;
+    if (before(e->snd_una, snd_nxt)) {
+        e->cls = CLS_KERNEL;
+        e->definite = 1;
     }
-    for (uint32_t i = 0; i < c->nvlan; i++) {
+}
+
+/* The event side s holds open (if any) is final. */
+static inline void unhold(Scanner *S, Side *s)
+{
+    if (s->held) {
+        ev_at(S, s->held - 1)->open = 0;
+        s->held = 0;
+    }
+}
+
+static PyObject *ev_tuple(EvRec *e)
+{
+    int alen = e->v6 ? 16 : 4;
+    uint16_t *vl = ev_vlan(e);
+    PyObject *vlan = PyTuple_New(e->nvlan);
+    if (!vlan)
+        return NULL;
+    for (uint32_t i = 0; i < e->nvlan; i++) {
         PyObject *v = PyLong_FromLong(vl[i]);
         if (!v) {
             Py_DECREF(vlan);
-            S->py_error = 1;
-            return;
+            return NULL;
         }
         PyTuple_SET_ITEM(vlan, i, v);
     }
-    PyObject *ts = py_int128(g->ts);
+    PyObject *ts = py_int128(e->ts);
     if (!ts) {
         Py_DECREF(vlan);
-        S->py_error = 1;
-        return;
+        return NULL;
     }
-    PyObject *ev = Py_BuildValue(
-        "(KNiy#iy#iNiiikkiikkkiii)", (unsigned long long)g->frame, ts, g->v6, g->src,
-        (Py_ssize_t)alen, (int)g->sport, g->dst, (Py_ssize_t)alen, (int)g->dport, vlan, cls,
-        (int)(c->a.fin || c->b.fin), definite, (unsigned long)old_edge, (unsigned long)new_edge,
-        (int)sdiff(old_edge, new_edge), (int)beyond, (unsigned long)s->snd_una,
-        (unsigned long)s->snd_nxt, (unsigned long)g->ack, (int)g->win, shift,
-        (int)(s->snd_wscale >= 0));
-    if (!ev || PyList_Append(S->events, ev) < 0)
-        S->py_error = 1;
-    Py_XDECREF(ev);
+    return Py_BuildValue("(KNiy#iy#iNiiikkiikkkiii)", (unsigned long long)e->frame, ts, (int)e->v6,
+                         e->src, (Py_ssize_t)alen, (int)e->sport, e->dst, (Py_ssize_t)alen,
+                         (int)e->dport, vlan, (int)e->cls, (int)e->closing, (int)e->definite,
+                         (unsigned long)e->old_edge, (unsigned long)e->new_edge,
+                         (int)e->shrink_bytes, (int)e->beyond_bytes, (unsigned long)e->snd_una,
+                         (unsigned long)e->snd_nxt, (unsigned long)e->ack, (int)e->win,
+                         (int)e->shift, (int)e->scale_known);
+}
+
+/* FlowTable._release: final events at the front of the queue go to Python, in frame order. */
+static void release(Scanner *S)
+{
+    while (S->q_head != S->q_tail) {
+        EvRec *e = ev_at(S, S->q_head);
+        if (e->open)
+            break; /* still open: later events wait behind it */
+        PyObject *ev = ev_tuple(e);
+        if (!ev || PyList_Append(S->events, ev) < 0) {
+            Py_XDECREF(ev);
+            S->py_error = 1;
+            return;
+        }
+        Py_DECREF(ev);
+        free(e->vlan_ext);
+        e->vlan_ext = NULL;
+        S->q_head++;
+    }
+}
+
+/* The side an open event is held by. */
+static inline Side *ev_holder(Scanner *S, EvRec *e)
+{
+    Conn *c = &S->conns[e->conn];
+    return e->side == 1 ? &c->a : &c->b;
+}
+
+/*
+ * FlowTable._close_due: open events whose time is up become final. Deadlines grow with the
+ * queue (the clock never goes back), and after release() the front is open, so only the front
+ * needs looking at.
+ */
+static void close_due(Scanner *S)
+{
+    while (S->q_head != S->q_tail) {
+        EvRec *e = ev_at(S, S->q_head);
+        if (e->open) {
+            if (e->deadline > S->now)
+                return;
+            unhold(S, ev_holder(S, e));
+        }
+        release(S);
+        if (S->py_error)
+            return;
+    }
+}
+
+/* FlowTable.flush: the capture is over, every open event is final. */
+static void flush_all(Scanner *S)
+{
+    for (uint64_t id = S->q_head; id != S->q_tail; id++) {
+        EvRec *e = ev_at(S, id);
+        if (e->open)
+            unhold(S, ev_holder(S, e));
+    }
+    release(S);
 }
 
 /* The class of this update under shift; *full says whether it is a full shrink there. */
@@ -652,7 +819,8 @@ static int infer(const Seg *g, Side *s, int *shift, int *definite)
     return classes[first];
 }
 
-static void compare(Scanner *S, Conn *c, const Seg *g, Side *s)
+/* Model._compare: the id + 1 of the event this update makes, 0 if none. */
+static uint64_t compare(Scanner *S, Conn *c, const Seg *g, Side *s)
 {
     int shift = 0, cls, definite = 1;
     if (s->snd_wscale >= 0) {
@@ -663,10 +831,8 @@ static void compare(Scanner *S, Conn *c, const Seg *g, Side *s)
         cls = infer(g, s, &shift, &definite);
     }
     if (cls == CLS_NONE)
-        return;
-    if (cls == CLS_RETRACTION)
-        S->model[M_RETRACTIONS]++;
-    emit(S, c, g, s, shift, cls, definite);
+        return 0;
+    return emit(S, c, g, s, shift, cls, definite);
 }
 
 static void rule_out_shifts(Scanner *S, Side *sender, uint32_t data_end)
@@ -699,6 +865,8 @@ static void sent(Scanner *S, const Seg *g, Side *sender)
     if (sender->snd_wscale < 0 && sender->unk)
         rule_out_shifts(S, sender, g->seq + (uint32_t)g->payload_len);
     sender->snd_nxt = end;
+    if (sender->held)
+        in_flight(S, sender, end);
 }
 
 static void window_update(Scanner *S, Conn *c, const Seg *g, Side *r, Side *s)
@@ -748,8 +916,18 @@ static void window_update(Scanner *S, Conn *c, const Seg *g, Side *r, Side *s)
         s->ts_recent = g->tsval;
         s->has |= H_TS;
     }
-    if (s->has & H_WND)
-        compare(S, c, g, s);
+    uint64_t event = s->has & H_WND ? compare(S, c, g, s) : 0;
+    if (g->win) {
+        unhold(S, s); /* the window reopened: a held zero-window event is final */
+    } else if (event) {
+        unhold(S, s);
+        EvRec *e = ev_at(S, event - 1);
+        e->open = 1;
+        e->conn = (uint32_t)(c - S->conns);
+        e->side = s == &c->a ? 1 : 2;
+        e->deadline = S->now + HOLD_NS;
+        s->held = event;
+    }
     s->snd_wl1 = g->seq;
     s->snd_wl2 = ack;
     s->snd_wnd = g->win;
@@ -975,9 +1153,17 @@ static void slots_remove(Scanner *S, uint32_t idx)
     }
 }
 
+/* FlowTable._drop: a flow that ends has nothing more in flight. */
+static inline void conn_drop(Scanner *S, Conn *c)
+{
+    unhold(S, &c->a);
+    unhold(S, &c->b);
+}
+
 static void conn_evict(Scanner *S, uint32_t idx)
 {
     Conn *c = &S->conns[idx];
+    conn_drop(S, c);
     slots_remove(S, idx);
     lru_unlink(S, idx);
     free(c->a.unk);
@@ -996,6 +1182,8 @@ static int table_process(Scanner *S, const Seg *g)
 {
     if (g->ts > S->now)
         S->now = g->ts;
+    if (S->q_head != S->q_tail)
+        close_due(S);
     i128 limit = S->now - S->idle;
     while (S->lru_head != NIL && S->conns[S->lru_head].last_active < limit) {
         conn_evict(S, S->lru_head);
@@ -1081,6 +1269,7 @@ static int table_process(Scanner *S, const Seg *g)
         c = &S->conns[idx];
         lru_unlink(S, idx);
         if ((g->flags & (F_SYN | F_ACK)) == F_SYN && reusable_by(c, g)) {
+            conn_drop(S, c);
             conn_reset_state(c, g);
             S->flows++;
         }
@@ -1091,6 +1280,8 @@ static int table_process(Scanner *S, const Seg *g)
     if (c->syn_seen && c->synack_seen && !was_seen)
         S->handshakes++;
     lru_append(S, idx);
+    if (S->q_head != S->q_tail && !ev_at(S, S->q_head)->open)
+        release(S);
     return S->py_error ? -1 : 0;
 nomem:
     S->py_error = 1;
@@ -1462,6 +1653,9 @@ static void Scanner_dealloc(Scanner *S)
         if (S->conns[i].nvlan > VLAN_INLINE)
             free(S->conns[i].vlan_ext);
     }
+    for (uint64_t id = S->q_head; id != S->q_tail; id++)
+        free(ev_at(S, id)->vlan_ext);
+    free(S->queue);
     free(S->conns);
     free(S->slots);
     free(S->ifaces);
@@ -1499,6 +1693,16 @@ static PyObject *Scanner_take_events(Scanner *S, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     return out;
+}
+
+static PyObject *Scanner_flush(Scanner *S, PyObject *Py_UNUSED(ignored))
+{
+    if (S->py_error)
+        Py_RETURN_NONE; /* feed() already raised; nothing more is trustworthy */
+    flush_all(S);
+    if (S->py_error)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *u64list(const uint64_t *v, int n)
@@ -1546,7 +1750,9 @@ static PyMethodDef Scanner_methods[] = {
     {"feed", (PyCFunction)Scanner_feed, METH_VARARGS,
      "feed(buffer, eof) -> (consumed, need): analyse every complete record in buffer."},
     {"take_events", (PyCFunction)Scanner_take_events, METH_NOARGS,
-     "The event tuples found since the last call."},
+     "The final event tuples found since the last call, in frame order."},
+    {"flush", (PyCFunction)Scanner_flush, METH_NOARGS,
+     "The capture is over (or damaged): every open event is final; take_events() has them."},
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "Frame, flow and model counters."},
     {NULL, NULL, 0, NULL},
 };

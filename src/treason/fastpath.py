@@ -51,7 +51,6 @@ MODEL_ORDER = (
     "ignored_syns",
     "resets",
     "window_overruns",
-    "retractions",
 )
 
 _PCAP, _PCAPNG = 1, 2
@@ -97,7 +96,12 @@ def scan(
         fmt = _sniff(head, display)
         idle = max(-(1 << 100), min(idle_timeout_ns, 1 << 100))
         scanner = _fastscan.Scanner(fmt, max_flows, idle & ((1 << 64) - 1), idle >> 64)
-        yield from _run(scanner, stream, head, display, stats, chunk)
+        try:
+            yield from _run(scanner, stream, head, display, stats, chunk)
+        except CaptureError:
+            yield from _flush(scanner)  # damage ends the capture: every event before it first
+            raise
+        yield from _flush(scanner)
         if gz is not None and gz.truncated:
             raise TruncatedCapture(display, "truncated gzip stream", scanner.offset)
     finally:
@@ -194,6 +198,13 @@ def _run(
             buf.extend(bytes(need - len(buf)))
         elif eof:
             return  # the scanner reported the incomplete tail as an error above
+
+
+def _flush(scanner: _fastscan.Scanner) -> Iterator[Event]:
+    """The capture is over: zero-window events still open are final (``FlowTable.flush``)."""
+    scanner.flush()
+    for raw in scanner.take_events():
+        yield _event(raw)
 
 
 def _flow_counters(scanner: _fastscan.Scanner, stats: ScanStats) -> None:
