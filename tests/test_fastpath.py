@@ -753,7 +753,7 @@ class Packets:
 
     def add(self, src, dst, sp, dp, seq, ack, flags, win, plen=0, after=MS) -> None:
         self.now += after
-        ident = len(self.frames) + 1
+        ident = (len(self.frames) + 1) % 65536
         self.frames.append((self.now, _eth(src, dst, sp, dp, seq, ack, flags, win, plen, ident)))
 
     def c(self, seq, ack, win, plen=0, flags=0x10, after=MS, port=1000) -> None:
