@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 typedef __int128 i128;
 typedef unsigned __int128 u128;
@@ -223,6 +225,7 @@ typedef struct {
     Conn *conns;
     uint32_t n_conns, cap_conns, free_head, live;
     uint32_t *slots; /* open addressing: conn index + 1, 0 empty */
+    uint64_t hash_seed; /* random per scanner: crafted flow keys cannot pile onto one slot */
     uint32_t n_slots; /* power of two */
     uint32_t lru_head, lru_tail;
     /* decoder scratch */
@@ -1052,10 +1055,10 @@ static inline uint64_t mix64(uint64_t h)
     return h;
 }
 
-static uint32_t key_hash(const uint8_t *lo, uint16_t lo_port, const uint8_t *hi, uint16_t hi_port,
-                         int v6, uint32_t nvlan, const uint16_t *vlan)
+static uint32_t key_hash(uint64_t seed, const uint8_t *lo, uint16_t lo_port, const uint8_t *hi,
+                         uint16_t hi_port, int v6, uint32_t nvlan, const uint16_t *vlan)
 {
-    uint64_t h = ((uint64_t)lo_port << 32) ^ ((uint64_t)hi_port << 16) ^ (uint64_t)v6 ^
+    uint64_t h = seed ^ ((uint64_t)lo_port << 32) ^ ((uint64_t)hi_port << 16) ^ (uint64_t)v6 ^
                  ((uint64_t)nvlan << 48);
     h = mix64(h ^ ld64(lo));
     h = mix64(h ^ ld64(hi));
@@ -1204,7 +1207,7 @@ static int table_process(Scanner *S, const Seg *g)
                                        g->nvlan, g->vlan)) {
         idx = S->lru_tail;
     } else if (S->n_slots) {
-        hash = key_hash(lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
+        hash = key_hash(S->hash_seed, lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
         uint32_t mask = S->n_slots - 1;
         for (uint32_t j = hash & mask; S->slots[j]; j = (j + 1) & mask) {
             uint32_t i = S->slots[j] - 1;
@@ -1218,7 +1221,7 @@ static int table_process(Scanner *S, const Seg *g)
     Conn *c;
     if (idx == NIL) {
         if (!S->n_slots)
-            hash = key_hash(lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
+            hash = key_hash(S->hash_seed, lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
         if (S->live >= S->max_flows) {
             conn_evict(S, S->lru_head);
             S->evicted_cap++;
@@ -1641,6 +1644,9 @@ static int Scanner_init(Scanner *S, PyObject *args, PyObject *kw)
     S->idle = (i128)(((u128)(uint64_t)idle_hi << 64) | idle_lo);
     S->err_offset = -1;
     S->free_head = S->lru_head = S->lru_tail = NIL;
+    /* Where entries sit never changes results (eviction follows recency, not slots). */
+    if (getrandom(&S->hash_seed, sizeof S->hash_seed, 0) != sizeof S->hash_seed)
+        S->hash_seed = (uint64_t)(uintptr_t)S ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
     Py_XSETREF(S->events, PyList_New(0));
     return S->events ? 0 : -1;
 }
