@@ -973,3 +973,206 @@ def test_zero_window_events_are_released_at_the_same_frame(packets, limits: dict
     data = pcap_file(frames, 1, 65535, "<", True, False)
     assert_same(data, **limits)
     assert_same_releases(data, limits["max_flows"], int(limits["idle_timeout"] * 10**9))
+
+
+# --------------------------------------------------------------------------------------------
+# The clock moving without packets, and frames fed a batch at a time (``treason live``)
+
+
+def _records(data: bytes) -> list[bytes]:
+    """The records of a little-endian pcap made by ``pcap_file``, header first."""
+    out, pos = [data[:24]], 24
+    while pos + 16 <= len(data):
+        end = pos + 16 + struct.unpack_from("<I", data, pos + 8)[0]
+        out.append(data[pos:end])
+        pos = end
+    return out
+
+
+def advanced_reference(data: bytes, clocks: list, max_flows: int, idle_ns: int) -> list:
+    """Per step, the events made final: after each frame, then after ``advance(clock)``."""
+    from treason.readers import open_frames
+    from treason.scanner import Analyzer
+
+    analyzer = Analyzer(ScanStats(), max_flows, idle_ns)
+    steps = []
+    for frame, clock in zip(open_frames(io.BytesIO(data), "<mem>"), clocks, strict=True):
+        steps.append([dataclasses.asdict(e) for e in analyzer.frame(frame)[2]])
+        if clock is not None:
+            steps.append([dataclasses.asdict(e) for e in analyzer.table.advance(clock)])
+    steps.append([dataclasses.asdict(e) for e in analyzer.table.flush()])
+    return steps
+
+
+def advanced_fast(data: bytes, clocks: list, max_flows: int, idle_ns: int) -> list:
+    """The same from the scanner, fed one record at a time with ``advance`` in between."""
+    scanner = fastpath._fastscan.Scanner(1, max_flows, idle_ns, 0)
+    head, *records = _records(data)
+    scanner.feed(head, False)
+
+    def taken() -> list:
+        return [dataclasses.asdict(fastpath._event(raw)) for raw in scanner.take_events()]
+
+    steps = []
+    for record, clock in zip(records, clocks, strict=True):
+        assert scanner.feed(record, False)[0] == len(record)
+        steps.append(taken())
+        if clock is not None:
+            scanner.advance(clock)
+            steps.append(taken())
+    scanner.flush()
+    steps.append(taken())
+    return steps
+
+
+#: Where ``advance`` moves the clock, relative to the frame just fed: around the 200 ms hold,
+#: before the frame (a wall clock behind the capture's), or not at all.
+ADVANCES = st.lists(
+    st.one_of(
+        st.none(),
+        st.sampled_from([0, 200 * MS - 1, 200 * MS, 200 * MS + 1, -10 * MS, 10**12]),
+        st.integers(-300 * MS, 500 * MS),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def _clocks(packets: list[tuple[int, bytes]], offsets: list) -> list:
+    return [
+        None if (d := offsets[i % len(offsets)]) is None else ts + d
+        for i, (ts, _pkt) in enumerate(packets)
+    ]
+
+
+@needs_fast
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(packets=conversation(zero=True), offsets=ADVANCES, limits=LIMITS)
+def test_advance_releases_what_the_model_releases(packets, offsets, limits: dict) -> None:
+    """``Scanner.advance`` ↔ ``FlowTable.advance``: the same events final at the same step,
+    with the same values, and the table's own clock (idle eviction, holds) left alone."""
+    frames = [(ts, link(1, v6, pkt, vl)) for ts, _i, v6, pkt, vl in packets]
+    data = pcap_file(frames, 1, 65535, "<", True, False)
+    clocks = _clocks(frames, offsets)
+    idle_ns = int(limits["idle_timeout"] * 10**9)
+    ref = advanced_reference(data, clocks, limits["max_flows"], idle_ns)
+    assert advanced_fast(data, clocks, limits["max_flows"], idle_ns) == ref
+
+
+@needs_fast
+@pytest.mark.parametrize(
+    ("clock", "released"), [(200 * MS - 1, []), (200 * MS, [6]), (-(1 << 130), []), (1 << 90, [6])]
+)
+def test_advance_makes_an_open_event_final_on_the_wall_clock(clock: int, released: list) -> None:
+    """No packet after the zero window: ``advance`` alone ends the hold, at exactly 200 ms."""
+    p = zero_window_flow()
+    zero_at = p.frames[-1][0]
+    clocks = [None] * 5 + [clock if abs(clock) >= 1 << 64 else zero_at + clock]
+    ref = advanced_reference(p.pcap(), clocks, 500_000, 600 * 10**9)
+    assert advanced_fast(p.pcap(), clocks, 500_000, 600 * 10**9) == ref
+    assert [e["frame"] for e in ref[-2]] == released
+    assert [e["frame"] for e in ref[-1]] == ([] if released else [6])
+
+
+@needs_fast
+def test_advance_does_not_move_the_idle_clock() -> None:
+    """A wall clock far ahead ends holds but evicts nothing: eviction runs on capture time."""
+    p = zero_window_flow()
+    clocks = [None] * 5 + [p.frames[-1][0] + 10**15]
+    p.c(2001, 5001, 502, plen=1000)
+    clocks.append(None)
+    stats = ScanStats()
+    inc = fastpath.Incremental(1, stats, 500_000, 10**9)
+    frames = list(_frames_of(p.pcap()))
+    inc.feed(frames[:6])
+    assert [e.frame for e in inc.advance(clocks[5])] == [6]
+    inc.feed(frames[6:])
+    assert stats.evicted_idle == 0 and stats.flows == 1 and inc.active == 1
+
+
+def _frames_of(data: bytes):
+    from treason.readers import open_frames
+
+    return open_frames(io.BytesIO(data), "<mem>")
+
+
+def incremental_outcome(frames: list, batches: list[int], clocks: list, engine: str, **kw):
+    """Frames fed in batches with the clock advanced after each, through either engine."""
+    from treason.scanner import Analyzer
+
+    stats = ScanStats()
+    max_flows, idle_ns = kw.get("max_flows", 500_000), int(kw.get("idle_timeout", 600) * 1e9)
+    steps = []
+    if engine == "fast":
+        inc = fastpath.Incremental(frames[0].linktype if frames else 1, stats, max_flows, idle_ns)
+        feed, advance, flush = inc.feed, inc.advance, inc.flush
+    else:
+        analyzer = Analyzer(stats, max_flows, idle_ns)
+
+        def feed(batch):
+            out = []
+            for f in batch:
+                out.extend(analyzer.frame(f)[2])
+            stats.flows, stats.handshakes, stats.evicted_idle, stats.evicted_cap = (
+                analyzer.flow_counters()
+            )
+            return out
+
+        advance, flush = analyzer.table.advance, analyzer.table.flush
+    pos = i = 0
+    while pos < len(frames):
+        size = batches[i % len(batches)]
+        steps.append([dataclasses.asdict(e) for e in feed(frames[pos : pos + size])])
+        steps.append(stats.to_dict())
+        if clocks[i % len(clocks)] is not None:
+            now = frames[min(pos + size, len(frames)) - 1].ts_ns + clocks[i % len(clocks)]
+            steps.append([dataclasses.asdict(e) for e in advance(now)])
+        pos += size
+        i += 1
+    steps.append([dataclasses.asdict(e) for e in flush()])
+    steps.append(stats.to_dict())
+    return steps
+
+
+@needs_fast
+@pytest.mark.parametrize(
+    "path",
+    [p for p in _repo_captures() if "damaged" not in p.name and ".pcapng" not in p.name],
+    ids=lambda p: p.name,
+)
+@pytest.mark.parametrize("limits", [{}, {"max_flows": 1, "idle_timeout": 0.001}])
+def test_incremental_agrees_with_the_analyzer(path: Path, limits: dict) -> None:
+    """``Incremental`` (live's fast engine) gives what ``Analyzer`` + ``FlowTable`` give,
+    batch by batch: the same final events and the same counters after every call."""
+    from treason.readers import open_frames
+
+    frames = list(open_frames(path))
+    batches, clocks = [7, 1, 30], [None, 150 * MS, 200 * MS, -MS]
+    ref = incremental_outcome(frames, batches, clocks, "reference", **limits)
+    assert incremental_outcome(frames, batches, clocks, "fast", **limits) == ref
+
+
+@needs_fast
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    packets=conversation(zero=True),
+    batches=st.lists(st.integers(1, 20), min_size=1, max_size=5),
+    offsets=ADVANCES,
+    limits=LIMITS,
+)
+def test_incremental_agrees_on_generated_traffic(packets, batches, offsets, limits) -> None:
+    frames_raw = [(ts, link(1, v6, pkt, vl)) for ts, _i, v6, pkt, vl in packets]
+    frames = list(_frames_of(pcap_file(frames_raw, 1, 65535, "<", True, False)))
+    if not frames:
+        return
+    ref = incremental_outcome(frames, batches, offsets, "reference", **limits)
+    assert incremental_outcome(frames, batches, offsets, "fast", **limits) == ref
+
+
+@needs_fast
+def test_incremental_rejects_a_frame_of_another_link_type() -> None:
+    from treason.packets import Frame
+
+    inc = fastpath.Incremental(1, ScanStats(), 10, 10**9)
+    with pytest.raises(ValueError, match="link type 101"):
+        inc.feed([Frame(1, T0, 101, b"\x45" + bytes(39), 40)])

@@ -723,12 +723,12 @@ static inline Side *ev_holder(Scanner *S, EvRec *e)
  * queue (the clock never goes back), and after release() the front is open, so only the front
  * needs looking at.
  */
-static void close_due(Scanner *S)
+static void close_due(Scanner *S, i128 now)
 {
     while (S->q_head != S->q_tail) {
         EvRec *e = ev_at(S, S->q_head);
         if (e->open) {
-            if (e->deadline > S->now)
+            if (e->deadline > now)
                 return;
             unhold(S, ev_holder(S, e));
         }
@@ -1186,7 +1186,7 @@ static int table_process(Scanner *S, const Seg *g)
     if (g->ts > S->now)
         S->now = g->ts;
     if (S->q_head != S->q_tail)
-        close_due(S);
+        close_due(S, S->now);
     i128 limit = S->now - S->idle;
     while (S->lru_head != NIL && S->conns[S->lru_head].last_active < limit) {
         conn_evict(S, S->lru_head);
@@ -1711,6 +1711,70 @@ static PyObject *Scanner_flush(Scanner *S, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/*
+ * FlowTable.advance: the clock reaches now without a packet (a quiet live link). Open events due
+ * by then are final; the table's clock (idle eviction, new deadlines) stays the latest packet's.
+ */
+static PyObject *Scanner_advance(Scanner *S, PyObject *arg)
+{
+    if (!PyLong_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "advance() takes an int (nanoseconds)");
+        return NULL;
+    }
+    if (S->py_error)
+        Py_RETURN_NONE; /* feed() already raised; nothing more is trustworthy */
+    int overflow = 0;
+    long long small = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (small == -1 && PyErr_Occurred())
+        return NULL;
+    i128 now;
+    if (!overflow) {
+        now = (i128)small;
+    } else {
+        /* Beyond 64 bits (pcapng clocks can be): exact up to 127 bits, clamped past that,
+           which closes every open event or none, as the unbounded comparison would. */
+        PyObject *limit = PyLong_FromString("170141183460469231731687303715884105728", NULL, 10);
+        if (!limit)
+            return NULL;
+        int beyond = overflow > 0 ? PyObject_RichCompareBool(arg, limit, Py_GE) : 0;
+        if (overflow < 0) {
+            PyObject *neg = PyNumber_Negative(limit);
+            beyond = neg ? PyObject_RichCompareBool(arg, neg, Py_LT) : -1;
+            Py_XDECREF(neg);
+        }
+        Py_DECREF(limit);
+        if (beyond < 0)
+            return NULL;
+        if (beyond) {
+            now = overflow > 0 ? (i128)(((u128)1 << 127) - 1) : -(i128)(((u128)1 << 127) - 1) - 1;
+        } else {
+            PyObject *mask = PyLong_FromUnsignedLongLong(~0ULL), *sh = PyLong_FromLong(64);
+            PyObject *lo = NULL, *hi = NULL;
+            if (mask && sh && (lo = PyNumber_And(arg, mask)))
+                hi = PyNumber_Rshift(arg, sh);
+            Py_XDECREF(mask);
+            Py_XDECREF(sh);
+            if (!hi) {
+                Py_XDECREF(lo);
+                return NULL;
+            }
+            unsigned long long ulo = PyLong_AsUnsignedLongLong(lo);
+            long long shi = PyLong_AsLongLong(hi);
+            Py_DECREF(lo);
+            Py_DECREF(hi);
+            if (PyErr_Occurred())
+                return NULL;
+            now = (i128)(((u128)(uint64_t)shi << 64) | ulo);
+        }
+    }
+    close_due(S, now);
+    if (!S->py_error)
+        release(S);
+    if (S->py_error)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *u64list(const uint64_t *v, int n)
 {
     PyObject *l = PyList_New(n);
@@ -1759,6 +1823,8 @@ static PyMethodDef Scanner_methods[] = {
      "The final event tuples found since the last call, in frame order."},
     {"flush", (PyCFunction)Scanner_flush, METH_NOARGS,
      "The capture is over (or damaged): every open event is final; take_events() has them."},
+    {"advance", (PyCFunction)Scanner_advance, METH_O,
+     "advance(now_ns): the clock reaches now_ns without a packet; events due are final."},
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "Frame, flow and model counters."},
     {NULL, NULL, 0, NULL},
 };

@@ -11,7 +11,8 @@ and filling ``ScanStats``. See ``docs/fastpath.md``.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from treason.events import Event, Severity
 from treason.model import ModelStats
 
 if TYPE_CHECKING:
+    from treason.packets import Frame
     from treason.scanner import ScanStats, Source
 
 try:
@@ -268,6 +270,109 @@ def _event(raw: tuple) -> Event:
         scale=shift,
         scale_known=bool(scale_known),
     )
+
+
+#: pcap header of the synthetic stream ``Incremental`` feeds: nanosecond records, native byte
+#: order, snap length 0 (records up to the scanner's 256 KiB limit).
+_STREAM_HEADER = struct.Struct("=IHHiIII")
+#: One record header: seconds, nanoseconds, captured length, length on the wire.
+RECORD = struct.Struct("=IIII")
+_NS = 1_000_000_000
+
+
+class Incremental:
+    """The compiled scanner over frames that arrive one batch at a time (``treason live``).
+
+    The scanner reads captures, so it is fed one: a pcap stream made on the fly, its header
+    (nanosecond records, the interface's link type) once, then one record per frame. Frames
+    are numbered by the scanner from 1 in the order fed, as the live capture numbers them.
+    ``stats`` is kept as ``treason.scanner.Analyzer`` keeps it (frames, segments, skip
+    reasons, model counters) plus the flow counters, after every call, so a status line or a
+    metrics scrape between batches sees the same numbers the reference engine would give.
+    """
+
+    def __init__(
+        self, linktype: int, stats: ScanStats, max_flows: int, idle_timeout_ns: int
+    ) -> None:
+        if _fastscan is None:
+            raise RuntimeError("treason's compiled scanner is not built")
+        if max_flows < 1:
+            raise ValueError("max_flows must be at least 1")
+        self.linktype = linktype
+        self.stats = stats
+        idle = max(-(1 << 100), min(idle_timeout_ns, 1 << 100))
+        self._scanner = _fastscan.Scanner(_PCAP, max_flows, idle & ((1 << 64) - 1), idle >> 64)
+        header = _STREAM_HEADER.pack(0xA1B23C4D, 2, 4, 0, 0, 0, linktype & 0xFFFF)
+        self._check(self._scanner.feed(header, False), len(header))
+        self._done = dict.fromkeys(("frames", "segments", *_FLOW_COUNTERS), 0)
+        self._done_skipped = [0] * len(SKIP_ORDER)
+        self._done_model = [0] * len(MODEL_ORDER)
+        self.active = 0
+
+    def feed(self, frames: Iterable[Frame]) -> list[Event]:
+        """Analyse ``frames`` (in capture order); the events that became final, in frame order."""
+        pack, lt, limit = RECORD.pack, self.linktype, MAX_RECORD
+        parts: list[bytes] = []
+        append = parts.append
+        for frame in frames:
+            if frame.linktype != lt:
+                raise ValueError(f"frame {frame.number}: link type {frame.linktype}, not {lt}")
+            sec, nsec = divmod(frame.ts_ns, _NS)
+            data = frame.data[:limit]  # only a payload lies past 256 KiB
+            append(pack(sec, nsec, len(data), frame.orig_len))
+            append(data)
+        return self.feed_records(b"".join(parts))
+
+    def feed_records(self, records: bytes | bytearray | memoryview) -> list[Event]:
+        """Analyse whole pcap records (``RECORD`` header, then the captured bytes) back to back.
+
+        The live capture builds these straight from the socket, without a ``Frame`` per packet.
+        """
+        self._check(self._scanner.feed(records, False), len(records))
+        return self._collect()
+
+    def advance(self, now_ns: int) -> list[Event]:
+        """The clock reaches ``now_ns`` without a packet (``FlowTable.advance``)."""
+        self._scanner.advance(now_ns)
+        return self._collect()
+
+    def flush(self) -> list[Event]:
+        """The capture is over: open zero-window events are final (``FlowTable.flush``)."""
+        self._scanner.flush()
+        return self._collect()
+
+    def _check(self, result: tuple[int, int], size: int) -> None:
+        used, _need = result
+        error = self._scanner.error
+        if error is not None:
+            raise ValueError(f"bad record at byte {error[2]}: {error[1]}")
+        if used != size:
+            raise ValueError(f"incomplete record: {size - used} bytes left over")
+
+    def _collect(self) -> list[Event]:
+        scanner, stats, done = self._scanner, self.stats, self._done
+        counters = scanner.counters()
+        for name in ("frames", "segments", *_FLOW_COUNTERS):
+            total = counters[name]
+            if total != done[name]:
+                setattr(stats, name, getattr(stats, name) + total - done[name])
+                done[name] = total
+        for i, total in enumerate(counters["skipped"]):
+            if total != self._done_skipped[i]:
+                stats.skipped[SKIP_ORDER[i]] += total - self._done_skipped[i]
+                self._done_skipped[i] = total
+        for i, total in enumerate(counters["model"]):
+            if total != self._done_model[i]:
+                name = MODEL_ORDER[i]
+                value = getattr(stats.model, name) + total - self._done_model[i]
+                setattr(stats.model, name, value)
+                self._done_model[i] = total
+        self.active = counters["live"]
+        return [_event(raw) for raw in scanner.take_events()]
+
+
+_FLOW_COUNTERS = ("flows", "handshakes", "evicted_idle", "evicted_cap")
+MAX_RECORD = _fastscan.MAX_RECORD if _fastscan is not None else 256 * 1024
 
 
 def _check_model_order() -> None:
