@@ -115,6 +115,7 @@ class ShrinkRun:
     metrics: dict
     tcpdump_file: Path
     written: Path
+    others: dict[str, tuple[int, list[dict], str]]  # more live runs: exit status, events, stderr
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +141,12 @@ def shrink_run(tmp_path_factory: pytest.TempPathFactory) -> ShrinkRun:
                 "--ring",
                 "1000000",  # whole flows, so the written capture holds the handshakes too
             )
+            # The same packets through the other paths: the compiled scanner fed straight from
+            # the socket (no --write), and the reference engine.
+            others = {
+                engine: Live(pair, "b", "--format", "json", "--engine", engine)
+                for engine in ("fast", "reference")
+            }
             failure: list[BaseException] = []
 
             def traffic() -> None:
@@ -164,6 +171,7 @@ def shrink_run(tmp_path_factory: pytest.TempPathFactory) -> ShrinkRun:
             dump.stop()
             metrics = scrape(pair, "b", METRICS_PORT)
             rc, rest, stderr = live.stop()
+            stopped = {engine: other.stop() for engine, other in others.items()}
     return ShrinkRun(
         netns.ADDR_B,
         pair.dev_b,
@@ -174,6 +182,7 @@ def shrink_run(tmp_path_factory: pytest.TempPathFactory) -> ShrinkRun:
         metrics,
         dumpfile,
         written,
+        {e: (rc, [json.loads(ln) for ln in lines], err) for e, (rc, lines, err) in stopped.items()},
     )
 
 
@@ -193,6 +202,16 @@ def test_live_events_are_the_events_scan_finds(shrink_run: ShrinkRun) -> None:
     assert scanned, "the kernel did not shrink its window"
     assert [same(e) for e in live] == [same(e) for e in scanned]
     assert [e["frame"] for e in live] == [e["frame"] for e in scanned]
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_every_engine_prints_the_same_records(shrink_run: ShrinkRun, engine: str) -> None:
+    """Live on the compiled scanner (fed from the socket's records, or with --write from
+    frames) and on the reference engine, watching the same packets: the same JSON output."""
+    rc, events, err = shrink_run.others[engine]
+    assert rc == 0 and ", 0 dropped" in err, err
+    assert events == shrink_run.early + shrink_run.late
 
 
 @pytest.mark.netns
@@ -470,3 +489,118 @@ def test_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     )
     problems = [ln for ln in done.stderr.splitlines() if "treason-live.service" in ln]
     assert problems == [], done.stderr
+
+
+# --- both engines behind the session, on recorded traffic ------------------------------------
+
+
+def session_outcome(path: Path, engine: str, tmp: Path, *, write: bool, retractions: bool):
+    """Replay a capture through a live session as the capture loop drives it: batches of
+    frames, the wall clock ticking in between (around the 200 ms hold), then the end.
+    Returns the JSON lines, the counters after every step and the written capture."""
+    from treason.live import report
+
+    stats = LiveStats(interface="replay")
+    lines: list[str] = []
+    out = tmp / f"{engine}.pcap"
+    sink = PcapSink(str(out), 1, 65535) if write else None
+    session = LiveSession(
+        stats,
+        lambda e: lines.append(report.event_json(e)),
+        retractions=retractions,
+        recorder=FlowRecorder(sink, ring=5) if sink is not None else None,
+        engine=engine,
+        linktype=1,
+    )
+    frames = list(open_frames(path))
+    steps = []
+    for n, i in enumerate(range(0, len(frames), 7)):
+        batch = frames[i : i + 7]
+        session.feed(batch)
+        steps.append((len(lines), stats.scan.to_dict(), stats.flows_active, stats.written))
+        session.tick(batch[-1].ts_ns + (50, 150, 200, 250)[n % 4] * 1_000_000)
+        steps.append((len(lines), stats.scan.to_dict(), stats.flows_active))
+    session.finish()
+    steps.append((stats.scan.to_dict(), stats.flows_active, stats.peers.top(20)))
+    written = b""
+    if sink is not None:
+        sink.close()
+        written = out.read_bytes()
+    return lines, steps, written
+
+
+@pytest.mark.parametrize("name", ["kernel.pcap", "shrink.pcap"])
+@pytest.mark.parametrize(("write", "retractions"), [(False, False), (True, False), (True, True)])
+def test_fast_session_prints_what_the_reference_prints(
+    name: str, write: bool, retractions: bool, tmp_path: Path
+) -> None:
+    """The same output line for line, the same counters after every batch and tick, and with
+    --write the same saved packets, whichever engine the session runs."""
+    from treason import fastpath
+
+    if not fastpath.available():
+        pytest.skip("the compiled scanner is not built (no C compiler)")
+    path = EXAMPLE.parent / name
+    kw = {"write": write, "retractions": retractions}
+    ref = session_outcome(path, "reference", tmp_path, **kw)
+    fast = session_outcome(path, "fast", tmp_path, **kw)
+    assert ref[0], "the capture has events"
+    assert fast == ref
+    if write:
+        assert len(ref[2]) > 24
+
+
+class RecordedSource:
+    """Frames of a capture handed out as the packet socket hands them out, both ways."""
+
+    def __init__(self, path: Path) -> None:
+        self.frames = list(open_frames(path))
+        self.pos = 0
+        self.record_reads = 0
+
+    def fileno(self) -> int:
+        return 0
+
+    def read(self, limit: int = 512) -> list:
+        batch = self.frames[self.pos : self.pos + limit]
+        self.pos += len(batch)
+        return batch
+
+    def read_records(self, limit: int = 512) -> tuple[bytes, int]:
+        from treason.fastpath import RECORD
+
+        self.record_reads += 1
+        batch = self.read(limit)
+        records = b"".join(
+            RECORD.pack(f.ts_ns // 10**9, f.ts_ns % 10**9, len(f.data), f.orig_len) + f.data
+            for f in batch
+        )
+        return records, len(batch)
+
+
+def test_capture_loop_feeds_records_to_the_fast_engine() -> None:
+    """Without --write the loop hands the socket's pcap records to the compiled scanner; the
+    events and counters are those of the reference engine on frames."""
+    from treason import fastpath
+    from treason.live.session import capture_loop
+
+    if not fastpath.available():
+        pytest.skip("the compiled scanner is not built (no C compiler)")
+    results = []
+    for engine in ("fast", "reference"):
+        source, stats, events = RecordedSource(EXAMPLE), LiveStats(interface="x"), []
+        session = LiveSession(stats, events.append, engine=engine)
+        capture_loop(
+            source,
+            session,
+            wakeup_fd=-1,
+            stopping=lambda: True,
+            every=None,
+            periodic=lambda: None,
+            batch=16,
+        )
+        session.finish()
+        results.append(([e.to_dict() for e in events], stats.scan.to_dict()))
+        assert source.pos == len(source.frames)
+        assert (source.record_reads > 0) == (engine == "fast")
+    assert results[0] == results[1] and results[0][0]

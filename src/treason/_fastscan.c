@@ -236,6 +236,8 @@ typedef struct {
     uint64_t q_head, q_tail, q_cap; /* q_cap: a power of two (or 0) */
     /* final events, as tuples, not yet taken by Python */
     PyObject *events;
+    /* with trace(True): per frame, None (skipped) or (flow key, event bits), not yet taken */
+    PyObject *trace;
     int py_error;
 } Scanner;
 
@@ -1043,6 +1045,73 @@ static void conn_process(Scanner *S, Conn *c, const Seg *g)
         window_update(S, c, g, sender, peer);
 }
 
+/* -- trace (treason live --write) ----------------------------------------------------------- */
+
+#define TRACE_EVENT 1 /* the segment made an event */
+#define TRACE_SHOWN 2 /* ... not a retraction when made */
+#define TRACE_ZERO 4 /* ... of a zero window (it may still become kernel-visible) */
+
+static int trace_append(Scanner *S, PyObject *entry)
+{
+    if (!entry || PyList_Append(S->trace, entry) < 0) {
+        Py_XDECREF(entry);
+        S->py_error = 1;
+        return -1;
+    }
+    Py_DECREF(entry);
+    return 0;
+}
+
+/*
+ * What the per-flow recorder needs of each segment, as FlowTable.key and the event returned by
+ * FlowTable.process give it: the flow key (family, both endpoints in canonical order, VLAN
+ * stack: one value per key of the model's) and whether the segment made an event.
+ */
+static int trace_segment(Scanner *S, Conn *c, uint64_t q_before)
+{
+    uint8_t key[1 + 2 * 18 + 2 * 64];
+    uint16_t *vl = conn_vlan(c);
+    size_t n = 0;
+    key[n++] = c->v6;
+    memcpy(key + n, c->lo_addr, 16);
+    n += 16;
+    key[n++] = (uint8_t)(c->lo_port >> 8);
+    key[n++] = (uint8_t)c->lo_port;
+    memcpy(key + n, c->hi_addr, 16);
+    n += 16;
+    key[n++] = (uint8_t)(c->hi_port >> 8);
+    key[n++] = (uint8_t)c->hi_port;
+    PyObject *bytes;
+    if (c->nvlan <= 64) {
+        for (uint32_t i = 0; i < c->nvlan; i++) {
+            key[n++] = (uint8_t)(vl[i] >> 8);
+            key[n++] = (uint8_t)vl[i];
+        }
+        bytes = PyBytes_FromStringAndSize((const char *)key, (Py_ssize_t)n);
+    } else {
+        bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n + 2 * (size_t)c->nvlan));
+        if (bytes) {
+            uint8_t *out = (uint8_t *)PyBytes_AS_STRING(bytes);
+            memcpy(out, key, n);
+            for (uint32_t i = 0; i < c->nvlan; i++) {
+                out[n + 2 * i] = (uint8_t)(vl[i] >> 8);
+                out[n + 2 * i + 1] = (uint8_t)vl[i];
+            }
+        }
+    }
+    if (!bytes) {
+        S->py_error = 1;
+        return -1;
+    }
+    int bits = 0;
+    if (S->q_tail != q_before) {
+        EvRec *e = ev_at(S, S->q_tail - 1);
+        bits = TRACE_EVENT | (e->cls != CLS_RETRACTION ? TRACE_SHOWN : 0) |
+               (e->win == 0 ? TRACE_ZERO : 0);
+    }
+    return trace_append(S, Py_BuildValue("(Ni)", bytes, bits));
+}
+
 /* -- flow table (treason.model.FlowTable) --------------------------------------------------- */
 
 static inline uint64_t mix64(uint64_t h)
@@ -1278,7 +1347,10 @@ static int table_process(Scanner *S, const Seg *g)
         }
     }
     int was_seen = c->syn_seen && c->synack_seen;
+    uint64_t q_before = S->q_tail;
     conn_process(S, c, g);
+    if (S->trace && trace_segment(S, c, q_before) < 0)
+        return -1;
     c->last_active = S->now;
     if (c->syn_seen && c->synack_seen && !was_seen)
         S->handshakes++;
@@ -1306,6 +1378,10 @@ static inline int frame(Scanner *S, i128 ts, uint32_t lt, const uint8_t *d, int6
         return -1;
     if (why >= 0) {
         S->skipped[why]++;
+        if (S->trace) {
+            Py_INCREF(Py_None);
+            return trace_append(S, Py_None);
+        }
         return 0;
     }
     S->segments++;
@@ -1667,6 +1743,7 @@ static void Scanner_dealloc(Scanner *S)
     free(S->ifaces);
     free(S->vlan_buf);
     Py_XDECREF(S->events);
+    Py_XDECREF(S->trace);
     Py_TYPE(S)->tp_free((PyObject *)S);
 }
 
@@ -1775,6 +1852,34 @@ static PyObject *Scanner_advance(Scanner *S, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *Scanner_trace(Scanner *S, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    if (on && !S->trace) {
+        S->trace = PyList_New(0);
+        if (!S->trace)
+            return NULL;
+    } else if (!on) {
+        Py_CLEAR(S->trace);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Scanner_take_trace(Scanner *S, PyObject *Py_UNUSED(ignored))
+{
+    if (!S->trace)
+        return PyList_New(0);
+    PyObject *out = S->trace;
+    S->trace = PyList_New(0);
+    if (!S->trace) {
+        S->trace = out;
+        return NULL;
+    }
+    return out;
+}
+
 static PyObject *u64list(const uint64_t *v, int n)
 {
     PyObject *l = PyList_New(n);
@@ -1825,6 +1930,10 @@ static PyMethodDef Scanner_methods[] = {
      "The capture is over (or damaged): every open event is final; take_events() has them."},
     {"advance", (PyCFunction)Scanner_advance, METH_O,
      "advance(now_ns): the clock reaches now_ns without a packet; events due are final."},
+    {"trace", (PyCFunction)Scanner_trace, METH_O,
+     "trace(on): record, per frame fed, None (skipped) or (flow key bytes, event bits)."},
+    {"take_trace", (PyCFunction)Scanner_take_trace, METH_NOARGS,
+     "The trace entries recorded since the last call, one per frame, in frame order."},
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "Frame, flow and model counters."},
     {NULL, NULL, 0, NULL},
 };

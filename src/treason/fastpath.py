@@ -289,10 +289,19 @@ class Incremental:
     ``stats`` is kept as ``treason.scanner.Analyzer`` keeps it (frames, segments, skip
     reasons, model counters) plus the flow counters, after every call, so a status line or a
     metrics scrape between batches sees the same numbers the reference engine would give.
+
+    With ``trace=True`` the scanner also says, per frame, which flow it belongs to and whether
+    it made an event (``take_trace``): what ``--write`` needs to keep whole flows.
     """
 
     def __init__(
-        self, linktype: int, stats: ScanStats, max_flows: int, idle_timeout_ns: int
+        self,
+        linktype: int,
+        stats: ScanStats,
+        max_flows: int,
+        idle_timeout_ns: int,
+        *,
+        trace: bool = False,
     ) -> None:
         if _fastscan is None:
             raise RuntimeError("treason's compiled scanner is not built")
@@ -304,6 +313,8 @@ class Incremental:
         self._scanner = _fastscan.Scanner(_PCAP, max_flows, idle & ((1 << 64) - 1), idle >> 64)
         header = _STREAM_HEADER.pack(0xA1B23C4D, 2, 4, 0, 0, 0, linktype & 0xFFFF)
         self._check(self._scanner.feed(header, False), len(header))
+        if trace:
+            self._scanner.trace(True)
         self._done = dict.fromkeys(("frames", "segments", *_FLOW_COUNTERS), 0)
         self._done_skipped = [0] * len(SKIP_ORDER)
         self._done_model = [0] * len(MODEL_ORDER)
@@ -341,6 +352,17 @@ class Incremental:
         self._scanner.flush()
         return self._collect()
 
+    def take_trace(self) -> list[tuple[bytes, int] | None]:
+        """Per frame fed since the last call: None (not a TCP segment) or (flow key, bits).
+
+        The key is one value per ``FlowTable.key`` (family, both endpoints, VLAN stack), so the
+        same flow after an eviction or a reused 4-tuple has the same key, as in the model. The
+        bits say the segment made an event (``TRACE_EVENT``), one that is not a retraction
+        (``TRACE_SHOWN``), of a zero window (``TRACE_ZERO``): the ``event`` that
+        ``FlowTable.process`` returns for it, as it is when made.
+        """
+        return self._scanner.take_trace()
+
     def _check(self, result: tuple[int, int], size: int) -> None:
         used, _need = result
         error = self._scanner.error
@@ -371,6 +393,7 @@ class Incremental:
         return [_event(raw) for raw in scanner.take_events()]
 
 
+TRACE_EVENT, TRACE_SHOWN, TRACE_ZERO = 1, 2, 4
 _FLOW_COUNTERS = ("flows", "handshakes", "evicted_idle", "evicted_cap")
 MAX_RECORD = _fastscan.MAX_RECORD if _fastscan is not None else 256 * 1024
 

@@ -16,6 +16,7 @@ from treason.live import report
 from treason.live.pcapout import DEFAULT_RING, FlowRecorder, PcapSink, parse_rotation
 from treason.live.session import LiveSession, capture_loop
 from treason.live.stats import LiveStats
+from treason.scanner import fast_available
 
 DESCRIPTION = """\
 Capture TCP on a Linux interface and run the same analysis as `treason scan` on every packet
@@ -84,6 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="BYTES",
         help=f"bytes kept of each packet (default {cap.DEFAULT_SNAPLEN}: all headers)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "fast", "reference"),
+        default="auto",
+        help="compiled scanner or the readable reference model (default: fast when built)",
+    )
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -98,6 +105,9 @@ def _rotation(text: str):
 def run(args: argparse.Namespace) -> int:
     if args.rotate is not None and not args.write:
         print("treason: --rotate needs --write FILE", file=sys.stderr)
+        return 2
+    if args.engine == "fast" and not fast_available():
+        print("treason: --engine fast: the compiled scanner is not built", file=sys.stderr)
         return 2
     source = cap.PacketSocket(args.interface, args.filter, args.snaplen)
     stats = LiveStats(interface=args.interface, filter=source.filter)
@@ -146,7 +156,15 @@ def _capture(args, source, stats, sink, recorder) -> int:
         max_flows=args.max_flows,
         idle_timeout=args.idle_timeout,
         recorder=recorder,
+        engine=args.engine,
+        linktype=source.linktype,
     )
+    if args.engine == "auto" and session.engine == "reference":
+        print(
+            "treason: note: the compiled scanner is not built (no C compiler at install time); "
+            "using the reference engine, which keeps up with far fewer packets per second",
+            file=sys.stderr,
+        )
     stop: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
