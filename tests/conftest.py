@@ -12,10 +12,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import netns
+
+# Generated examples are judged on what they show, never on how fast a busy CI machine makes
+# them: no deadline, no "too slow" health check.
+settings.register_profile(
+    "treason",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("treason")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "shrink.pcap"
