@@ -1,0 +1,624 @@
+"""``treason plot``'s page: time-sequence graphs of the directions where a window shrank.
+
+One self-contained HTML file, inline SVG and a little CSS, no script and nothing fetched, so
+it opens offline and can be mailed to whoever runs the misbehaving peer. Each graph is the
+classic tcptrace picture of one direction: time to the right, the sender's sequence numbers
+up; the sender's segments as vertical bars, the receiver's ACK and the right edge it offers
+(ACK + window << scale) as step lines. A shrink is the right-edge line stepping *down*; each
+event is marked there in its class's colour.
+
+Every ``<svg>`` carries its axis mapping (``data-x``: left px, right px, first and last second;
+``data-y``: bottom px, top px, lowest and highest relative sequence number; ``data-t0`` and
+``data-seq0``: the epoch time and absolute sequence number drawn as zero), so a reader or a
+test can recompute where any packet or event must sit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from treason.events import Event, Severity
+from treason.output.svg import (
+    Linear,
+    decimate_steps,
+    esc,
+    num,
+    points,
+    step_vertices,
+    tick_label,
+    ticks,
+)
+from treason.output.text import CLASS_TEXT, endpoint, summary_lines
+from treason.output.trace import Key, Marked, Trace
+from treason.scanner import ScanStats
+
+WIDTH = 960
+HEIGHT = 420
+LEFT = 96
+RIGHT = 24
+BOTTOM = 44
+LANE = 15  # height of one row of event labels above the plot
+MAX_LANES = 5
+ZOOMS_PER_FLOW = 3
+#: Vertices per line (and bars per graph) below which nothing is decimated.
+LIMIT = 3000
+#: Packets before and after an event that its close-up shows.
+ZOOM_BEFORE = 40
+ZOOM_AFTER = 25
+
+COLOURS = {
+    Severity.RETRACTION: "#8c8c8c",
+    Severity.SHRINK: "#e67e00",
+    Severity.BEYOND: "#d62728",
+    Severity.KERNEL: "#8e24aa",
+}
+DATA = "#1f4fa0"
+RETRANSMIT = "#17a2b8"
+ACK_LINE = "#2ca02c"
+EDGE_LINE = "#b8860b"
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;
+max-width:1000px;padding:0 1em;color:#222;background:#fff}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin:1.8em 0 .2em;
+border-top:1px solid #ccc;padding-top:.8em}
+pre,code{font:12.5px/1.4 ui-monospace,Menlo,Consolas,monospace}
+pre{background:#f6f6f6;padding:.5em .8em;overflow-x:auto}
+table{border-collapse:collapse;margin:.5em 0;font-size:13px}
+th,td{border:1px solid #ddd;padding:.2em .55em;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f0f0f0}
+.counts{color:#444;margin:.1em 0}.explain{max-width:60em}
+.note{background:#fff6dd;border-left:4px solid #e6b800;padding:.4em .8em}
+.warn{background:#fde8e8;border-left:4px solid #d62728;padding:.4em .8em}
+p.kernel-caption{margin:.3em 0}code.kernel-line{background:#f3e5f5;padding:.1em .3em}
+svg{display:block;margin:.6em 0;max-width:100%;height:auto}
+svg text{font:11px system-ui,sans-serif;fill:#333}
+svg .title{font-weight:600;font-size:12px}
+.k-retraction{color:#8c8c8c}.k-shrink{color:#e67e00}.k-beyond{color:#d62728}
+.k-kernel{color:#8e24aa}.sw{font-weight:700}
+"""
+
+
+def flow_text(key: Key) -> str:
+    """``receiver -> sender``, the way the terminal report names a direction."""
+    src, sport, dst, dport, vlan = key
+    tag = f" vlan {'.'.join(map(str, vlan))}" if vlan else ""
+    return f"{endpoint(src, sport)} -> {endpoint(dst, dport)}{tag}"
+
+
+def anchor(key: Key) -> str:
+    src, sport, dst, dport, vlan = key
+    raw = f"flow-{src}-{sport}-{dst}-{dport}-{'.'.join(map(str, vlan))}"
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Axes:
+    """Where data lands on one graph: seconds since ``t0`` → x, relative sequence → y."""
+
+    x: Linear
+    y: Linear
+
+
+# --------------------------------------------------------------------------- page
+
+
+def write_page(
+    out: TextIO,
+    *,
+    capture: str,
+    events: Sequence[Event],
+    traces: Sequence[Trace],
+    stats: ScanStats,
+    hidden: int = 0,
+    filtered: bool = False,
+    error: str | None = None,
+) -> None:
+    """The whole HTML document: summary, peer table, legend, then one section per direction.
+
+    ``events`` are all events of the capture (the peer table counts them all, as the terminal
+    report does); ``traces`` the directions drawn; ``hidden`` how many more had events but
+    were left out by the cap.
+    """
+    w = out.write
+    w('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n')
+    w(f"<title>treason: window shrinks in {esc(capture)}</title>\n")
+    w(f"<style>{CSS}</style>\n</head>\n<body>\n")
+    w(f"<h1>Receive-window shrinks in {esc(capture)}</h1>\n")
+    w('<pre class="summary">')
+    w(esc("\n".join(summary_lines(stats, [capture]))))
+    w("</pre>\n")
+    for warning in stats.warnings:
+        w(f'<p class="warn">warning: {esc(warning)}</p>\n')
+    if error:
+        w(
+            f'<p class="warn">error: {esc(error)}. Everything before the damage is shown; '
+            "nothing after it was read.</p>\n"
+        )
+    reportable = [e for e in events if e.cls is not Severity.RETRACTION]
+    if not traces:
+        what = "for the selected flows" if filtered else "in this capture"
+        w(f'<p class="none">No receive-window shrinks found {what}.</p>\n')
+        w("</body>\n</html>\n")
+        return
+    n_kernel = sum(e.cls is Severity.KERNEL for e in reportable)
+    w(
+        f"<p>{len(reportable)} window shrink event(s); {n_kernel} of them Linux on the sender "
+        "would log. A receiver moved the right edge (ACK + window) of the window it offered "
+        "to the left.</p>\n"
+    )
+    _peer_table(out, events)
+    _how_to_read(out)
+    if hidden:
+        w(
+            f'<p class="note">{hidden} more direction(s) with events are not drawn '
+            "(<code>--max-flows</code> caps the number of graphs; <code>--flow</code> picks "
+            "one). The table above counts them all.</p>\n"
+        )
+    w("<nav><p>Graphs:</p><ul>\n")
+    for t in traces:
+        w(f'<li><a href="#{anchor(t.key)}">{esc(flow_text(t.key))}</a></li>\n')
+    w("</ul></nav>\n")
+    for t in traces:
+        _section(out, t)
+    w("</body>\n</html>\n")
+
+
+def _peer_table(out: TextIO, events: Sequence[Event]) -> None:
+    """One row per receiving host, as ``scan``'s terminal report has it."""
+    shown = [e for e in events if e.cls is not Severity.RETRACTION] or list(events)
+    by_peer: dict[str, list[Event]] = defaultdict(list)
+    for e in shown:
+        by_peer[e.src].append(e)
+    rows = []
+    for addr, evs in by_peer.items():
+        ports = sorted({e.sport for e in evs})
+        rows.append(
+            (
+                addr,
+                ",".join(map(str, ports[:4])) + (",..." if len(ports) > 4 else ""),
+                len(evs),
+                sum(e.cls is Severity.KERNEL for e in evs),
+                sum(e.shrink_bytes for e in evs),
+                max(e.beyond_bytes for e in evs),
+                len({(e.sport, e.dst, e.dport, e.vlan) for e in evs}),
+                max(e.cls for e in evs),
+            )
+        )
+    rows.sort(key=lambda r: (-r[2], r[0]))
+    w = out.write
+    w('<table class="peers">\n<tr><th>peer that shrank</th><th>ports</th><th>events</th>')
+    w("<th>kernel</th><th>bytes back</th><th>max beyond</th><th>flows</th><th>worst</th></tr>\n")
+    for addr, ports, n, kern, back, beyond, flows, worst in rows:
+        w(
+            f'<tr><td>{esc(addr)}</td><td>{ports}</td><td class="n">{n}</td>'
+            f'<td class="n">{kern}</td><td class="n">{back}</td>'
+            f'<td class="n">{beyond}</td><td class="n">{flows}</td>'
+            f'<td class="k-{worst.label}">{CLASS_TEXT[worst]}</td></tr>\n'
+        )
+    w("</table>\n")
+
+
+def _how_to_read(out: TextIO) -> None:
+    out.write(
+        '<h2>How to read the graphs</h2>\n<p class="explain">Each graph is one direction of '
+        "a connection, seen from the data sender: time runs to the right, the sender's "
+        "sequence numbers (bytes, counted from its first one in the capture) go up. Every "
+        "segment the sender sent is a vertical bar covering the bytes it carried. Below the "
+        "bars, the green line is what the receiver has acknowledged; above them, the gold "
+        "line is the <b>right edge</b> of the window the receiver offers "
+        "(ACK + window &lt;&lt; scale): the sender may send up to it and no further. A "
+        "healthy receiver only ever moves that edge up. Where it <b>steps down</b>, the "
+        "receiver took back window it had already offered: that is the shrink, marked by a "
+        "coloured stroke from the old edge to the new one and labelled with its frame number "
+        "and the bytes taken back. Bars above the lowered edge are data already sent that no "
+        "longer fits (class <i>beyond</i>); a drop to a zero window with data outstanding is "
+        "what Linux on the sender logs (<i>kernel</i>). A close-up follows each graph "
+        "whose events are too close together to tell apart.</p>\n"
+    )
+    out.write(_legend())
+
+
+def _legend() -> str:
+    items: list[tuple[str, str]] = [
+        (f'<path d="M9 3V17M6 3h6M6 17h6" stroke="{DATA}" stroke-width="1.5"/>', "data segment"),
+        (
+            f'<path d="M9 3V17M6 3h6M6 17h6" stroke="{RETRANSMIT}" stroke-width="1.5"/>',
+            "retransmission",
+        ),
+        (f'<path d="M0 14H9V8H18" stroke="{ACK_LINE}" fill="none" stroke-width="1.5"/>', "ACK"),
+        (
+            f'<path d="M0 6H9V13H18" stroke="{EDGE_LINE}" fill="none" stroke-width="1.5"/>',
+            "right edge (ACK + window)",
+        ),
+    ]
+    for sev in Severity:
+        c = COLOURS[sev]
+        items.append(
+            (
+                f'<line x1="9" y1="3" x2="9" y2="14" stroke="{c}" stroke-width="5" '
+                f'stroke-opacity=".45"/><circle cx="9" cy="14" r="3.5" fill="{c}"/>',
+                sev.label,
+            )
+        )
+    parts = []
+    x = 4
+    for icon, label in items:
+        parts.append(
+            f'<g transform="translate({x},4)">{icon}<text x="24" y="14">{esc(label)}</text></g>'
+        )
+        x += 30 + int(len(label) * 6.4)
+    return (
+        f'<svg class="legend" xmlns="http://www.w3.org/2000/svg" width="{x}" height="26" '
+        f'viewBox="0 0 {x} 26">{"".join(parts)}</svg>\n'
+    )
+
+
+def _section(out: TextIO, t: Trace) -> None:
+    w = out.write
+    evs = t.events
+    counts = defaultdict(int)
+    for e in evs:
+        counts[e.cls] += 1
+    by_class = ", ".join(
+        f'<span class="k-{s.label}">{counts[s]} {s.label}</span>'
+        for s in sorted(counts, reverse=True)
+    )
+    src, sport, dst, dport, _ = t.key
+    known = all(e.scale_known for e in evs)
+    scale = f"{t.scale}" + ("" if known else " (inferred: the handshake was not captured)")
+    w(f'<section class="flow" id="{anchor(t.key)}">\n')
+    w(f"<h2>{esc(flow_text(t.key))}</h2>\n")
+    w(
+        f'<p class="counts">{len(evs)} event(s): {by_class}; window scale {esc(scale)}; '
+        f"{len(t.sent)} segments sent ({t.retransmits} retransmitted), {len(t.acked)} ACKs.</p>\n"
+    )
+    w(
+        f'<p class="explain">Data from {esc(endpoint(dst, dport))} to '
+        f"{esc(endpoint(src, sport))}; sequence numbers relative to {t.seq0}, the sender's "
+        "first in the capture; time in seconds from the first packet of this direction "
+        f"({_clock(t.t0)} UTC). {_story(t)}</p>\n"
+    )
+    span = _time_span(t)
+    w(render_graph(t, span, cls="flow-graph"))
+    for lo, hi, frames in _zooms(t, span):
+        label = ", ".join(f"#{f}" for f in frames)
+        w(render_graph(t, (lo, hi), cls="zoom-graph", title=f"close-up around {label}"))
+    for m in t.marks:
+        e = m.event
+        if e.kernel_line:
+            w(
+                f'<p class="kernel-caption">Frame {e.frame}: Linux on {esc(e.dst)} logs '
+                f'<code class="kernel-line">{esc(e.kernel_line)}</code></p>\n'
+            )
+    _event_table(out, t)
+    w("</section>\n")
+
+
+def _story(t: Trace) -> str:
+    worst = max(t.marks, key=lambda m: (m.event.cls, m.event.shrink_bytes), default=None)
+    if worst is None:
+        return ""
+    e = worst.event
+    text = (
+        f"The largest step down is at frame {e.frame}: the edge falls from {worst.old_edge} "
+        f"to {worst.new_edge}, {e.shrink_bytes} bytes taken back"
+    )
+    if e.beyond_bytes:
+        text += f", {e.beyond_bytes} of them already sent (above the new edge)"
+    if e.cls is Severity.KERNEL:
+        text += "; the window is now zero with data outstanding, which the sender's kernel logs"
+    return esc(text) + "."
+
+
+def _event_table(out: TextIO, t: Trace) -> None:
+    w = out.write
+    w(
+        '<table class="events"><tr><th>frame</th><th>time (UTC)</th><th>s</th>'
+        "<th>right edge (relative)</th><th>back</th><th>beyond</th><th>class</th></tr>\n"
+    )
+    for m in t.marks:
+        e = m.event
+        cls = CLASS_TEXT[e.cls] + (" (close)" if e.closing else "")
+        if e.certainty != "definite":
+            cls += " ?"
+        w(
+            f'<tr><td class="n">{e.frame}</td><td>{_clock(e.time)}</td>'
+            f'<td class="n">{m.t:.6f}</td><td>{m.old_edge} &#8594; {m.new_edge}</td>'
+            f'<td class="n">{e.shrink_bytes}</td><td class="n">{e.beyond_bytes}</td>'
+            f'<td class="k-{e.cls.label}">{esc(cls)}</td></tr>\n'
+        )
+    w("</table>\n")
+
+
+def _clock(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+def _time_span(t: Trace) -> tuple[float, float]:
+    times = [s.t for s in t.sent] + [a.t for a in t.acked] + [m.t for m in t.marks]
+    lo, hi = min(times, default=0.0), max(times, default=0.0)
+    if hi - lo <= 0:
+        hi = lo + 1e-3
+    pad = (hi - lo) * 0.02
+    return lo - pad, hi + pad
+
+
+def _zooms(t: Trace, span: tuple[float, float]) -> list[tuple[float, float, list[int]]]:
+    """Close-up windows around the most severe events whose surroundings the full graph
+    squeezes into a few pixels: a fixed number of packets either side, merged when they
+    overlap."""
+    times = sorted([s.t for s in t.sent] + [a.t for a in t.acked])
+    if not times:
+        return []
+    full = span[1] - span[0]
+    picks = sorted(
+        (m for m in t.marks if m.event.cls is not Severity.RETRACTION),
+        key=lambda m: (-m.event.cls, -m.event.shrink_bytes, m.event.frame),
+    )[:ZOOMS_PER_FLOW]
+    windows: list[list] = []
+    for m in sorted(picks, key=lambda m: m.t):
+        i = bisect.bisect_left(times, m.t)
+        # A fixed number of packets either side, unless one side reaches across a long pause
+        # (the connection stalls at a zero window): then the denser side sets the scale.
+        sides = [
+            m.t - times[max(0, i - ZOOM_BEFORE)],
+            times[min(len(times) - 1, i + ZOOM_AFTER)] - m.t,
+        ]
+        found = [d for d in sides if d > 0] or [1e-4]
+        h = max(found) if max(found) <= 10 * min(found) else min(found)
+        lo, hi = m.t - h, m.t + h * 0.7
+        if windows and lo <= windows[-1][1]:
+            windows[-1][1] = max(windows[-1][1], hi)
+            windows[-1][2].append(m.event.frame)
+        else:
+            windows.append([lo, hi, [m.event.frame]])
+    return [(lo, hi, f) for lo, hi, f in windows if (hi - lo) < full * 0.4]
+
+
+def _seq_span(t: Trace, lo: float, hi: float) -> tuple[float, float]:
+    vals: list[int] = []
+    for s in t.sent:
+        if lo <= s.t <= hi:
+            vals += (s.start, s.end)
+    for a in _around(t.acked, lo, hi):
+        vals += (a.ack, a.edge)
+    for m in t.marks:
+        if lo <= m.t <= hi:
+            vals += (m.old_edge, m.new_edge, m.snd_nxt)
+    if not vals:
+        return 0.0, 1.0
+    s_lo, s_hi = min(vals), max(vals)
+    if s_hi == s_lo:
+        s_hi = s_lo + 1
+    pad = (s_hi - s_lo) * 0.04
+    return s_lo - pad, s_hi + pad
+
+
+def _around(acked: Sequence, lo: float, hi: float) -> list:
+    """The ACKs inside ``lo..hi`` plus the one before and after, so step lines reach the
+    graph's borders."""
+    inside = [i for i, a in enumerate(acked) if lo <= a.t <= hi]
+    if not inside:
+        before = [i for i, a in enumerate(acked) if a.t < lo]
+        return [acked[before[-1]]] if before else []
+    first, last = inside[0], inside[-1]
+    return list(acked[max(0, first - 1) : last + 2])
+
+
+# --------------------------------------------------------------------------- one graph
+
+
+def render_graph(
+    t: Trace, span: tuple[float, float], *, cls: str = "flow-graph", title: str = ""
+) -> str:
+    """One time-sequence graph of ``t`` between ``span`` seconds, as an ``<svg>`` element."""
+    lo, hi = span
+    marks = [m for m in t.marks if lo <= m.t <= hi]
+    s_lo, s_hi = _seq_span(t, lo, hi)
+    x0, x1 = float(LEFT), float(WIDTH - RIGHT)
+    xmap = Linear(lo, hi, x0, x1)
+    lanes, labels = _lanes(marks, xmap)
+    top = 26 + lanes * LANE + 6
+    y0, y1 = float(top + HEIGHT - BOTTOM), float(top)
+    ymap = Linear(s_lo, s_hi, y0, y1)
+    axes = Axes(xmap, ymap)
+    total_h = top + HEIGHT
+    clip = f"clip-{anchor(t.key)}-{cls}-{round(lo * 1e6)}"
+    protect = [(xmap(m.t) - 3, xmap(m.t) + 3) for m in marks]
+
+    parts: list[str] = [
+        f'<svg class="{cls}" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
+        f'height="{total_h}" viewBox="0 0 {WIDTH} {total_h}" data-flow="{esc(flow_text(t.key))}" '
+        f'data-t0="{t.t0!r}" data-seq0="{t.seq0}" data-scale="{t.scale}" '
+        f'data-x="{xmap.attr()}" data-y="{ymap.attr()}">',
+        f'<defs><clipPath id="{clip}"><rect x="{num(x0)}" y="{num(y1)}" '
+        f'width="{num(x1 - x0)}" height="{num(y0 - y1)}"/></clipPath></defs>',
+        f'<rect x="{num(x0)}" y="{num(y1)}" width="{num(x1 - x0)}" height="{num(y0 - y1)}" '
+        'fill="#fcfcfc" stroke="#999"/>',
+        f'<text class="title" x="{LEFT}" y="16">{esc(flow_text(t.key))}'
+        f"{' — ' + esc(title) if title else ''}</text>",
+    ]
+    parts += _axes(axes, lo, hi, s_lo, s_hi)
+    parts.append(f'<g clip-path="url(#{clip})">')
+    acks = _around(t.acked, lo, hi)
+    for name, colour, attr in (("ack-line", ACK_LINE, "ack"), ("edge-line", EDGE_LINE, "edge")):
+        verts = step_vertices((xmap(a.t), ymap(getattr(a, attr))) for a in acks)
+        if verts:
+            verts.append((max(x1, verts[-1][0]), verts[-1][1]))
+        verts = decimate_steps(verts, protect, LIMIT)
+        parts.append(
+            f'<polyline class="{name}" fill="none" stroke="{colour}" stroke-width="1.3" '
+            f'points="{points(verts)}"/>'
+        )
+    parts += _bars(t, axes, lo, hi, protect)
+    parts += [_marker(m, axes) for m in marks]
+    parts.append("</g>")
+    parts += _labels(labels, axes, top)
+    parts.append("</svg>\n")
+    return "".join(parts)
+
+
+def _axes(axes: Axes, lo: float, hi: float, s_lo: float, s_hi: float) -> list[str]:
+    xmap, ymap = axes.x, axes.y
+    out = []
+    unit, factor = _time_unit(hi - lo)
+    xt = ticks(lo * factor, hi * factor, 8)
+    step = xt[1] - xt[0] if len(xt) > 1 else 1.0
+    for v in xt:
+        x = num(xmap(v / factor))
+        out.append(
+            f'<line x1="{x}" y1="{num(ymap.p1)}" x2="{x}" y2="{num(ymap.p0 + 4)}" '
+            'stroke="#e4e4e4"/>'
+            f'<text x="{x}" y="{num(ymap.p0 + 16)}" text-anchor="middle">'
+            f"{tick_label(v, step)}</text>"
+        )
+    yt = ticks(s_lo, s_hi, 7)
+    step = yt[1] - yt[0] if len(yt) > 1 else 1.0
+    for v in yt:
+        y = num(ymap(v))
+        out.append(
+            f'<line x1="{num(xmap.p0 - 4)}" y1="{y}" x2="{num(xmap.p1)}" y2="{y}" '
+            'stroke="#e4e4e4"/>'
+            f'<text x="{num(xmap.p0 - 7)}" y="{y}" dy="4" text-anchor="end">'
+            f"{tick_label(v, max(step, 1))}</text>"
+        )
+    mid = num((xmap.p0 + xmap.p1) / 2)
+    out.append(
+        f'<text x="{mid}" y="{num(ymap.p0 + 34)}" text-anchor="middle">'
+        f"{unit} since the first packet</text>"
+        f'<text transform="translate(14 {num((ymap.p0 + ymap.p1) / 2)}) rotate(-90)" '
+        'text-anchor="middle">relative sequence number (bytes)</text>'
+    )
+    return out
+
+
+def _time_unit(span: float) -> tuple[str, float]:
+    if span >= 2:
+        return "seconds", 1.0
+    if span >= 2e-3:
+        return "milliseconds", 1e3
+    return "microseconds", 1e6
+
+
+def _bars(t: Trace, axes: Axes, lo: float, hi: float, protect: list) -> list[str]:
+    xmap, ymap = axes.x, axes.y
+    sent = [s for s in t.sent if lo <= s.t <= hi]
+    out = []
+    for retransmit, colour, name in ((False, DATA, "data"), (True, RETRANSMIT, "retransmit")):
+        segs = [(xmap(s.t), ymap(s.start), ymap(s.end)) for s in sent if s.retransmit == retransmit]
+        if not segs:
+            continue
+        if len(segs) > LIMIT:
+            segs = _merge_columns(segs, protect)
+        serifs = len(segs) <= 400
+        d = []
+        for x, ya, yb in segs:
+            d.append(f"M{num(x)} {num(ya)}V{num(yb)}")
+            if serifs:
+                d.append(f"M{num(x - 2)} {num(ya)}h4M{num(x - 2)} {num(yb)}h4")
+        out.append(
+            f'<path class="{name}" stroke="{colour}" stroke-width="1.2" fill="none" '
+            f'd="{"".join(d)}"/>'
+        )
+    return out
+
+
+def _merge_columns(
+    segs: list[tuple[float, float, float]], protect: list
+) -> list[tuple[float, float, float]]:
+    """One bar per pixel column (its lowest to highest byte), except near events."""
+    cols: dict[int, list[float]] = {}
+    kept = []
+    for x, ya, yb in segs:
+        if any(a <= x <= b for a, b in protect):
+            kept.append((x, ya, yb))
+            continue
+        c = int(x)
+        span = cols.get(c)
+        if span is None:
+            cols[c] = [x, max(ya, yb), min(ya, yb)]
+        else:
+            span[1] = max(span[1], ya, yb)
+            span[2] = min(span[2], ya, yb)
+    kept += [(v[0], v[1], v[2]) for v in cols.values()]
+    kept.sort()
+    return kept
+
+
+def _marker(m: Marked, axes: Axes) -> str:
+    e = m.event
+    c = COLOURS[e.cls]
+    x = num(axes.x(m.t))
+    y_old, y_new = num(axes.y(m.old_edge)), num(axes.y(m.new_edge))
+    tip = (
+        f"frame {e.frame} ({e.cls.label}): right edge {m.old_edge} -> {m.new_edge}, "
+        f"{e.shrink_bytes} bytes back, {e.beyond_bytes} beyond snd_nxt"
+    )
+    inner = [
+        f"<title>{esc(tip)}</title>",
+        f'<line class="taken" x1="{x}" y1="{y_old}" x2="{x}" y2="{y_new}" stroke="{c}" '
+        'stroke-width="6" stroke-opacity=".45"/>',
+    ]
+    if e.beyond_bytes:
+        y_nxt = num(axes.y(m.snd_nxt))
+        inner.append(
+            f'<line class="beyond" x1="{x}" y1="{y_nxt}" x2="{x}" y2="{y_new}" stroke="{c}" '
+            'stroke-width="2"/>'
+        )
+    inner.append(f'<circle cx="{x}" cy="{y_new}" r="4" fill="{c}" stroke="#fff" stroke-width="1"/>')
+    return (
+        f'<g class="event {e.cls.label}" data-frame="{e.frame}" data-old="{m.old_edge}" '
+        f'data-new="{m.new_edge}">{"".join(inner)}</g>'
+    )
+
+
+def _label_text(e: Event) -> str:
+    return f"#{e.frame} \u2212{e.shrink_bytes} B"
+
+
+def _lanes(marks: Sequence[Marked], xmap: Linear) -> tuple[int, list[tuple[Marked, int]]]:
+    """Rows for the labels above the plot so none overlaps another: the most severe events
+    are placed first; labels that find no free row are left to the marker's tooltip."""
+    order = sorted(marks, key=lambda m: (-m.event.cls, -m.event.shrink_bytes, m.event.frame))
+    rows: list[list[tuple[float, float]]] = []
+    placed: list[tuple[Marked, int]] = []
+    for m in order:
+        width = len(_label_text(m.event)) * 6.2 + 6
+        x = xmap(m.t)
+        a, b = x - width / 2, x + width / 2
+        for i, row in enumerate(rows):
+            if all(b < ra or a > rb for ra, rb in row):
+                row.append((a, b))
+                placed.append((m, i))
+                break
+        else:
+            if len(rows) < MAX_LANES:
+                rows.append([(a, b)])
+                placed.append((m, len(rows) - 1))
+    return max(len(rows), 1), placed
+
+
+def _labels(labels: list[tuple[Marked, int]], axes: Axes, top: int) -> list[str]:
+    out = []
+    for m, lane in labels:
+        e = m.event
+        x = axes.x(m.t)
+        y = 26 + lane * LANE + 10
+        c = COLOURS[e.cls]
+        out.append(
+            f'<g class="label" data-frame="{e.frame}">'
+            f'<line x1="{num(x)}" y1="{y + 3}" x2="{num(x)}" y2="{num(axes.y(m.old_edge))}" '
+            f'stroke="{c}" stroke-width=".8" stroke-dasharray="2 2"/>'
+            f'<text x="{num(x)}" y="{y}" text-anchor="middle" fill="{c}" style="fill:{c}">'
+            f"{esc(_label_text(e))}</text></g>"
+        )
+    return out
