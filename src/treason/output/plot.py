@@ -281,7 +281,7 @@ def _section(out: TextIO, t: Trace) -> None:
     w(
         f'<p class="explain">Data from {esc(endpoint(dst, dport))} to '
         f"{esc(endpoint(src, sport))}; sequence numbers relative to {t.seq0}, the sender's "
-        "first in the capture; time in seconds from the first packet of this direction "
+        "first in the capture; time from the first packet of this direction "
         f"({_clock(t.t0)} UTC). {_story(t)}</p>\n"
     )
     span = _time_span(t)
@@ -319,7 +319,7 @@ def _story(t: Trace) -> str:
 def _event_table(out: TextIO, t: Trace) -> None:
     w = out.write
     w(
-        '<table class="events"><tr><th>frame</th><th>time (UTC)</th><th>s</th>'
+        '<table class="events"><tr><th>frame</th><th>time (UTC)</th><th>seconds in</th>'
         "<th>right edge (relative)</th><th>back</th><th>beyond</th><th>class</th></tr>\n"
     )
     for m in t.marks:
