@@ -272,8 +272,8 @@ def test_bad_flow_is_a_usage_error(tmp_path, capsys):
     assert not (tmp_path / "x.html").exists()
 
 
-def test_max_flows_caps_the_graphs_and_says_so(tmp_path, capsys):
-    status, html = plot(tmp_path, SHRINK, "--max-flows", "2")
+def test_max_graphs_caps_the_graphs_and_says_so(tmp_path, capsys):
+    status, html = plot(tmp_path, SHRINK, "--max-graphs", "2")
     assert status == 1
     assert len([g for g in graphs(html) if g.cls == "flow-graph"]) == 2
     assert "1 more direction(s) with events are not drawn" in html

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="only this connection (either order; [addr]:port for IPv6); may be repeated",
     )
     p.add_argument(
-        "--max-flows",
+        "--max-graphs",
         type=positive_int,
         default=DEFAULT_GRAPHS,
         metavar="N",
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         if not stats.frames:
             raise  # not a capture at all: nothing to draw, and nothing is written
         error = str(exc)
-    keys, hidden = select(events, args.flow, args.max_flows, args.all)
+    keys, hidden = select(events, args.flow, args.max_graphs, args.all)
     wanted = set(keys)
     traces_by_key = read_traces(path, [e for e in events if key_of(e) in wanted]) if keys else {}
     traces = [traces_by_key[k] for k in keys]
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         drawn = sum(len(t.events) for t in traces)
         print(
             f"treason: wrote {safe(args.output)}: {len(traces)} graph(s), {drawn} event(s)"
-            + (f", {hidden} more direction(s) not drawn (--max-flows)" if hidden else ""),
+            + (f", {hidden} more direction(s) not drawn (--max-graphs)" if hidden else ""),
             file=sys.stderr,
         )
     if error:

@@ -157,7 +157,7 @@ def write_page(
     if hidden:
         w(
             f'<p class="note">{hidden} more direction(s) with events are not drawn '
-            "(<code>--max-flows</code> caps the number of graphs; <code>--flow</code> picks "
+            "(<code>--max-graphs</code> caps the number of graphs; <code>--flow</code> picks "
             "one). The table above counts them all.</p>\n"
         )
     w("<nav><p>Graphs:</p><ul>\n")
