@@ -96,8 +96,7 @@ def scan(
             if not head and gz.truncated:
                 raise CaptureError(display, "truncated gzip stream", 0)
         fmt = _sniff(head, display)
-        idle = max(-(1 << 100), min(idle_timeout_ns, 1 << 100))
-        scanner = _fastscan.Scanner(fmt, max_flows, idle & ((1 << 64) - 1), idle >> 64)
+        scanner = _new_scanner(fmt, max_flows, idle_timeout_ns)
         try:
             yield from _run(scanner, stream, head, display, stats, chunk)
         except CaptureError:
@@ -145,9 +144,7 @@ def _run(
     read = stream.read  # type: ignore[attr-defined]
     eof = False
     damage: CaptureError | None = None
-    done_frames = done_segments = 0
-    done_skipped = [0] * len(SKIP_ORDER)
-    done_model = [0] * len(MODEL_ORDER)
+    counted = _Counted()
     while True:
         if not eof and filled < len(buf):
             try:
@@ -168,20 +165,8 @@ def _run(
             filled += n
         with memoryview(buf) as view, view[:filled] as data:
             used, need = scanner.feed(data, eof)
-        counters = scanner.counters()
         # Stats first, then events: a consumer that stops early still sees consistent counts.
-        stats.frames += counters["frames"] - done_frames
-        stats.segments += counters["segments"] - done_segments
-        done_frames, done_segments = counters["frames"], counters["segments"]
-        for i, total in enumerate(counters["skipped"]):
-            if total != done_skipped[i]:
-                stats.skipped[SKIP_ORDER[i]] += total - done_skipped[i]
-                done_skipped[i] = total
-        for i, total in enumerate(counters["model"]):
-            if total != done_model[i]:
-                name = MODEL_ORDER[i]
-                setattr(stats.model, name, getattr(stats.model, name) + total - done_model[i])
-                done_model[i] = total
+        counted.add(scanner.counters(), stats, ("frames", "segments"))
         for raw in scanner.take_events():
             yield _event(raw)
         error = scanner.error
@@ -207,6 +192,40 @@ def _flush(scanner: _fastscan.Scanner) -> Iterator[Event]:
     scanner.flush()
     for raw in scanner.take_events():
         yield _event(raw)
+
+
+def _new_scanner(fmt: int, max_flows: int, idle_timeout_ns: int) -> _fastscan.Scanner:
+    """The scanner takes the idle timeout as a 128-bit integer in two halves."""
+    idle = max(-(1 << 100), min(idle_timeout_ns, 1 << 100))
+    return _fastscan.Scanner(fmt, max_flows, idle & ((1 << 64) - 1), idle >> 64)
+
+
+class _Counted:
+    """What of the scanner's running totals has already been added to a ``ScanStats``."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, int] = {}
+        self.skipped = [0] * len(SKIP_ORDER)
+        self.model = [0] * len(MODEL_ORDER)
+
+    def add(self, counters: dict, stats: ScanStats, names: tuple[str, ...]) -> None:
+        """Add to ``stats`` the growth since the last call of ``names`` and every skip reason
+        and model counter."""
+        for name in names:
+            total = counters[name]
+            grown = total - self.totals.get(name, 0)
+            if grown:
+                setattr(stats, name, getattr(stats, name) + grown)
+                self.totals[name] = total
+        for i, total in enumerate(counters["skipped"]):
+            if total != self.skipped[i]:
+                stats.skipped[SKIP_ORDER[i]] += total - self.skipped[i]
+                self.skipped[i] = total
+        for i, total in enumerate(counters["model"]):
+            if total != self.model[i]:
+                name = MODEL_ORDER[i]
+                setattr(stats.model, name, getattr(stats.model, name) + total - self.model[i])
+                self.model[i] = total
 
 
 def _flow_counters(scanner: _fastscan.Scanner, stats: ScanStats) -> None:
@@ -309,15 +328,12 @@ class Incremental:
             raise ValueError("max_flows must be at least 1")
         self.linktype = linktype
         self.stats = stats
-        idle = max(-(1 << 100), min(idle_timeout_ns, 1 << 100))
-        self._scanner = _fastscan.Scanner(_PCAP, max_flows, idle & ((1 << 64) - 1), idle >> 64)
+        self._scanner = _new_scanner(_PCAP, max_flows, idle_timeout_ns)
         header = _STREAM_HEADER.pack(0xA1B23C4D, 2, 4, 0, 0, 0, linktype & 0xFFFF)
         self._check(self._scanner.feed(header, False), len(header))
         if trace:
             self._scanner.trace(True)
-        self._done = dict.fromkeys(("frames", "segments", *_FLOW_COUNTERS), 0)
-        self._done_skipped = [0] * len(SKIP_ORDER)
-        self._done_model = [0] * len(MODEL_ORDER)
+        self._counted = _Counted()
         self.active = 0
 
     def feed(self, frames: Iterable[Frame]) -> list[Event]:
@@ -372,23 +388,9 @@ class Incremental:
             raise ValueError(f"incomplete record: {size - used} bytes left over")
 
     def _collect(self) -> list[Event]:
-        scanner, stats, done = self._scanner, self.stats, self._done
+        scanner = self._scanner
         counters = scanner.counters()
-        for name in ("frames", "segments", *_FLOW_COUNTERS):
-            total = counters[name]
-            if total != done[name]:
-                setattr(stats, name, getattr(stats, name) + total - done[name])
-                done[name] = total
-        for i, total in enumerate(counters["skipped"]):
-            if total != self._done_skipped[i]:
-                stats.skipped[SKIP_ORDER[i]] += total - self._done_skipped[i]
-                self._done_skipped[i] = total
-        for i, total in enumerate(counters["model"]):
-            if total != self._done_model[i]:
-                name = MODEL_ORDER[i]
-                value = getattr(stats.model, name) + total - self._done_model[i]
-                setattr(stats.model, name, value)
-                self._done_model[i] = total
+        self._counted.add(counters, self.stats, ("frames", "segments", *_FLOW_COUNTERS))
         self.active = counters["live"]
         return [_event(raw) for raw in scanner.take_events()]
 
