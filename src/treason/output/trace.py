@@ -81,18 +81,6 @@ class Trace:
         return sum(s.retransmit for s in self.sent)
 
 
-@dataclass(slots=True)
-class _Raw:
-    ts_ns: int
-    frame: int
-    from_sender: bool
-    seq: int
-    ack: int
-    flags: int
-    win: int
-    length: int
-
-
 def read_traces(path: str | os.PathLike[str], events: Iterable[Event]) -> dict[Key, Trace]:
     """The series of every direction that ``events`` fall in, from one capture file.
 
@@ -103,7 +91,7 @@ def read_traces(path: str | os.PathLike[str], events: Iterable[Event]) -> dict[K
     for e in events:
         by_key.setdefault(key_of(e), []).append(e)
     sender_side = {(k[2], k[3], k[0], k[1], k[4]): k for k in by_key}
-    raw: dict[Key, list[_Raw]] = {k: [] for k in by_key}
+    raw: dict[Key, list[tuple[bool, Segment]]] = {k: [] for k in by_key}  # (from sender, seg)
     try:
         for frame in open_frames(path):
             s = decode(frame)
@@ -111,19 +99,15 @@ def read_traces(path: str | os.PathLike[str], events: Iterable[Event]) -> dict[K
                 continue
             fk = (s.src, s.sport, s.dst, s.dport, s.vlan)
             if fk in raw:
-                raw[fk].append(_raw(s, from_sender=False))
+                raw[fk].append((False, s))
             elif fk in sender_side:
-                raw[sender_side[fk]].append(_raw(s, from_sender=True))
+                raw[sender_side[fk]].append((True, s))
     except CaptureError:
         pass
     return {k: build(k, evs, raw[k]) for k, evs in by_key.items()}
 
 
-def _raw(s: Segment, from_sender: bool) -> _Raw:
-    return _Raw(s.ts_ns, s.frame, from_sender, s.seq, s.ack, s.flags, s.win, s.payload_len)
-
-
-def build(key: Key, events: Sequence[Event], packets: Sequence[_Raw]) -> Trace:
+def build(key: Key, events: Sequence[Event], packets: Sequence[tuple[bool, Segment]]) -> Trace:
     """Relative, unwrapped series from the raw segments of one direction, in capture order.
 
     The edges use the events' window shift: that is the shift treason judged them with, so the
@@ -133,9 +117,9 @@ def build(key: Key, events: Sequence[Event], packets: Sequence[_Raw]) -> Trace:
     trace = Trace(key=key, scale=scale, events=list(events))
     if not packets:
         return trace
-    trace.t0 = packets[0].ts_ns / 1e9
-    first = next((p for p in packets if p.from_sender), None)
-    base = first.seq if first is not None else packets[0].ack
+    trace.t0 = packets[0][1].ts_ns / 1e9
+    first = next((p for from_sender, p in packets if from_sender), None)
+    base = first.seq if first is not None else packets[0][1].ack
     trace.seq0 = base
     # Serial arithmetic from the last value seen: each step is less than 2**31, so the running
     # sum is the true distance however many times the 32-bit numbers wrapped.
@@ -148,15 +132,15 @@ def build(key: Key, events: Sequence[Event], packets: Sequence[_Raw]) -> Trace:
         return ref_rel
 
     by_frame = {e.frame: e for e in events}
-    t0_ns = packets[0].ts_ns
+    t0_ns = packets[0][1].ts_ns
     highest: int | None = None
-    for p in packets:
+    for from_sender, p in packets:
         t = (p.ts_ns - t0_ns) / 1e9
-        if p.from_sender:
+        if from_sender:
             if p.flags & RST:
                 continue
             start = rel(p.seq)
-            span = p.length + (1 if p.flags & SYN else 0) + (1 if p.flags & FIN else 0)
+            span = p.payload_len + (1 if p.flags & SYN else 0) + (1 if p.flags & FIN else 0)
             if span == 0:
                 continue
             end = start + span
