@@ -9,17 +9,17 @@ window shrink is never smoothed away.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from xml.sax.saxutils import escape as _escape
 
 Point = tuple[float, float]
 
 
 def esc(text: str) -> str:
     """Text safe inside an element or a double-quoted attribute of HTML and XML alike."""
-    return _escape(text, {'"': "&quot;"})
+    return html.escape(text, quote=True)
 
 
 def num(v: float) -> str:
