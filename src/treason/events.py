@@ -31,7 +31,6 @@ CLASS_NAMES = {
     Severity.BEYOND: "beyond",
     Severity.KERNEL: "kernel",
 }
-CLASS_BY_NAME = {v: k for k, v in CLASS_NAMES.items()}
 
 
 @dataclass(slots=True)

@@ -11,12 +11,12 @@ import json
 
 from treason.events import Event
 from treason.live.stats import LiveStats
-from treason.output.text import CLASS_TEXT, flow, summary_lines, timestamp
+from treason.output.text import flow, summary_lines, timestamp
 
 
 def event_text(e: Event) -> list[str]:
     """One event as it happens: when, who shrank towards whom, by how much, and the log line."""
-    cls = CLASS_TEXT[e.cls] + (" (close)" if e.closing else "")
+    cls = e.cls.label + (" (close)" if e.closing else "")
     if e.certainty != "definite":
         cls += " ?"
     scale = str(e.scale) if e.scale_known else f"{e.scale}?"

@@ -33,7 +33,7 @@ from treason.output.svg import (
     tick_label,
     ticks,
 )
-from treason.output.text import CLASS_TEXT, endpoint, summary_lines
+from treason.output.text import endpoint, summary_lines
 from treason.output.trace import Key, Marked, Trace
 from treason.scanner import ScanStats
 
@@ -199,7 +199,7 @@ def _peer_table(out: TextIO, events: Sequence[Event]) -> None:
             f'<tr><td>{esc(addr)}</td><td>{ports}</td><td class="n">{n}</td>'
             f'<td class="n">{kern}</td><td class="n">{back}</td>'
             f'<td class="n">{beyond}</td><td class="n">{flows}</td>'
-            f'<td class="k-{worst.label}">{CLASS_TEXT[worst]}</td></tr>\n'
+            f'<td class="k-{worst.label}">{worst.label}</td></tr>\n'
         )
     w("</table>\n")
 
@@ -324,7 +324,7 @@ def _event_table(out: TextIO, t: Trace) -> None:
     )
     for m in t.marks:
         e = m.event
-        cls = CLASS_TEXT[e.cls] + (" (close)" if e.closing else "")
+        cls = e.cls.label + (" (close)" if e.closing else "")
         if e.certainty != "definite":
             cls += " ?"
         w(

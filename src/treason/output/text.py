@@ -15,13 +15,6 @@ from treason.events import Event, Severity
 from treason.scanner import ScanStats
 from treason.terminal import safe
 
-CLASS_TEXT = {
-    Severity.RETRACTION: "retraction",
-    Severity.SHRINK: "shrink",
-    Severity.BEYOND: "beyond",
-    Severity.KERNEL: "kernel",
-}
-
 
 def timestamp(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -83,7 +76,7 @@ def peer_table(events: Sequence[Event]) -> list[str]:
                 sum(e.shrink_bytes for e in evs),
                 max(e.beyond_bytes for e in evs),
                 len(flows),
-                CLASS_TEXT[max(e.cls for e in evs)],
+                max(e.cls for e in evs).label,
             )
         )
     rows.sort(key=lambda r: (-r[2], r[0]))
@@ -94,7 +87,7 @@ def peer_table(events: Sequence[Event]) -> list[str]:
 def event_table(events: Sequence[Event], with_file: bool) -> list[str]:
     rows = []
     for e in events:
-        cls = CLASS_TEXT[e.cls] + (" (close)" if e.closing else "")
+        cls = e.cls.label + (" (close)" if e.closing else "")
         if e.certainty != "definite":
             cls += " ?"
         scale = str(e.scale) if e.scale_known else f"{e.scale}?"
