@@ -113,10 +113,10 @@ class ChunkBuffer:
 
     __slots__ = ("_base", "_source", "_stream", "buf", "eof", "pos")
 
-    def __init__(self, stream: Readable, source: str, initial: bytes = b"") -> None:
+    def __init__(self, stream: Readable, source: str) -> None:
         self._stream = stream
         self._source = source
-        self.buf = initial
+        self.buf = b""
         self.pos = 0
         self._base = 0  # absolute offset of buf[0]
         self.eof = False
@@ -149,13 +149,10 @@ class ChunkBuffer:
         self.buf = b"".join(parts)
         return have >= n
 
-    def at_end(self) -> bool:
-        return not self.ensure(1)
 
-
-def open_source(
-    source: str | os.PathLike[str] | BinaryIO, name: str | None
-) -> tuple[Readable, str, object | None]:
+def open_stream(
+    source: str | os.PathLike[str] | BinaryIO, display: str
+) -> tuple[Readable, str, BinaryIO | None]:
     """Open ``source`` for reading; returns the stream, its display name and what to close.
 
     OS errors become one-line ``CaptureError`` messages (``No such file or directory``, ``is a
@@ -164,16 +161,16 @@ def open_source(
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if path == "-":
-            return sys.stdin.buffer, name or "<stdin>", None
-        display = name or path
+            if sys.stdin is None:
+                raise CaptureError(display, "standard input is closed")
+            return sys.stdin.buffer, display, None
         if os.path.isdir(path):
             raise CaptureError(display, "is a directory, not a capture file")
         try:
-            fh = open(path, "rb")  # noqa: SIM115 - closed by the reader when done
+            fh = open(path, "rb")  # noqa: SIM115 - closed by the Capture when done
         except OSError as exc:
             raise CaptureError(display, exc.strerror or str(exc)) from None
         return fh, display, fh
-    display = name or str(getattr(source, "name", "<stream>"))
     return source, display, None
 
 
