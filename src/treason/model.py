@@ -76,7 +76,7 @@ class Side:
         self.shrink_counts: list[int] | None = None  # per shift, shrinks it would imply
         self.ts_recent: int | None = None  # TSval of the last accepted update from the peer
         self.held: Event | None = None  # open zero-window event (see FlowTable)
-        self.last_copy: tuple | None = None
+        self.last_copy: tuple[object, ...] | None = None
 
     def edge(self, shift: int) -> int:
         """The right edge of the last accepted update, under ``shift``."""
@@ -160,7 +160,7 @@ class Connection:
             self.stats.ignored_syns += 1
             return
         client = self.client
-        if client is not None and seg.ack != sq.add(client.isn, 1):
+        if client is not None and client.isn is not None and seg.ack != sq.add(client.isn, 1):
             self.stats.ignored_syns += 1  # answers some other SYN
             return
         self.synack_seen = True
@@ -262,9 +262,11 @@ class Connection:
             if s.snd_nxt is not None:
                 self.stats.unseen_acks += 1
             s.snd_nxt = ack
-        wl1 = s.snd_wl1
-        if wl1 is not None and not (
-            sq.before(wl1, seg.seq) or (wl1 == seg.seq and not sq.before(ack, s.snd_wl2))
+        wl1, wl2 = s.snd_wl1, s.snd_wl2  # set together
+        if (
+            wl1 is not None
+            and wl2 is not None
+            and not (sq.before(wl1, seg.seq) or (wl1 == seg.seq and not sq.before(ack, wl2)))
         ):
             self.stats.stale_updates += 1
             return None
@@ -398,6 +400,10 @@ class Connection:
         )
 
 
+#: A flow: its VLAN stack and both endpoints, lower one first (either direction, one key).
+FlowKey = tuple[tuple[int, ...], tuple[str, int], tuple[str, int]]
+
+
 @dataclass
 class FlowTable:
     """Connections by flow key, with the idle timeout and cap the scanners share.
@@ -419,7 +425,7 @@ class FlowTable:
     stats: ScanStats = field(default_factory=ScanStats)
 
     def __post_init__(self) -> None:
-        self._conns: dict[tuple, Connection] = {}
+        self._conns: dict[FlowKey, Connection] = {}
         self._now = 0
         self._queue: deque[Event] = deque()  # events not yet released, in frame order
         self._due: deque[tuple[int, Event]] = deque()  # (deadline, event), in deadline order
@@ -429,7 +435,7 @@ class FlowTable:
         return len(self._conns)
 
     @staticmethod
-    def key(seg: Segment) -> tuple:
+    def key(seg: Segment) -> FlowKey:
         a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
         return (seg.vlan, a, b) if a <= b else (seg.vlan, b, a)
 

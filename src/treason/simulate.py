@@ -50,7 +50,16 @@ class Conversation:
         self.conn.process(self._segment(SENDER, RECEIVER, isn, self._r_seq, SYN | ACK, 65535))
         self.first_ack = self.ack(0, window)
 
-    def _segment(self, src, dst, seq, ack, flags, win, length=0) -> Segment:
+    def _segment(
+        self,
+        src: tuple[str, int],
+        dst: tuple[str, int],
+        seq: int,
+        ack: int,
+        flags: int,
+        win: int,
+        length: int = 0,
+    ) -> Segment:
         self._frame += 1
         return Segment(
             frame=self._frame,

@@ -134,9 +134,9 @@ class CompiledEngine:
                         with memoryview(buf) as view, view[filled:] as free:
                             n = readinto(free) or 0
                     else:
-                        data = stream.read(len(buf) - filled)
-                        n = len(data)
-                        buf[filled : filled + n] = data
+                        got = stream.read(len(buf) - filled)
+                        n = len(got)
+                        buf[filled : filled + n] = got
                 except CaptureError as exc:
                     # Corrupt compressed data past the buffer: the reference reader meets it
                     # only when it needs those bytes, so damage inside the buffer comes first.

@@ -12,7 +12,8 @@ import ctypes
 import socket
 import struct
 
-from treason.decode import LINKTYPE_ETHERNET, LINKTYPE_RAW
+from treason.decode import LINKTYPE_ETHERNET as LINKTYPE_ETHERNET
+from treason.decode import LINKTYPE_RAW as LINKTYPE_RAW
 from treason.errors import TreasonError
 
 SO_ATTACH_FILTER = 26

@@ -147,12 +147,12 @@ def capture_loop(
     while not stopping():
         timeout = None if next_tick is None else max(0.0, next_tick - time.monotonic())
         try:
-            ready, _, _ = select.select([source, wakeup_fd], [], [], timeout)
+            ready, _, _ = select.select([source.fileno(), wakeup_fd], [], [], timeout)
         except InterruptedError:
             ready = []
         if wakeup_fd in ready:
             _drain(wakeup_fd)
-        if source in ready:
+        if source.fileno() in ready:
             # Bounded bursts, so the status line and a stop request are never starved.
             for _ in range(64):
                 if pull(batch) < batch:
