@@ -516,13 +516,14 @@ def test_gzip_members_and_trailers_agree(tail: bytes) -> None:
 
 @needs_fast
 def test_deep_vlan_stack_and_huge_timestamps() -> None:
-    """A 9-tag VLAN stack is part of the flow key; pcapng timestamps beyond 64-bit nanoseconds."""
+    """A 9-tag VLAN stack is part of the flow key; pcapng timestamps beyond 64-bit nanoseconds
+    (2**38 quarter seconds: year 4147)."""
     conv = [f for _ts, f in shrink_conversation().frames]
     tagged = [
         f[:12] + b"".join(struct.pack("!HH", 0x8100, 100 + i) for i in range(9)) + f[12:]
         for f in conv
     ]
-    frames = [(0, 2**63 + i, f) for i, f in enumerate(tagged)]
+    frames = [(0, 2**38 * 10**9 // 4 + 3 * 10**9 + i, f) for i, f in enumerate(tagged)]
     data = pcapng_file(frames, [1], 65535, "<", 0x80 | 2, False)
     events, _stats, error = assert_same(data)
     assert error is None and events and events[0][0]["vlan"] == tuple(range(100, 109))

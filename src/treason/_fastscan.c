@@ -1525,6 +1525,11 @@ static void parse_idb(Iface *f, const uint8_t *body, Py_ssize_t blen, int big)
     }
 }
 
+/* readers.pcapng: interfaces per section, and frame times within years 1-9999 UTC. */
+#define MAX_INTERFACES 65536u
+#define MIN_TS_NS ((i128)-62135596800LL * 1000000000)
+#define MAX_TS_NS ((i128)253402300799LL * 1000000000)
+
 static inline i128 iface_ts(const Iface *f, uint64_t ts)
 {
     u128 t = (u128)ts * f->ns_mul;
@@ -1661,6 +1666,11 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
             }
             const Iface *f = &S->ifaces[if_id];
             i128 ts = iface_ts(f, ((uint64_t)ts_high << 32) | ts_low);
+            if (ts < MIN_TS_NS || ts > MAX_TS_NS) {
+                set_error(S, 1, start, "timestamp out of range (outside years 1-9999)");
+                pos -= blen;
+                break;
+            }
             if (frame(S, ts, f->linktype, body + 20, caplen, orig_len) < 0)
                 break;
         } else if (btype == 3) {
@@ -1692,6 +1702,12 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
         } else if (btype == 1) {
             if (S->sections == 0) {
                 set_error(S, 1, start, "missing pcapng section header block");
+                pos -= blen;
+                break;
+            }
+            if (S->n_ifaces == MAX_INTERFACES) {
+                set_error(S, 1, start, "more than %u interfaces in one pcapng section",
+                          (unsigned)MAX_INTERFACES);
                 pos -= blen;
                 break;
             }

@@ -27,6 +27,15 @@ BYTE_ORDER_MAGIC = 0x1A2B3C4D
 #: Blocks (other than packets) can be big (name resolution, decryption secrets), but not this big.
 MAX_BLOCK = 16 * 1024 * 1024
 
+#: Interfaces one section may describe (the obsolete packet block's 16-bit interface id); more
+#: is damage or an attack (each one is kept until the section ends).
+MAX_INTERFACES = 65536
+
+#: Frame times a calendar can show, years 1-9999 UTC (as Python's ``datetime``): ``if_tsresol``
+#: and ``if_tsoffset`` can make any value, and one outside is damage, not a capture time.
+MIN_TS_NS = -62_135_596_800 * 10**9
+MAX_TS_NS = 253_402_300_799 * 10**9
+
 OPT_ENDOFOPT = 0
 OPT_IF_TSRESOL = 9
 OPT_IF_TSOFFSET = 14
@@ -154,6 +163,8 @@ def read_pcapng(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
             _check_caplen(caplen, iface, source, start)
             ts = (ts_high << 32) | ts_low
             ts_ns = ts * iface.ns_mul // iface.ns_div + iface.offset_ns
+            if not MIN_TS_NS <= ts_ns <= MAX_TS_NS:
+                raise CaptureError(source, "timestamp out of range (outside years 1-9999)", start)
             number += 1
             yield Frame(
                 number, ts_ns, iface.linktype, buf[data_start : data_start + caplen], orig_len
@@ -179,6 +190,10 @@ def read_pcapng(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
         elif btype == IDB:
             if sections == 0:
                 raise CaptureError(source, "missing pcapng section header block", start)
+            if len(interfaces) == MAX_INTERFACES:
+                raise CaptureError(
+                    source, f"more than {MAX_INTERFACES} interfaces in one pcapng section", start
+                )
             iface = _interface(buf[body_start:body_end], order)
             interfaces.append(iface)
 
