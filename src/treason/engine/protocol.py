@@ -57,7 +57,8 @@ class Engine(Protocol):
         ...
 
     def feed(self, frames: Sequence[Frame]) -> list[Event]:
-        """Analyse ``frames`` (in capture order); the events that became final, in frame order."""
+        """Analyse ``frames`` (in capture order, numbered from 1 in the order fed, as a live
+        capture numbers them); the events that became final, in frame order."""
         ...
 
     def feed_records(self, records: Records, linktype: int) -> list[Event]:
