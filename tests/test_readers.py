@@ -645,6 +645,11 @@ def test_unreadable_large_capture_with_a_progress_line(request: pytest.FixtureRe
     (run as an unprivileged user, with stderr on a terminal so the progress line is wanted)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run the command as another user")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TERM": "xterm"}
+    probe = [*nobody, sys.executable, "-c", "import treason.cli"]
+    if subprocess.run(probe, env=env, cwd="/", capture_output=True).returncode:
+        pytest.skip("the interpreter or the source tree is not readable by an unprivileged user")
     # pytest's own temporary directories are root's alone: this one "nobody" may enter.
     public = Path(tempfile.mkdtemp(prefix="treason-unreadable-", dir="/tmp"))
     os.chmod(public, 0o755)
@@ -657,20 +662,10 @@ def test_unreadable_large_capture_with_a_progress_line(request: pytest.FixtureRe
     main, other = pty.openpty()
     try:
         r = subprocess.run(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                sys.executable,
-                "-m",
-                "treason",
-                "scan",
-                str(path),
-            ],
+            [*nobody, sys.executable, "-m", "treason", "scan", str(path)],
             stdout=subprocess.PIPE,
             stderr=other,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "TERM": "xterm"},
+            env=env,
             cwd="/",
         )
         os.close(other)
