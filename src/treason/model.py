@@ -1,6 +1,6 @@
 """The reference model: how one TCP connection's senders see their peers' receive windows.
 
-This is the readable definition of every rule in DESIGN §3. It is what ``explain`` and
+This is the readable definition of every rule in ``docs/model.md``. It is what ``explain`` and
 ``simulate`` run, what the tests check properties against, and the oracle the fast scanner
 must agree with event for event. It favours clarity over speed.
 
@@ -19,7 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from treason import seq as sq
-from treason.events import Event, Severity
+from treason.engine.stats import ModelStats, ScanStats
+from treason.events import Certainty, Event, Severity
 from treason.packets import ACK, FIN, RST, SYN, Segment
 
 #: RFC 7323 §2.3: shift counts above 14 are treated as 14.
@@ -29,21 +30,6 @@ ALL_SHIFTS = (1 << (MAX_SHIFT + 1)) - 1
 #: How long (capture time) a zero-window event stays open for data the sender had in flight:
 #: Linux's minimum retransmission timeout, the earliest its sender can log the stall.
 HOLD_NS = 200_000_000
-
-
-@dataclass
-class ModelStats:
-    """Anomalies the model met; none of them is fatal and none makes an event."""
-
-    duplicates: int = 0  # exact copies (span ports) dropped
-    old_acks: int = 0  # ACK before SND.UNA: reordered or retransmitted, never a shrink
-    stale_updates: int = 0  # failed the SND.WL1/SND.WL2 test: older than the last update
-    paws_rejects: int = 0  # TSval older than the last accepted update's: a reordered segment
-    unseen_acks: int = 0  # ACK beyond SND.NXT: the capture missed the data it acknowledges
-    stray_acks: int = 0  # ACKs before the handshake completed (not a baseline)
-    ignored_syns: int = 0  # SYNs inside a live connection (scales untouched)
-    resets: int = 0  # RST segments (their windows are ignored)
-    window_overruns: int = 0  # new data beyond the edge under every plausible shift
 
 
 class Side:
@@ -90,7 +76,7 @@ class Side:
         self.shrink_counts: list[int] | None = None  # per shift, shrinks it would imply
         self.ts_recent: int | None = None  # TSval of the last accepted update from the peer
         self.held: Event | None = None  # open zero-window event (see FlowTable)
-        self.last_copy: tuple | None = None
+        self.last_copy: tuple[object, ...] | None = None
 
     def edge(self, shift: int) -> int:
         """The right edge of the last accepted update, under ``shift``."""
@@ -174,7 +160,7 @@ class Connection:
             self.stats.ignored_syns += 1
             return
         client = self.client
-        if client is not None and seg.ack != sq.add(client.isn, 1):
+        if client is not None and client.isn is not None and seg.ack != sq.add(client.isn, 1):
             self.stats.ignored_syns += 1  # answers some other SYN
             return
         self.synack_seen = True
@@ -231,7 +217,7 @@ class Connection:
         event.beyond_bytes = max(0, sq.diff(snd_nxt, event.new_edge))
         if sq.before(event.snd_una, snd_nxt):
             event.cls = Severity.KERNEL
-            event.certainty = "definite"
+            event.certainty = Certainty.DEFINITE
 
     def _rule_out_shifts(self, sender: Side, data_end: int) -> None:
         """New data past the furthest edge offered under shift s proves s is not the scale.
@@ -276,9 +262,11 @@ class Connection:
             if s.snd_nxt is not None:
                 self.stats.unseen_acks += 1
             s.snd_nxt = ack
-        wl1 = s.snd_wl1
-        if wl1 is not None and not (
-            sq.before(wl1, seg.seq) or (wl1 == seg.seq and not sq.before(ack, s.snd_wl2))
+        wl1, wl2 = s.snd_wl1, s.snd_wl2  # set together
+        if (
+            wl1 is not None
+            and wl2 is not None
+            and not (sq.before(wl1, seg.seq) or (wl1 == seg.seq and not sq.before(ack, wl2)))
         ):
             self.stats.stale_updates += 1
             return None
@@ -334,7 +322,7 @@ class Connection:
             cls, _ = self._classify(seg, s, shift)
             if cls is None:
                 return None
-            certainty = "definite"
+            certainty = Certainty.DEFINITE
         else:
             found = self._infer(seg, s)
             if found is None:
@@ -342,7 +330,7 @@ class Connection:
             cls, shift, certainty = found
         return self._event(seg, r, s, shift, cls, certainty)
 
-    def _infer(self, seg: Segment, s: Side) -> tuple[Severity, int, str] | None:
+    def _infer(self, seg: Segment, s: Side) -> tuple[Severity, int, Certainty] | None:
         """Judge an update when the handshake (and so the scale) was not captured.
 
         Every shift not ruled out by the sender's data (``feasible``) is a hypothesis. A
@@ -368,7 +356,7 @@ class Connection:
             # A zero window is scale independent: Linux on the sender logs it whatever the
             # shift, so it is definite as soon as any shift sees the edge move back.
             moved = [k for k, c in classes.items() if c is not None]
-            return (Severity.KERNEL, moved[0], "definite") if moved else None
+            return (Severity.KERNEL, moved[0], Certainty.DEFINITE) if moved else None
         fewest = min(counts[k] for k in classes)
         plausible = [k for k in classes if counts[k] == fewest]
         hits = [k for k in plausible if (classes[k] or 0) >= Severity.SHRINK]
@@ -378,10 +366,11 @@ class Connection:
             return None
         cls = classes[hits[0]]
         assert cls is not None
-        return cls, hits[0], "definite" if len(hits) == len(plausible) else "possible"
+        certainty = Certainty.DEFINITE if len(hits) == len(plausible) else Certainty.POSSIBLE
+        return cls, hits[0], certainty
 
     def _event(
-        self, seg: Segment, r: Side, s: Side, shift: int, cls: Severity, certainty: str
+        self, seg: Segment, r: Side, s: Side, shift: int, cls: Severity, certainty: Certainty
     ) -> Event:
         assert s.snd_una is not None and s.snd_nxt is not None
         old_edge = s.edge(shift)
@@ -411,6 +400,10 @@ class Connection:
         )
 
 
+#: A flow: its VLAN stack and both endpoints, lower one first (either direction, one key).
+FlowKey = tuple[tuple[int, ...], tuple[str, int], tuple[str, int]]
+
+
 @dataclass
 class FlowTable:
     """Connections by flow key, with the idle timeout and cap the scanners share.
@@ -429,14 +422,10 @@ class FlowTable:
 
     max_flows: int = 500_000
     idle_timeout_ns: int = 600 * 10**9
-    stats: ModelStats = field(default_factory=ModelStats)
-    flows: int = 0
-    handshakes: int = 0
-    evicted_idle: int = 0
-    evicted_cap: int = 0
+    stats: ScanStats = field(default_factory=ScanStats)
 
     def __post_init__(self) -> None:
-        self._conns: dict[tuple, Connection] = {}
+        self._conns: dict[FlowKey, Connection] = {}
         self._now = 0
         self._queue: deque[Event] = deque()  # events not yet released, in frame order
         self._due: deque[tuple[int, Event]] = deque()  # (deadline, event), in deadline order
@@ -446,7 +435,7 @@ class FlowTable:
         return len(self._conns)
 
     @staticmethod
-    def key(seg: Segment) -> tuple:
+    def key(seg: Segment) -> FlowKey:
         a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
         return (seg.vlan, a, b) if a <= b else (seg.vlan, b, a)
 
@@ -462,16 +451,16 @@ class FlowTable:
         if conn is None or (seg.flags & (SYN | ACK) == SYN and conn.reusable_by(seg)):
             if conn is None and len(conns) >= self.max_flows:
                 self._drop(conns.pop(next(iter(conns))))
-                self.evicted_cap += 1
+                self.stats.evicted_cap += 1
             elif conn is not None:
                 self._drop(conn)
-            conn = Connection(seg, seg.vlan, self.stats)
-            self.flows += 1
+            conn = Connection(seg, seg.vlan, self.stats.model)
+            self.stats.flows += 1
         was_seen = conn.handshake_seen
         event = conn.process(seg)
         conn.last_active = self._now
         if conn.handshake_seen and not was_seen:
-            self.handshakes += 1
+            self.stats.handshakes += 1
         conns[key] = conn
         if event is not None:
             self._queue.append(event)
@@ -525,4 +514,4 @@ class FlowTable:
             if conns[key].last_active >= limit:
                 break
             self._drop(conns.pop(key))
-            self.evicted_idle += 1
+            self.stats.evicted_idle += 1
