@@ -411,6 +411,7 @@ def test_a_scanner_that_names_its_fields_differently_is_refused() -> None:
         "MARK_EVENT": 1,
         "MARK_SHOWN": 2,
         "MARK_ZERO": 4,
+        "SEGREC_FORMAT": compiled.SEGREC_FORMAT,
     }
     compiled.check_contract(types.SimpleNamespace(**good))
     swapped = list(compiled.EVENT_FIELDS)

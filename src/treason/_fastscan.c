@@ -120,6 +120,7 @@ static inline uint32_t rd32(const uint8_t *p, int big) { return big ? be32(p) : 
 typedef struct {
     uint64_t frame;
     i128 ts;
+    i128 clock; /* the flow table's clock at this segment: the latest segment time so far */
     int v6;
     uint8_t src[16], dst[16];
     uint16_t sport, dport;
@@ -221,6 +222,7 @@ typedef struct {
     /* framing, per capture (begin) */
     int fmt; /* 1 pcap, 2 pcapng, 0 before begin() */
     uint64_t number; /* frames of this capture so far: the next frame's number - 1 */
+    uint64_t base; /* added to every frame number of this capture (begin) */
     int started;
     int big;
     uint64_t ns_per_unit;
@@ -256,6 +258,13 @@ typedef struct {
     /* with mark_flows(True): per frame, None (skipped) or (flow key, event bits), not yet taken */
     PyObject *marks;
     int py_error;
+    /* split mode (split()): frames are decoded into segment records per bucket, not analysed */
+    int split; /* 0 off; else 1 + number of buckets (1: only the capture's time span) */
+    uint8_t **bk; /* per bucket: segment records (SegRec), back to back */
+    size_t *bk_len, *bk_cap;
+    int have_first;
+    uint32_t first_lt;
+    i128 first_ts, max_ts; /* of the frames split so far */
 } Scanner;
 
 static void set_error(Scanner *S, int kind, int64_t offset, const char *fmt, ...)
@@ -1267,17 +1276,23 @@ static void conn_evict(Scanner *S, uint32_t idx)
     S->live--;
 }
 
-static int table_process(Scanner *S, const Seg *g)
+/* FlowTable._expire: flows idle longer than the timeout on the table's clock, oldest first. */
+static void expire(Scanner *S)
 {
-    if (g->ts > S->now)
-        S->now = g->ts;
-    if (S->q_head != S->q_tail)
-        close_due(S, S->now);
     i128 limit = S->now - S->idle;
     while (S->lru_head != NIL && S->conns[S->lru_head].last_active < limit) {
         conn_evict(S, S->lru_head);
         S->evicted_idle++;
     }
+}
+
+static int table_process(Scanner *S, const Seg *g)
+{
+    if (g->clock > S->now)
+        S->now = g->clock;
+    if (S->q_head != S->q_tail)
+        close_due(S, S->now);
+    expire(S);
     const uint8_t *lo, *hi;
     uint16_t lo_port, hi_port;
     int c0 = addr_cmp(g->src, g->dst);
@@ -1383,13 +1398,18 @@ nomem:
 
 /* -- one frame ------------------------------------------------------------------------------ */
 
+static int split_frame(Scanner *S, Seg *g, uint32_t lt, const uint8_t *d, int64_t len,
+                       uint32_t orig_len);
+
 static inline int frame(Scanner *S, i128 ts, uint32_t lt, const uint8_t *d, int64_t len,
                         uint32_t orig_len)
 {
     Seg g;
     S->frames++;
-    g.frame = ++S->number;
-    g.ts = ts;
+    g.frame = S->base + ++S->number;
+    g.ts = g.clock = ts;
+    if (S->split)
+        return split_frame(S, &g, lt, d, len, orig_len);
     int why = decode(S, lt, d, len, orig_len, &g);
     if (S->py_error)
         return -1;
@@ -1403,6 +1423,181 @@ static inline int frame(Scanner *S, i128 ts, uint32_t lt, const uint8_t *d, int6
     }
     S->segments++;
     return table_process(S, &g);
+}
+
+
+/* -- split mode (treason.sets.records) ------------------------------------------------------ */
+
+/*
+ * A decoded segment as a record of its own, so that a capture can be decoded once and its
+ * segments analysed elsewhere (another process, another machine) in any grouping by flow. Native
+ * byte order, no padding (Python reads it with struct format SEGREC_FORMAT); nvlan VLAN ids
+ * (uint16) follow, and the record is padded to a multiple of 8 bytes.
+ */
+typedef struct {
+    uint32_t size; /* bytes of the whole record */
+    uint16_t nvlan;
+    uint8_t v6, flags;
+    uint64_t frame; /* frame number, base included */
+    uint64_t ts[2]; /* capture time (ns), low and high halves of 128 bits */
+    uint64_t clock[2]; /* latest segment time of the capture so far, likewise */
+    int64_t payload_len;
+    uint32_t seq, ack, tsval;
+    uint16_t sport, dport, win, ip_id, checksum;
+    uint8_t ws, opts; /* opts bit 0: window-scale option present; bit 1: TSval present */
+    uint8_t src[16], dst[16];
+} SegRec;
+
+#define SEGREC_FORMAT "=IHBBQQQQQqIIIHHHHHBB16s16s"
+_Static_assert(sizeof(SegRec) == 112, "SegRec must have no padding (SEGREC_FORMAT)");
+
+static int bucket_put(Scanner *S, uint32_t b, const Seg *g)
+{
+    size_t size = (sizeof(SegRec) + g->nvlan * sizeof(uint16_t) + 7) & ~(size_t)7;
+    if (S->bk_len[b] + size > S->bk_cap[b]) {
+        size_t cap = S->bk_cap[b] ? S->bk_cap[b] * 2 : 65536;
+        while (cap < S->bk_len[b] + size)
+            cap *= 2;
+        uint8_t *p = realloc(S->bk[b], cap);
+        if (!p)
+            return -1;
+        S->bk[b] = p;
+        S->bk_cap[b] = cap;
+    }
+    SegRec r;
+    memset(&r, 0, sizeof r);
+    r.size = (uint32_t)size;
+    r.nvlan = (uint16_t)g->nvlan;
+    r.v6 = (uint8_t)g->v6;
+    r.flags = g->flags;
+    r.frame = g->frame;
+    r.ts[0] = (uint64_t)(u128)g->ts;
+    r.ts[1] = (uint64_t)((u128)g->ts >> 64);
+    r.clock[0] = (uint64_t)(u128)g->clock;
+    r.clock[1] = (uint64_t)((u128)g->clock >> 64);
+    r.payload_len = g->payload_len;
+    r.seq = g->seq;
+    r.ack = g->ack;
+    r.tsval = g->has_tsval ? g->tsval : 0;
+    r.sport = g->sport;
+    r.dport = g->dport;
+    r.win = g->win;
+    r.ip_id = g->ip_id;
+    r.checksum = g->checksum;
+    r.ws = g->ws >= 0 ? (uint8_t)g->ws : 0;
+    r.opts = (uint8_t)((g->ws >= 0 ? 1 : 0) | (g->has_tsval ? 2 : 0));
+    memcpy(r.src, g->src, 16);
+    memcpy(r.dst, g->dst, 16);
+    uint8_t *at = S->bk[b] + S->bk_len[b];
+    memset(at, 0, size);
+    memcpy(at, &r, sizeof r);
+    if (g->nvlan)
+        memcpy(at + sizeof r, g->vlan, g->nvlan * sizeof(uint16_t));
+    S->bk_len[b] += size;
+    return 0;
+}
+
+/*
+ * One frame in split mode: counted (frames, skipped, segments) here and only here, its time
+ * added to the capture's span, and its segment written to the bucket of its flow. The bucket is
+ * a hash of the flow key that is the same in both directions and in every process (seed 0).
+ */
+static int split_frame(Scanner *S, Seg *g, uint32_t lt, const uint8_t *d, int64_t len,
+                       uint32_t orig_len)
+{
+    if (!S->have_first) {
+        S->have_first = 1;
+        S->first_ts = S->max_ts = g->ts;
+        S->first_lt = lt;
+    } else if (g->ts > S->max_ts) {
+        S->max_ts = g->ts;
+    }
+    uint32_t n = (uint32_t)(S->split - 1);
+    if (!n)
+        return 0;
+    int why = decode(S, lt, d, len, orig_len, g);
+    if (S->py_error)
+        return -1;
+    if (why >= 0) {
+        S->skipped[why]++;
+        return 0;
+    }
+    S->segments++;
+    if (g->ts > S->now)
+        S->now = g->ts;
+    g->clock = S->now;
+    const uint8_t *lo, *hi;
+    uint16_t lo_port, hi_port;
+    int c0 = addr_cmp(g->src, g->dst);
+    if (c0 < 0 || (c0 == 0 && g->sport <= g->dport)) {
+        lo = g->src, lo_port = g->sport, hi = g->dst, hi_port = g->dport;
+    } else {
+        lo = g->dst, lo_port = g->dport, hi = g->src, hi_port = g->sport;
+    }
+    uint32_t h = key_hash(0, lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
+    if (bucket_put(S, h % n, g) < 0) {
+        S->py_error = 1;
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* Analyse segment records (split mode's output) as if their frames were fed here. */
+static int feed_segrecs(Scanner *S, const uint8_t *buf, Py_ssize_t len, i128 base_clock)
+{
+    Py_ssize_t pos = 0;
+    while (len - pos >= (Py_ssize_t)sizeof(SegRec)) {
+        SegRec r;
+        memcpy(&r, buf + pos, sizeof r);
+        if (r.size < sizeof r || (Py_ssize_t)r.size > len - pos ||
+            r.size < sizeof r + r.nvlan * sizeof(uint16_t)) {
+            PyErr_SetString(PyExc_ValueError, "malformed segment record");
+            S->py_error = 1;
+            return -1;
+        }
+        Seg g;
+        g.frame = r.frame;
+        g.ts = (i128)(((u128)r.ts[1] << 64) | r.ts[0]);
+        g.clock = (i128)(((u128)r.clock[1] << 64) | r.clock[0]);
+        if (base_clock > g.clock)
+            g.clock = base_clock;
+        g.v6 = r.v6;
+        memcpy(g.src, r.src, 16);
+        memcpy(g.dst, r.dst, 16);
+        g.sport = r.sport;
+        g.dport = r.dport;
+        g.seq = r.seq;
+        g.ack = r.ack;
+        g.flags = r.flags;
+        g.win = r.win;
+        g.payload_len = r.payload_len;
+        g.ws = (r.opts & 1) ? r.ws : -1;
+        g.nvlan = r.nvlan;
+        for (uint32_t i = 0; i < g.nvlan; i++) {
+            uint16_t id;
+            memcpy(&id, buf + pos + sizeof r + i * sizeof id, sizeof id);
+            if (vlan_push(S, i, id) < 0) {
+                S->py_error = 1;
+                PyErr_NoMemory();
+                return -1;
+            }
+        }
+        g.vlan = S->vlan_buf;
+        g.ip_id = r.ip_id;
+        g.checksum = r.checksum;
+        g.has_tsval = (r.opts & 2) != 0;
+        g.tsval = r.tsval;
+        if (table_process(S, &g) < 0)
+            return -1;
+        pos += r.size;
+    }
+    if (pos != len) {
+        PyErr_SetString(PyExc_ValueError, "segment records end inside a record");
+        S->py_error = 1;
+        return -1;
+    }
+    return 0;
 }
 
 /* -- pcap (treason.readers.pcap) ------------------------------------------------------------ */
@@ -1768,6 +1963,11 @@ static void Scanner_dealloc(Scanner *S)
     free(S->slots);
     free(S->ifaces);
     free(S->vlan_buf);
+    for (int b = 0; b < S->split - 1; b++)
+        free(S->bk[b]);
+    free(S->bk);
+    free(S->bk_len);
+    free(S->bk_cap);
     Py_XDECREF(S->events);
     Py_XDECREF(S->marks);
     Py_TYPE(S)->tp_free((PyObject *)S);
@@ -1803,10 +2003,11 @@ static PyObject *Scanner_feed(Scanner *S, PyObject *args)
  * interfaces, the offset, frame numbers, the damage of the last one); the flow table, its clock
  * and the counters carry on, so flows continue across consecutive captures.
  */
-static PyObject *Scanner_begin(Scanner *S, PyObject *arg)
+static PyObject *Scanner_begin(Scanner *S, PyObject *args)
 {
-    long fmt = PyLong_AsLong(arg);
-    if (fmt == -1 && PyErr_Occurred())
+    long fmt;
+    unsigned long long base = 0;
+    if (!PyArg_ParseTuple(args, "l|K", &fmt, &base))
         return NULL;
     if (fmt != 1 && fmt != 2) {
         PyErr_SetString(PyExc_ValueError, "fmt must be 1 (pcap) or 2 (pcapng)");
@@ -1814,6 +2015,7 @@ static PyObject *Scanner_begin(Scanner *S, PyObject *arg)
     }
     S->fmt = (int)fmt;
     S->number = 0;
+    S->base = base;
     S->started = 0;
     S->big = 0;
     S->n_ifaces = 0;
@@ -1978,9 +2180,114 @@ static PyObject *Scanner_get_offset(Scanner *S, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLongLong(S->offset);
 }
 
+/* split(n): from now on, frames are decoded into segment records in n buckets (0: only the
+   time span is kept), counted, and not analysed. */
+static PyObject *Scanner_split(Scanner *S, PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0 || n > 65536 || S->split) {
+        PyErr_SetString(PyExc_ValueError, "split(n) once, with 0 <= n <= 65536");
+        return NULL;
+    }
+    if (n) {
+        S->bk = calloc((size_t)n, sizeof *S->bk);
+        S->bk_len = calloc((size_t)n, sizeof *S->bk_len);
+        S->bk_cap = calloc((size_t)n, sizeof *S->bk_cap);
+        if (!S->bk || !S->bk_len || !S->bk_cap)
+            return PyErr_NoMemory();
+    }
+    S->split = (int)n + 1;
+    Py_RETURN_NONE;
+}
+
+/* The segment records of each bucket since the last call, as bytes (one per bucket). */
+static PyObject *Scanner_take_buckets(Scanner *S, PyObject *Py_UNUSED(ignored))
+{
+    int n = S->split ? S->split - 1 : 0;
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    for (int b = 0; b < n; b++) {
+        PyObject *v = PyBytes_FromStringAndSize((const char *)S->bk[b], (Py_ssize_t)S->bk_len[b]);
+        if (!v) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, b, v);
+        S->bk_len[b] = 0;
+    }
+    return out;
+}
+
+/* None before the first frame split, else (first frame's time, latest time, first link type). */
+static PyObject *Scanner_span(Scanner *S, PyObject *Py_UNUSED(ignored))
+{
+    if (!S->have_first)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(NNI)", py_int128(S->first_ts), py_int128(S->max_ts),
+                         (unsigned int)S->first_lt);
+}
+
+/* feed_segments(records, clock_lo, clock_hi): analyse segment records; the table's clock is at
+   least the given one (the time other captures before these records reached). */
+static PyObject *Scanner_feed_segments(Scanner *S, PyObject *args)
+{
+    Py_buffer view;
+    unsigned long long lo;
+    long long hi;
+    if (!PyArg_ParseTuple(args, "y*KL", &view, &lo, &hi))
+        return NULL;
+    if (S->split || S->py_error) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "feed_segments() on a splitting or failed scanner");
+        return NULL;
+    }
+    int rc = feed_segrecs(S, view.buf, view.len, (i128)(((u128)(uint64_t)hi << 64) | lo));
+    PyBuffer_Release(&view);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* tick(clock_lo, clock_hi): the table's clock reaches the time of a segment analysed elsewhere
+   (FlowTable.tick): open events due are final, idle flows are evicted. */
+static PyObject *Scanner_tick(Scanner *S, PyObject *args)
+{
+    unsigned long long lo;
+    long long hi;
+    if (!PyArg_ParseTuple(args, "KL", &lo, &hi))
+        return NULL;
+    if (S->py_error)
+        Py_RETURN_NONE;
+    i128 now = (i128)(((u128)(uint64_t)hi << 64) | lo);
+    if (now > S->now)
+        S->now = now;
+    if (S->q_head != S->q_tail)
+        close_due(S, S->now);
+    expire(S);
+    if (S->q_head != S->q_tail && !ev_at(S, S->q_head)->open)
+        release(S);
+    if (S->py_error)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Scanner_methods[] = {
-    {"begin", (PyCFunction)Scanner_begin, METH_O,
-     "begin(fmt): a capture of format fmt (1 pcap, 2 pcapng) starts; flows carry on."},
+    {"begin", (PyCFunction)Scanner_begin, METH_VARARGS,
+     "begin(fmt, base=0): a capture of format fmt (1 pcap, 2 pcapng) starts, its frames "
+     "numbered base + 1, base + 2, ...; flows carry on."},
+    {"split", (PyCFunction)Scanner_split, METH_O,
+     "split(n): decode frames into segment records in n buckets by flow instead of analysing."},
+    {"take_buckets", (PyCFunction)Scanner_take_buckets, METH_NOARGS,
+     "The segment records of each bucket since the last call."},
+    {"span", (PyCFunction)Scanner_span, METH_NOARGS,
+     "None or (first time, latest time, first link type) of the frames split."},
+    {"feed_segments", (PyCFunction)Scanner_feed_segments, METH_VARARGS,
+     "feed_segments(records, clock_lo, clock_hi): analyse segment records."},
+    {"tick", (PyCFunction)Scanner_tick, METH_VARARGS,
+     "tick(clock_lo, clock_hi): the table's clock reaches a time without a segment here."},
     {"feed", (PyCFunction)Scanner_feed, METH_VARARGS,
      "feed(buffer, eof) -> (consumed, need): analyse every complete record in buffer."},
     {"take_events", (PyCFunction)Scanner_take_events, METH_NOARGS,
@@ -2152,7 +2459,8 @@ PyMODINIT_FUNC PyInit__fastscan(void)
         PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0 ||
         PyModule_AddIntConstant(m, "MAX_BLOCK", MAX_BLOCK) < 0 ||
         PyModule_AddIntConstant(m, "CONN_BYTES", (long)sizeof(Conn)) < 0 ||
-        PyModule_AddIntConstant(m, "UNKNOWN_SCALE_BYTES", (long)sizeof(Unknown)) < 0) {
+        PyModule_AddIntConstant(m, "UNKNOWN_SCALE_BYTES", (long)sizeof(Unknown)) < 0 ||
+        PyModule_AddStringConstant(m, "SEGREC_FORMAT", SEGREC_FORMAT) < 0) {
         Py_DECREF(m);
         return NULL;
     }

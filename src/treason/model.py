@@ -439,10 +439,15 @@ class FlowTable:
         a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
         return (seg.vlan, a, b) if a <= b else (seg.vlan, b, a)
 
-    def process(self, seg: Segment) -> tuple[Event | None, list[Event]]:
-        """Feed one segment: the event it makes (maybe still open) and the events now final."""
-        if seg.ts_ns > self._now:
-            self._now = seg.ts_ns
+    def process(self, seg: Segment, clock: int | None = None) -> tuple[Event | None, list[Event]]:
+        """Feed one segment: the event it makes (maybe still open) and the events now final.
+
+        ``clock`` is the table's clock at this segment when the segment was split out of a
+        capture analysed elsewhere (``treason.engine.segrec``); by default its own time.
+        """
+        now = seg.ts_ns if clock is None else clock
+        if now > self._now:
+            self._now = now
         self._close_due(self._now)
         self._expire()
         key = self.key(seg)
@@ -473,6 +478,16 @@ class FlowTable:
     def advance(self, now_ns: int) -> list[Event]:
         """Let the clock reach ``now_ns`` without a packet (live capture on a quiet link)."""
         self._close_due(now_ns)
+        return self._release()
+
+    def tick(self, clock: int) -> list[Event]:
+        """The table's clock reaches ``clock`` through a segment analysed elsewhere (another
+        bucket of a split capture): open events due are final and idle flows are evicted, as
+        that segment would have done here."""
+        if clock > self._now:
+            self._now = clock
+        self._close_due(self._now)
+        self._expire()
         return self._release()
 
     def flush(self) -> list[Event]:

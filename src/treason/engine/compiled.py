@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from treason.decode import SKIP_REASONS
 from treason.engine.protocol import (
@@ -25,6 +25,8 @@ from treason.engine.protocol import (
     Records,
     count_events,
 )
+from treason.engine.segrec import FORMAT as SEGREC_FORMAT
+from treason.engine.segrec import halves
 from treason.engine.stats import FLOW_COUNTERS, MODEL_COUNTERS, ScanStats, Tally
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Certainty, Event, Severity
@@ -66,6 +68,8 @@ EVENT_FIELDS = (
 
 _FORMATS = {"pcap": 1, "pcapng": 2}
 
+_T = TypeVar("_T")
+
 #: pcap header of the stream ``feed`` and ``feed_records`` make: nanosecond records, native
 #: byte order, snap length 0 (records up to the scanner's 256 KiB limit).
 _STREAM_HEADER = struct.Struct("=IHHiIII")
@@ -106,19 +110,52 @@ class CompiledEngine:
         self._linktype: int | None = None  # of the stream feed() makes, once begun
         self._active = 0
         self._chunk = chunk
+        self._buckets: int | None = None  # split mode, once split() was called
 
-    def read(self, capture: Capture) -> Iterator[Event]:
+    def read(self, capture: Capture, base: int = 0) -> Iterator[Event]:
         scanner = self._scanner
-        scanner.begin(_FORMATS[capture.format])
+        scanner.begin(_FORMATS[capture.format], base)
         self._linktype = None
         try:
-            yield from self._frames(capture, self._chunk)
+            yield from self._frames(capture, self._chunk, self._collect)
             capture.check_end(scanner.offset)
         finally:
             self._update()
 
-    def _frames(self, capture: Capture, chunk: int) -> Iterator[Event]:
-        """Read into one buffer, feed the scanner, carry the incomplete tail to the next read."""
+    def split(self, capture: Capture, buckets: int, base: int = 0) -> Iterator[list[bytes]]:
+        scanner = self._scanner
+        if self._buckets is None:
+            scanner.split(buckets)
+            self._buckets = buckets
+        elif buckets != self._buckets:
+            raise ValueError(f"this engine splits into {self._buckets} buckets, not {buckets}")
+        scanner.begin(_FORMATS[capture.format], base)
+        try:
+            yield from self._frames(capture, self._chunk, self._take_buckets)
+            capture.check_end(scanner.offset)
+        finally:
+            self._update()
+
+    def span(self) -> tuple[int, int, int] | None:
+        return self._scanner.span()
+
+    def feed_segments(self, records: Records, base_clock: int) -> list[Event]:
+        self._scanner.feed_segments(records, *halves(base_clock))
+        return list(self._collect())
+
+    def tick(self, clock: int) -> list[Event]:
+        self._scanner.tick(*halves(clock))
+        return list(self._collect())
+
+    def _take_buckets(self) -> list[list[bytes]]:
+        self._update()
+        return [self._scanner.take_buckets()]
+
+    def _frames(
+        self, capture: Capture, chunk: int, collect: Callable[[], Iterable[_T]]
+    ) -> Iterator[_T]:
+        """Read into one buffer, feed the scanner, carry the incomplete tail to the next read;
+        after each feed, yield what ``collect`` takes (events, or split mode's buckets)."""
         scanner, source, head = self._scanner, capture.name, capture.head
         buf = bytearray(max(chunk, len(head)))
         buf[: len(head)] = head
@@ -148,7 +185,7 @@ class CompiledEngine:
             with memoryview(buf) as view, view[:filled] as data:
                 used, need = scanner.feed(data, eof)
             # Stats first, then events: a consumer that stops early still sees consistent counts.
-            yield from self._collect()
+            yield from collect()
             error = scanner.error
             if error is not None:
                 truncated, message, offset = error
@@ -307,6 +344,7 @@ def check_contract(module: Any) -> None:
         "MARK_EVENT": MARK_EVENT,
         "MARK_SHOWN": MARK_SHOWN,
         "MARK_ZERO": MARK_ZERO,
+        "SEGREC_FORMAT": SEGREC_FORMAT,
     }
     for name, want in expected.items():
         got = getattr(module, name, None)

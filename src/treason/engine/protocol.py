@@ -47,13 +47,39 @@ class Engine(Protocol):
     #: packets as records, see ``treason.live.capture.PacketSocket.read_records``).
     prefers_records: bool
 
-    def read(self, capture: Capture) -> Iterator[Event]:
+    def read(self, capture: Capture, base: int = 0) -> Iterator[Event]:
         """Frame ``capture`` and analyse every frame of it; yield the events that became final.
+
+        Its frames are numbered ``base + 1``, ``base + 2``, ... (``segrec.position``: which
+        capture of a set and which frame in it).
 
         Open events stay open (a next capture may continue the flows): ``flush`` ends the
         stream. Damage raises the capture's ``CaptureError`` (``TruncatedCapture`` when it ends
         inside a record) after every event final before it was yielded.
         """
+        ...
+
+    def split(self, capture: Capture, buckets: int, base: int = 0) -> Iterator[list[bytes]]:
+        """Split mode: frame and decode ``capture`` into segment records
+        (``treason.engine.segrec``), in ``buckets`` buckets by flow, instead of analysing it;
+        yield each batch's records per bucket. Frames, skipped frames and segments are counted
+        here. With 0 buckets only the frames' time span is kept (``span``). An engine that
+        splits does nothing else, always into the same number of buckets."""
+        ...
+
+    def span(self) -> tuple[int, int, int] | None:
+        """(first frame's time, latest frame time, first frame's link type) of the frames
+        split so far; None before the first."""
+        ...
+
+    def feed_segments(self, records: Records, base_clock: int) -> list[Event]:
+        """Analyse segment records (``split``'s output) in order; the table's clock at each is
+        at least ``base_clock``. Frames and segments were counted when they were split."""
+        ...
+
+    def tick(self, clock: int) -> list[Event]:
+        """The table's clock reaches ``clock`` as a segment analysed elsewhere would have made
+        it (``FlowTable.tick``): open events due are final, idle flows evicted."""
         ...
 
     def feed(self, frames: Sequence[Frame]) -> list[Event]:

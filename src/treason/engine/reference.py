@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 from treason.decode import decode
+from treason.engine import segrec
 from treason.engine.protocol import (
     MARK_EVENT,
     MARK_SHOWN,
@@ -27,6 +29,8 @@ from treason.readers import Capture, frames
 #: A pcap record header as ``feed_records`` takes it: seconds, nanoseconds, captured length,
 #: length on the wire (native byte order).
 _RECORD = struct.Struct("=IIII")
+#: Frames split between two batches of segment records.
+_SPLIT_BATCH = 4096
 
 
 class ReferenceEngine:
@@ -41,12 +45,49 @@ class ReferenceEngine:
         self.table = FlowTable(max_flows=max_flows, idle_timeout_ns=idle_timeout_ns, stats=stats)
         self._marks: list[FlowMark | None] | None = None
         self._records = 0  # frames fed as records so far (they are numbered from 1)
+        self._span: tuple[int, int, int] | None = None  # of the frames split
+        self._split_clock = -(1 << 127)  # latest segment time split
 
-    def read(self, capture: Capture) -> Iterator[Event]:
+    def read(self, capture: Capture, base: int = 0) -> Iterator[Event]:
         for frame in frames(capture):
+            if base:
+                frame = replace(frame, number=base + frame.number)
             final = self._frame(frame)
             if final:
                 yield from count_events(self.stats, final)
+
+    def split(self, capture: Capture, buckets: int, base: int = 0) -> Iterator[list[bytes]]:
+        stats = self.stats
+        out = [bytearray() for _ in range(buckets)]
+        for n, frame in enumerate(frames(capture), 1):
+            stats.frames += 1
+            first, latest, linktype = self._span or (frame.ts_ns, frame.ts_ns, frame.linktype)
+            self._span = (first, max(latest, frame.ts_ns), linktype)
+            if not buckets:
+                continue
+            seg = decode(replace(frame, number=base + frame.number))
+            if isinstance(seg, str):
+                stats.skipped[seg] += 1
+                continue
+            stats.segments += 1
+            self._split_clock = max(self._split_clock, seg.ts_ns)
+            out[segrec.bucket(seg, buckets)] += segrec.pack(seg, self._split_clock)
+            if n % _SPLIT_BATCH == 0:
+                yield [bytes(b) for b in out]
+                out = [bytearray() for _ in range(buckets)]
+        yield [bytes(b) for b in out]
+
+    def span(self) -> tuple[int, int, int] | None:
+        return self._span
+
+    def feed_segments(self, records: Records, base_clock: int) -> list[Event]:
+        out: list[Event] = []
+        for seg, clock in segrec.unpack(records):
+            out += self.table.process(seg, clock=max(clock, base_clock))[1]
+        return list(count_events(self.stats, out))
+
+    def tick(self, clock: int) -> list[Event]:
+        return list(count_events(self.stats, self.table.tick(clock)))
 
     def feed(self, frames: Sequence[Frame]) -> list[Event]:
         out: list[Event] = []

@@ -1,0 +1,143 @@
+"""Segment records: a decoded TCP segment as bytes, so a capture is decoded once and its
+segments analysed elsewhere (another process or machine), grouped by flow.
+
+Splitting (``Engine.split``) frames and decodes a capture, counts its frames, skipped frames and
+segments (there and only there), and writes each segment as one record into the bucket of its
+flow; ``Engine.feed_segments`` analyses records later, in any grouping that keeps each flow's
+segments in capture order. A record carries what the model reads of the segment, its frame
+number (with the capture's base, ``position``) and the flow table's clock at it: the latest
+segment time of its capture so far, to which the analyser adds the clock the captures before
+reached. Both engines write and read the same layout (the compiled scanner's ``SegRec``,
+whose struct format it exports and ``treason.engine.compiled`` checks).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+
+from treason.packets import Segment
+
+#: ``SegRec`` in ``_fastscan.c``: size, VLAN count, v6, flags, frame, time and clock (each two
+#: 64-bit halves), payload length, seq, ack, TSval, ports, window, IP id, checksum, window
+#: scale, option bits, addresses; VLAN ids (uint16) follow, padded to 8 bytes.
+FORMAT = "=IHBBQQQQQqIIIHHHHHBB16s16s"
+_REC = struct.Struct(FORMAT)
+_VLAN = struct.Struct("=H")
+_MASK64 = (1 << 64) - 1
+_OPT_WS = 1
+_OPT_TSVAL = 2
+
+#: Frame numbers of the ``k``-th capture of a set are ``k << POSITION_BITS`` plus the frame's
+#: number in its file, so one number says which file and which frame an event comes from.
+POSITION_BITS = 40
+FRAME_MASK = (1 << POSITION_BITS) - 1
+
+
+def position(index: int, frame: int = 0) -> int:
+    """The frame number an engine uses for frame ``frame`` of the ``index``-th capture."""
+    return (index << POSITION_BITS) | frame
+
+
+def unposition(number: int) -> tuple[int, int]:
+    """(capture index, frame number within that capture) of a ``position``."""
+    return number >> POSITION_BITS, number & FRAME_MASK
+
+
+def halves(value: int) -> tuple[int, int]:
+    """A 128-bit signed time as the (low, high) 64-bit halves the compiled scanner takes."""
+    return value & _MASK64, value >> 64
+
+
+def _raw(addr: str) -> tuple[int, bytes]:
+    if ":" in addr:
+        return 1, socket.inet_pton(socket.AF_INET6, addr)
+    return 0, socket.inet_pton(socket.AF_INET, addr).ljust(16, b"\0")
+
+
+def _text(v6: int, raw: bytes) -> str:
+    if v6:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    return socket.inet_ntop(socket.AF_INET, raw[:4])
+
+
+def pack(seg: Segment, clock: int) -> bytes:
+    """The record of ``seg`` (its ``frame`` already a position) at table clock ``clock``."""
+    v6, src = _raw(seg.src)
+    _, dst = _raw(seg.dst)
+    size = (_REC.size + 2 * len(seg.vlan) + 7) & ~7
+    opts = (_OPT_WS if seg.ws is not None else 0) | (_OPT_TSVAL if seg.tsval is not None else 0)
+    head = _REC.pack(
+        size,
+        len(seg.vlan),
+        v6,
+        seg.flags,
+        seg.frame,
+        seg.ts_ns & _MASK64,
+        (seg.ts_ns >> 64) & _MASK64,
+        clock & _MASK64,
+        (clock >> 64) & _MASK64,
+        seg.payload_len,
+        seg.seq,
+        seg.ack,
+        seg.tsval or 0,
+        seg.sport,
+        seg.dport,
+        seg.win,
+        seg.ip_id,
+        seg.checksum,
+        seg.ws or 0,
+        opts,
+        src,
+        dst,
+    )
+    tail = b"".join(_VLAN.pack(v) for v in seg.vlan)
+    return (head + tail).ljust(size, b"\0")
+
+
+def _signed128(lo: int, hi: int) -> int:
+    value = hi << 64 | lo
+    return value - (1 << 128) if value >> 127 else value
+
+
+def unpack(records: bytes | bytearray | memoryview) -> Iterator[tuple[Segment, int]]:
+    """(segment, clock) of each record, in order."""
+    data = memoryview(records)
+    pos = 0
+    while pos < len(data):
+        (size, nvlan, v6, flags, frame, ts_lo, ts_hi, ck_lo, ck_hi, plen, seq, ack, tsval,
+         sport, dport, win, ip_id, checksum, ws, opts, src, dst) = _REC.unpack_from(data, pos)  # fmt: skip
+        if size < _REC.size + 2 * nvlan or pos + size > len(data):
+            raise ValueError(f"malformed segment record at byte {pos}")
+        vlan = tuple(
+            _VLAN.unpack_from(data, pos + _REC.size + 2 * i)[0] for i in range(nvlan)
+        )
+        seg = Segment(
+            frame=frame,
+            ts_ns=_signed128(ts_lo, ts_hi),
+            src=_text(v6, src),
+            sport=sport,
+            dst=_text(v6, dst),
+            dport=dport,
+            seq=seq,
+            ack=ack,
+            flags=flags,
+            win=win,
+            payload_len=plen,
+            ws=ws if opts & _OPT_WS else None,
+            vlan=vlan,
+            ip_id=ip_id,
+            checksum=checksum,
+            tsval=tsval if opts & _OPT_TSVAL else None,
+        )
+        yield seg, _signed128(ck_lo, ck_hi)
+        pos += size
+
+
+def bucket(seg: Segment, buckets: int) -> int:
+    """The bucket of ``seg``'s flow: the same for both directions and in every process."""
+    a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
+    lo, hi = (a, b) if a <= b else (b, a)
+    return zlib.crc32(repr((seg.vlan, lo, hi)).encode()) % buckets
