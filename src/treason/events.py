@@ -80,6 +80,7 @@ class Event:
     scale: int
     scale_known: bool
     file: str = ""
+    capture_set: int = 1  # which capture set of a scan the file belongs to (docs/capture-sets.md)
 
     @property
     def kernel_lines(self) -> dict[str, str]:
@@ -150,4 +151,5 @@ class Event:
             "scale_known": self.scale_known,
             "kernel_line": self.kernel_line,
             "kernel_lines": self.kernel_lines,
+            "capture_set": self.capture_set,
         }

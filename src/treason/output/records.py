@@ -33,6 +33,7 @@ CSV_FIELDS = (
     "scale",
     "scale_known",
     "kernel_line",
+    "capture_set",
 )
 
 

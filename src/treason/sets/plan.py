@@ -1,0 +1,137 @@
+"""Which pieces form which capture set: ordered by time, joined when one follows another.
+
+Nobody captures a busy link into one file: ``tcpdump -C/-G/-W``, ``dumpcap -b``, ``editcap`` and
+``treason live --write --rotate`` all write consecutive pieces. A piece that starts at or after
+the latest time of another (with the same link type) continues it: both are read into one flow
+table, so flows keep their handshake, scale and last right edge across the boundary. Pieces
+that overlap in time (two vantage points) are separate captures, unless the user asks to
+interleave them by time as ``mergecap`` does. The order the user named the files in never
+matters: a shell glob puts ``cap_10`` before ``cap_2``.
+
+A piece's span is read with the engine's split mode without buckets (framing only, no
+decoding): the time of its first frame and the latest time of any frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from treason.engine.choose import new_engine
+from treason.engine.stats import ScanStats
+from treason.errors import CaptureError
+from treason.sets.source import StorageOptions, opened
+
+#: How pieces are grouped: ``continue`` (pieces that follow each other in time form one set),
+#: ``merge`` (every piece in one set, interleaved by time), ``each`` (every piece on its own).
+MODES = ("continue", "merge", "each")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One file of a set: its name as given, its place in the argument list and its span."""
+
+    source: str
+    argument: int
+    first_ns: int | None = None  # time of its first frame; None: not readable up front
+    latest_ns: int | None = None  # latest frame time
+    linktype: int | None = None  # of its first frame
+
+    @property
+    def dated(self) -> bool:
+        return self.first_ns is not None
+
+
+@dataclass(frozen=True)
+class CaptureSet:
+    """Pieces read as one capture (one flow table), in the order they are read.
+
+    ``number`` counts sets from 1 in the order they are reported. ``merged``: the pieces'
+    packets are interleaved by time instead of read one piece after another.
+    """
+
+    number: int
+    pieces: tuple[Piece, ...]
+    merged: bool = False
+
+    @property
+    def sources(self) -> list[str]:
+        return [p.source for p in self.pieces]
+
+
+def span(source: str, argument: int, storage_options: StorageOptions | None = None) -> Piece:
+    """``source`` with its span. Standard input is never read ahead (it can be read once);
+    a piece that cannot be opened gets no span, and its scan reports why."""
+    if source == "-":
+        return Piece(source, argument)
+    reader = new_engine("auto", ScanStats(), 1, 0)
+    try:
+        with opened(source, storage_options) as capture:
+            for _ in reader.split(capture, 0):
+                pass
+    except CaptureError:
+        pass  # damage: the span of what is readable; the scan reports the damage
+    got = reader.span()
+    if got is None:
+        return Piece(source, argument)
+    first, latest, linktype = got
+    return Piece(source, argument, first, latest, linktype)
+
+
+def plan(pieces: list[Piece], mode: str = "continue") -> list[CaptureSet]:
+    """Group pieces into capture sets (see the module docstring); undated pieces stand alone,
+    after the dated sets, in argument order."""
+    if mode not in MODES:
+        raise ValueError(f"unknown capture-set mode {mode!r}")
+    if mode == "each":
+        return [CaptureSet(n, (p,)) for n, p in enumerate(pieces, 1)]
+    dated = sorted((p for p in pieces if p.dated), key=_order)
+    undated = [(p,) for p in pieces if not p.dated]
+    groups: list[tuple[Piece, ...]]
+    if mode == "merge":
+        groups = [tuple(dated)] if dated else []
+    else:
+        groups = [tuple(chain) for chain in _chains(dated)]
+    groups.sort(key=lambda g: _order(g[0]))
+    merged = mode == "merge"
+    return [
+        CaptureSet(n, g, merged and len(g) > 1) for n, g in enumerate([*groups, *undated], 1)
+    ]
+
+
+def _order(p: Piece) -> tuple[int, int]:
+    assert p.first_ns is not None
+    return p.first_ns, p.argument
+
+
+def _chains(dated: list[Piece]) -> list[list[Piece]]:
+    """Each piece continues the chain that ended last at or before its first frame (same link
+    type), or starts a chain of its own."""
+    chains: list[list[Piece]] = []
+    for piece in dated:
+        assert piece.first_ns is not None
+        best: list[Piece] | None = None
+        for chain in chains:
+            tail = chain[-1]
+            assert tail.latest_ns is not None
+            if tail.linktype != piece.linktype or tail.latest_ns > piece.first_ns:
+                continue
+            if best is None or tail.latest_ns > (best[-1].latest_ns or 0):
+                best = chain
+        if best is None:
+            chains.append([piece])
+        else:
+            best.append(piece)
+    return chains
+
+
+def describe(sets: list[CaptureSet]) -> list[str]:
+    """Report lines: which files formed which capture set."""
+    lines = []
+    for s in sets:
+        how = "interleaved by time" if s.merged else "read in time order"
+        names = ", ".join(s.sources)
+        if len(s.pieces) == 1:
+            lines.append(f"  capture set {s.number}: {names}")
+        else:
+            lines.append(f"  capture set {s.number} ({len(s.pieces)} files, {how}): {names}")
+    return lines

@@ -1,0 +1,135 @@
+"""Scanning a capture set in one process: its pieces read into one engine, in set order.
+
+Pieces read one after another go through ``Engine.read`` with a frame-number base per piece
+(``segrec.position``), so every event says which file and which frame it comes from even when
+it was made final while a later piece was read. Interleaved (merged) sets are split into
+segment records per piece, merged by time (a k-way merge: one batch per piece in memory) and
+analysed with ``Engine.feed_segments``. Damage in a piece ends that piece only: the set goes on
+with the next one, as if the capture had a gap there.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from collections.abc import Iterator
+
+from treason.engine.choose import new_engine
+from treason.engine.protocol import Engine
+from treason.engine.segrec import position, unposition
+from treason.engine.stats import ScanStats
+from treason.errors import CaptureError, TruncatedCapture
+from treason.events import Event
+from treason.sets.plan import CaptureSet
+from treason.sets.source import StorageOptions, opened
+
+#: A segment record's size and capture time (the first fields of ``segrec.FORMAT``).
+_HEAD = struct.Struct("=IHBBQQQ")
+#: Records analysed per call when interleaving.
+_BATCH = 4096
+
+
+def run_set(
+    capture_set: CaptureSet,
+    engine: Engine,
+    kind: str,
+    errors: list[CaptureError],
+    storage_options: StorageOptions | None = None,
+) -> Iterator[Event]:
+    """Every event of one capture set, in capture order, named by file, frame and set.
+
+    ``engine`` is a fresh engine of kind ``kind`` (interleaving splits with that kind too).
+    Damage of a piece goes to ``errors`` (a truncated piece to the warnings) and the set
+    continues with the next piece.
+    """
+    stats = engine.stats
+    if capture_set.merged:
+        raw = _interleaved(capture_set, engine, kind, errors, storage_options)
+    else:
+        raw = _consecutive(capture_set, engine, stats, errors, storage_options)
+    for event in raw:
+        yield name(event, capture_set)
+    for event in engine.flush():
+        yield name(event, capture_set)
+
+
+def name(event: Event, capture_set: CaptureSet) -> Event:
+    """Turn an event's position back into its file and frame, and say which set it is of."""
+    index, frame = unposition(event.frame)
+    event.file = capture_set.pieces[index].source
+    event.frame = frame
+    event.capture_set = capture_set.number
+    return event
+
+
+def _consecutive(
+    capture_set: CaptureSet,
+    engine: Engine,
+    stats: ScanStats,
+    errors: list[CaptureError],
+    storage_options: StorageOptions | None,
+) -> Iterator[Event]:
+    for index, piece in enumerate(capture_set.pieces):
+        try:
+            with opened(piece.source, storage_options) as capture:
+                yield from engine.read(capture, position(index))
+        except TruncatedCapture as exc:
+            stats.warnings.append(str(exc))
+        except CaptureError as exc:
+            errors.append(exc)
+
+
+def _interleaved(
+    capture_set: CaptureSet,
+    engine: Engine,
+    kind: str,
+    errors: list[CaptureError],
+    storage_options: StorageOptions | None,
+) -> Iterator[Event]:
+    """mergecap's order: always the piece whose next packet is earliest (ties: the earlier
+    piece of the set)."""
+    streams = [
+        _records(index, piece.source, kind, engine.stats, errors, storage_options)
+        for index, piece in enumerate(capture_set.pieces)
+    ]
+    batch: list[bytes] = []
+    for *_, record in heapq.merge(*streams):
+        batch.append(record)
+        if len(batch) == _BATCH:
+            yield from engine.feed_segments(b"".join(batch), _EARLIEST)
+            batch.clear()
+    yield from engine.feed_segments(b"".join(batch), _EARLIEST)
+
+
+#: No outside clock: records carry their own.
+_EARLIEST = -(1 << 127)
+
+
+def _records(
+    index: int,
+    source: str,
+    kind: str,
+    stats: ScanStats,
+    errors: list[CaptureError],
+    storage_options: StorageOptions | None,
+) -> Iterator[tuple[int, int, int, bytes]]:
+    """(time, piece index, order in the piece, record) of each segment of one piece, split one
+    batch at a time."""
+    splitter = new_engine(kind, stats, 1, 0)
+    order = 0
+    try:
+        with opened(source, storage_options) as capture:
+            for (records,) in splitter.split(capture, 1, position(index)):
+                view = memoryview(records)
+                pos = 0
+                while pos < len(view):
+                    size, _n, _v6, _fl, _frame, lo, hi = _HEAD.unpack_from(view, pos)
+                    ts = hi << 64 | lo
+                    ts = ts - (1 << 128) if ts >> 127 else ts
+                    yield ts, index, order, bytes(view[pos : pos + size])
+                    order += 1
+                    pos += size
+    except TruncatedCapture as exc:
+        stats.warnings.append(str(exc))
+    except CaptureError as exc:
+        errors.append(exc)
