@@ -111,9 +111,7 @@ def unpack(records: bytes | bytearray | memoryview) -> Iterator[tuple[Segment, i
          sport, dport, win, ip_id, checksum, ws, opts, src, dst) = _REC.unpack_from(data, pos)  # fmt: skip
         if size < _REC.size + 2 * nvlan or pos + size > len(data):
             raise ValueError(f"malformed segment record at byte {pos}")
-        vlan = tuple(
-            _VLAN.unpack_from(data, pos + _REC.size + 2 * i)[0] for i in range(nvlan)
-        )
+        vlan = tuple(_VLAN.unpack_from(data, pos + _REC.size + 2 * i)[0] for i in range(nvlan))
         seg = Segment(
             frame=frame,
             ts_ns=_signed128(ts_lo, ts_hi),

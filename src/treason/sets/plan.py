@@ -14,6 +14,7 @@ decoding): the time of its first frame and the latest time of any frame.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from treason.engine.choose import new_engine
@@ -24,6 +25,8 @@ from treason.sets.source import StorageOptions, opened
 #: How pieces are grouped: ``continue`` (pieces that follow each other in time form one set),
 #: ``merge`` (every piece in one set, interleaved by time), ``each`` (every piece on its own).
 MODES = ("continue", "merge", "each")
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 @dataclass(frozen=True)
@@ -93,14 +96,19 @@ def plan(pieces: list[Piece], mode: str = "continue") -> list[CaptureSet]:
         groups = [tuple(chain) for chain in _chains(dated)]
     groups.sort(key=lambda g: _order(g[0]))
     merged = mode == "merge"
-    return [
-        CaptureSet(n, g, merged and len(g) > 1) for n, g in enumerate([*groups, *undated], 1)
-    ]
+    return [CaptureSet(n, g, merged and len(g) > 1) for n, g in enumerate([*groups, *undated], 1)]
 
 
-def _order(p: Piece) -> tuple[int, int]:
-    assert p.first_ns is not None
-    return p.first_ns, p.argument
+def _order(p: Piece) -> tuple[int, int, list[tuple[int, str]], int]:
+    """Time order; pieces that start at the same time: the shorter first (it can end before
+    the other begins), then by name with numbers compared as numbers (``cap_2`` before
+    ``cap_10``, as tcpdump and editcap number their pieces), then as given."""
+    assert p.first_ns is not None and p.latest_ns is not None
+    return p.first_ns, p.latest_ns, _natural(p.source), p.argument
+
+
+def _natural(name: str) -> list[tuple[int, str]]:
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in _DIGITS.split(name)]
 
 
 def _chains(dated: list[Piece]) -> list[list[Piece]]:
@@ -115,13 +123,18 @@ def _chains(dated: list[Piece]) -> list[list[Piece]]:
             assert tail.latest_ns is not None
             if tail.linktype != piece.linktype or tail.latest_ns > piece.first_ns:
                 continue
-            if best is None or tail.latest_ns > (best[-1].latest_ns or 0):
+            if best is None or tail.latest_ns > _latest(best[-1]):
                 best = chain
         if best is None:
             chains.append([piece])
         else:
             best.append(piece)
     return chains
+
+
+def _latest(p: Piece) -> int:
+    assert p.latest_ns is not None
+    return p.latest_ns
 
 
 def describe(sets: list[CaptureSet]) -> list[str]:

@@ -1,0 +1,251 @@
+"""Capture sets: a capture cut into pieces, scanned as a set, is the capture.
+
+The property: any capture the tests have (the repository's examples, hand-made flows with
+zero windows, idle evictions and resumptions, generated conversations), cut at any packet
+boundaries or by time, with the pieces named in any order, scans to exactly the events and
+counters of the whole capture, on both engines; each event names its piece and its frame
+within that piece. Interleaving (``--merge``) is held to ``mergecap``'s output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from captures import MS, Packets, pcap_records, tools_missing
+from strategies import conversations, to_pcap
+from treason import scan
+from treason.scanner import ScanStats, fast_available
+from treason.sets import plan_sets, scan_sets
+
+ENGINES = ["reference"] + (["fast"] if fast_available() else [])
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.pcap"))
+
+
+def handmade() -> dict[str, bytes]:
+    """Flows whose state a cut can break: handshakes with scales, a zero window held open for
+    data in flight, a flow evicted idle and resumed, and another flow moving the clock."""
+    p = Packets()
+    p.c(1000, 0, 64240, flags=0x02, ws=7)
+    p.v(5000, 1001, 65160, flags=0x12, ws=7)
+    p.c(1001, 5001, 502)
+    p.c(1001, 5001, 502, plen=1000)
+    p.v(5001, 1001, 300)
+    p.v(5001, 2001, 0)  # zero window: held open
+    p.c(2001, 5001, 502, plen=100, after=MS // 10)  # in flight: makes it kernel-visible
+    p.other(900)
+    p.other(400, after=150 * MS)  # moves the clock past the hold
+    p.c(1000, 0, 64240, flags=0x02, ws=2, port=1001)
+    p.v(9000, 1001, 65160, flags=0x12, ws=2, port=1001)
+    p.c(1001, 9001, 502, port=1001)
+    p.v(9001, 1001, 500, port=1001)
+    p.other(300, after=3_000 * MS)  # the port-1000 flow goes idle (2 s timeout below)
+    p.v(5001, 2101, 100, after=MS)  # resumes without its handshake
+    p.v(5001, 2101, 50)
+    p.v(9001, 1001, 10, port=1001)
+    return {"handmade": p.pcap()}
+
+
+def corpus() -> dict[str, bytes]:
+    found = {path.name: path.read_bytes() for path in EXAMPLES}
+    found.update(handmade())
+    return found
+
+
+CORPUS = corpus()
+#: Small enough that the hand-made capture evicts an idle flow.
+LIMITS = {"idle_timeout": 2.0}
+
+
+def records_of(blob: bytes) -> tuple[bytes, list[bytes], list[int]]:
+    """A little-endian pcap's header, records and record times (ns)."""
+    header, records = pcap_records(blob)
+    nano = struct.unpack_from("<I", header)[0] == 0xA1B23C4D
+    times = []
+    for rec in records:
+        sec, frac = struct.unpack_from("<II", rec)
+        times.append(sec * 10**9 + frac * (1 if nano else 1000))
+    return header, records, times
+
+
+def outcome(sources: list[str], engine: str, **kw: Any) -> tuple[list[dict], dict]:
+    stats = ScanStats()
+    events = [
+        e.to_dict()
+        for e in scan_sets(sources, engine=engine, retractions=True, stats=stats, **LIMITS, **kw)
+    ]
+    return events, stats.to_dict()
+
+
+def whole(blob: bytes, engine: str) -> tuple[list[dict], dict]:
+    stats = ScanStats()
+    events = [
+        e.to_dict()
+        for e in scan(io.BytesIO(blob), engine=engine, retractions=True, stats=stats, **LIMITS)
+    ]
+    return events, stats.to_dict()
+
+
+def write_pieces(folder: Path, header: bytes, groups: list[list[bytes]]) -> list[Path]:
+    paths = []
+    for n, group in enumerate(groups):
+        path = folder / f"piece_{n}.pcap"
+        path.write_bytes(header + b"".join(group))
+        paths.append(path)
+    return paths
+
+
+def as_whole(events: list[dict], paths: list[Path], groups: list[list[bytes]]) -> list[dict]:
+    """Events of the pieces with (file, frame) turned back into the whole capture's frame."""
+    offset, first = 0, {}
+    for path, group in zip(paths, groups, strict=True):
+        first[str(path)] = offset
+        offset += len(group)
+    out = []
+    for e in events:
+        assert e["capture_set"] == 1
+        out.append({**e, "file": "<whole>", "frame": first[e["file"]] + e["frame"]})
+    return out
+
+
+def check_pieces(blob: bytes, groups: list[list[bytes]], order: list[int], header: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_pieces(Path(tmp), header, groups)
+        named = [str(paths[i]) for i in order]
+        for engine in ENGINES:
+            expected_events, expected_stats = whole(blob, engine)
+            events, stats = outcome(named, engine)
+            assert stats == expected_stats
+            got = as_whole(events, paths, groups)
+            want = [{**e, "file": "<whole>"} for e in expected_events]
+            assert got == want
+
+
+def cuts(n: int) -> st.SearchStrategy[list[int]]:
+    return st.lists(st.integers(1, max(1, n - 1)), max_size=12, unique=True).map(sorted)
+
+
+def split_at(records: list[bytes], at: list[int]) -> list[list[bytes]]:
+    bounds = [0, *[a for a in at if 0 < a < len(records)], len(records)]
+    return [records[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+SLOW = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@SLOW
+@given(name=st.sampled_from(sorted(CORPUS)), data=st.data())
+def test_cut_at_packet_boundaries_is_the_whole(name: str, data: st.DataObject) -> None:
+    blob = CORPUS[name]
+    header, records, _ = records_of(blob)
+    groups = split_at(records, data.draw(cuts(len(records))))
+    order = data.draw(st.permutations(range(len(groups))))
+    check_pieces(blob, groups, list(order), header)
+
+
+@SLOW
+@given(name=st.sampled_from(sorted(CORPUS)), data=st.data())
+def test_cut_by_time_is_the_whole(name: str, data: st.DataObject) -> None:
+    blob = CORPUS[name]
+    header, records, times = records_of(blob)
+    span = max(times) - times[0] + 1
+    interval = data.draw(st.integers(max(1, span // 40), span))
+    groups: list[list[bytes]] = []
+    last = None
+    for rec, ts in zip(records, times, strict=True):
+        slot = (ts - times[0]) // interval
+        if slot != last:
+            groups.append([])
+            last = slot
+        groups[-1].append(rec)
+    order = data.draw(st.permutations(range(len(groups))))
+    check_pieces(blob, groups, list(order), header)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(conv=conversations(inject=True), data=st.data())
+def test_generated_conversations_cut_anywhere(conv: Any, data: st.DataObject) -> None:
+    segments = sorted(conv.segments, key=lambda s: s.ts_ns)
+    segments = [dataclasses.replace(s, frame=n) for n, s in enumerate(segments, 1)]
+    blob = to_pcap(segments)
+    header, records, _ = records_of(blob)
+    groups = split_at(records, data.draw(cuts(len(records))))
+    order = data.draw(st.permutations(range(len(groups))))
+    check_pieces(blob, groups, list(order), header)
+
+
+def test_overlapping_files_are_separate_sets_and_each_scans_alone(tmp_path: Path) -> None:
+    """Two vantage points of the same time are two captures; --each keeps files apart."""
+    header, records, _ = records_of(CORPUS["handmade"])
+    a = tmp_path / "a.pcap"
+    b = tmp_path / "b.pcap"
+    a.write_bytes(header + b"".join(records))
+    b.write_bytes(header + b"".join(records[1:]))
+    sets = plan_sets([str(b), str(a)])
+    assert [s.sources for s in sets] == [[str(a)], [str(b)]]
+    one = len(whole(CORPUS["handmade"], "reference")[0])
+    events, _ = outcome([str(b), str(a)], "reference")
+    assert {e["capture_set"] for e in events} == {1, 2}
+    assert len([e for e in events if e["file"] == str(a)]) == one
+    cut = write_pieces(tmp_path, header, split_at(records, [5]))
+    assert [s.sources for s in plan_sets([str(p) for p in cut], "each")] == [
+        [str(cut[0])],
+        [str(cut[1])],
+    ]
+
+
+@pytest.mark.skipif(bool(tools_missing("mergecap")), reason="mergecap (wireshark) not installed")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_merge_interleaves_as_mergecap(tmp_path: Path, engine: str) -> None:
+    """Flows split between two files that overlap in time: --merge reads them as mergecap's
+    merged file, event for event and counter for counter."""
+    header, records, _ = records_of(CORPUS["handmade"])
+    left = [r for i, r in enumerate(records) if i % 3 != 1]
+    right = [r for i, r in enumerate(records) if i % 3 == 1]
+    a, b, merged = tmp_path / "a.pcap", tmp_path / "b.pcap", tmp_path / "m.pcap"
+    a.write_bytes(header + b"".join(left))
+    b.write_bytes(header + b"".join(right))
+    subprocess.run(["mergecap", "-F", "nsecpcap", "-w", str(merged), str(a), str(b)], check=True)
+    want_events, want_stats = whole(merged.read_bytes(), engine)
+    events, stats = outcome([str(b), str(a)], engine, mode="merge")
+    assert stats == want_stats
+    _, merged_records, _ = records_of(merged.read_bytes())
+    where = {r: n for n, r in enumerate(merged_records, 1)}
+    by_file = {str(a): left, str(b): right}
+    got = [{**e, "file": "", "frame": where[by_file[e["file"]][e["frame"] - 1]]} for e in events]
+    assert got == [{**e, "file": ""} for e in want_events]
+    assert want_events, "the merged capture should have events"
+
+
+def treason_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "treason", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_reports_the_sets(tmp_path: Path) -> None:
+    header, records, _ = records_of(CORPUS["handmade"])
+    paths = write_pieces(tmp_path, header, split_at(records, [4, 9, 12]))
+    names = [str(p) for p in reversed(paths)]
+    text = treason_cli("scan", *names)
+    assert "capture set 1 (4 files, read in time order): " + ", ".join(map(str, paths)) in (
+        text.stdout
+    )
+    js = treason_cli("scan", "-f", "json", "-q", *names)
+    rows = [json.loads(line) for line in js.stdout.splitlines()]
+    assert rows and all(r["capture_set"] == 1 for r in rows)
+    each = treason_cli("scan", "-f", "json", "-q", "--each", *names)
+    assert {json.loads(line)["capture_set"] for line in each.stdout.splitlines()} != {1}
+    assert treason_cli("scan", "--each", "--merge", *names).returncode == 2
