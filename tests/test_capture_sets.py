@@ -249,3 +249,72 @@ def test_cli_reports_the_sets(tmp_path: Path) -> None:
     each = treason_cli("scan", "-f", "json", "-q", "--each", *names)
     assert {json.loads(line)["capture_set"] for line in each.stdout.splitlines()} != {1}
     assert treason_cli("scan", "--each", "--merge", *names).returncode == 2
+
+
+# --------------------------------------------------------------------------------------------
+# The same property on a Dask cluster (a LocalCluster of two worker processes)
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Any:
+    distributed = pytest.importorskip("distributed", reason="treason[dask] not installed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+def on_dask(client: Any, sources: list[str], engine: str, **kw: Any) -> tuple[list[dict], dict]:
+    from treason import dask as tdask
+
+    done = tdask.scan(client, sources, engine=engine, retractions=True, **LIMITS, **kw)
+    assert not done.errors
+    return [e.to_dict() for e in done.events], done.stats.to_dict()
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.sampled_from(sorted(CORPUS)), data=st.data())
+def test_dask_scan_of_pieces_is_the_whole(dask_client: Any, name: str, data: st.DataObject) -> None:
+    """Cut anywhere, any order, both engines, 1 to 5 buckets: the plain scan's result."""
+    blob = CORPUS[name]
+    header, records, _ = records_of(blob)
+    groups = split_at(records, data.draw(cuts(len(records))))
+    order = list(data.draw(st.permutations(range(len(groups)))))
+    buckets = data.draw(st.integers(1, 5))
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_pieces(Path(tmp), header, groups)
+        named = [str(paths[i]) for i in order]
+        for engine in ENGINES:
+            want_events, want_stats = whole(blob, engine)
+            events, stats = on_dask(dask_client, named, engine, buckets=buckets)
+            assert stats == want_stats
+            assert as_whole(events, paths, groups) == [
+                {**e, "file": "<whole>"} for e in want_events
+            ]
+
+
+def test_dask_flow_cap_is_global(dask_client: Any, tmp_path: Path) -> None:
+    """--max-flows is one LRU over all flows: with more flows than the cap the buckets cannot
+    see it, and the set is analysed as one table, giving the plain scan's evictions."""
+    header, records, _ = records_of(CORPUS["handmade"])
+    paths = write_pieces(tmp_path, header, split_at(records, [3, 8]))
+    named = [str(p) for p in paths]
+    for engine in ENGINES:
+        want = outcome(named, engine, max_flows=1)
+        assert want[1]["evicted_cap"] > 0
+        assert on_dask(dask_client, named, engine, max_flows=1, buckets=3) == want
+
+
+def test_cli_scheduler_local_equals_plain_scan(tmp_path: Path) -> None:
+    pytest.importorskip("distributed", reason="treason[dask] not installed")
+    header, records, _ = records_of(CORPUS["shrink.pcap"])
+    paths = write_pieces(tmp_path, header, split_at(records, [10, 50, 51, 200]))
+    names = [str(p) for p in reversed(paths)]
+    plain = treason_cli("scan", "-f", "json", *names)
+    dask = treason_cli("scan", "-f", "json", "--scheduler", "local", *names)
+    assert plain.returncode == 1 and dask.returncode == 1, dask.stderr
+    assert dask.stdout == plain.stdout
+    assert plain.stderr in dask.stderr  # the summary; a busy machine may add a Dask warning

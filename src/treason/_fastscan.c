@@ -2221,13 +2221,22 @@ static PyObject *Scanner_take_buckets(Scanner *S, PyObject *Py_UNUSED(ignored))
     return out;
 }
 
-/* None before the first frame split, else (first frame's time, latest time, first link type). */
+/* None before the first frame split, else (first frame's time, latest time, first link type,
+   latest segment time or None): a scanner that splits is used for one capture only. */
 static PyObject *Scanner_span(Scanner *S, PyObject *Py_UNUSED(ignored))
 {
     if (!S->have_first)
         Py_RETURN_NONE;
-    return Py_BuildValue("(NNI)", py_int128(S->first_ts), py_int128(S->max_ts),
-                         (unsigned int)S->first_lt);
+    PyObject *clock = Py_None;
+    if (S->segments) {
+        clock = py_int128(S->now);
+        if (!clock)
+            return NULL;
+    } else {
+        Py_INCREF(clock);
+    }
+    return Py_BuildValue("(NNIN)", py_int128(S->first_ts), py_int128(S->max_ts),
+                         (unsigned int)S->first_lt, clock);
 }
 
 /* feed_segments(records, clock_lo, clock_hi): analyse segment records; the table's clock is at
@@ -2283,7 +2292,7 @@ static PyMethodDef Scanner_methods[] = {
     {"take_buckets", (PyCFunction)Scanner_take_buckets, METH_NOARGS,
      "The segment records of each bucket since the last call."},
     {"span", (PyCFunction)Scanner_span, METH_NOARGS,
-     "None or (first time, latest time, first link type) of the frames split."},
+     "None or (first time, latest time, first link type, latest segment time or None)."},
     {"feed_segments", (PyCFunction)Scanner_feed_segments, METH_VARARGS,
      "feed_segments(records, clock_lo, clock_hi): analyse segment records."},
     {"tick", (PyCFunction)Scanner_tick, METH_VARARGS,

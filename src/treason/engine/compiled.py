@@ -136,7 +136,7 @@ class CompiledEngine:
         finally:
             self._update()
 
-    def span(self) -> tuple[int, int, int] | None:
+    def span(self) -> tuple[int, int, int, int | None] | None:
         return self._scanner.span()
 
     def feed_segments(self, records: Records, base_clock: int) -> list[Event]:

@@ -67,9 +67,11 @@ class Engine(Protocol):
         splits does nothing else, always into the same number of buckets."""
         ...
 
-    def span(self) -> tuple[int, int, int] | None:
-        """(first frame's time, latest frame time, first frame's link type) of the frames
-        split so far; None before the first."""
+    def span(self) -> tuple[int, int, int, int | None] | None:
+        """(first frame's time, latest frame time, first frame's link type, latest segment
+        time or None) of the frames split so far; None before the first. The latest segment
+        time is the flow table's clock after them: what the next capture of a set starts
+        from."""
         ...
 
     def feed_segments(self, records: Records, base_clock: int) -> list[Event]:

@@ -45,8 +45,9 @@ class ReferenceEngine:
         self.table = FlowTable(max_flows=max_flows, idle_timeout_ns=idle_timeout_ns, stats=stats)
         self._marks: list[FlowMark | None] | None = None
         self._records = 0  # frames fed as records so far (they are numbered from 1)
-        self._span: tuple[int, int, int] | None = None  # of the frames split
-        self._split_clock = -(1 << 127)  # latest segment time split
+        self._first: tuple[int, int] | None = None  # time and link type of the first split
+        self._latest: int | None = None  # latest frame time split
+        self._split_latest: int | None = None  # latest segment time split
 
     def read(self, capture: Capture, base: int = 0) -> Iterator[Event]:
         for frame in frames(capture):
@@ -61,8 +62,9 @@ class ReferenceEngine:
         out = [bytearray() for _ in range(buckets)]
         for n, frame in enumerate(frames(capture), 1):
             stats.frames += 1
-            first, latest, linktype = self._span or (frame.ts_ns, frame.ts_ns, frame.linktype)
-            self._span = (first, max(latest, frame.ts_ns), linktype)
+            if self._first is None:
+                self._first = (frame.ts_ns, frame.linktype)
+            self._latest = frame.ts_ns if self._latest is None else max(self._latest, frame.ts_ns)
             if not buckets:
                 continue
             seg = decode(replace(frame, number=base + frame.number))
@@ -70,15 +72,19 @@ class ReferenceEngine:
                 stats.skipped[seg] += 1
                 continue
             stats.segments += 1
-            self._split_clock = max(self._split_clock, seg.ts_ns)
-            out[segrec.bucket(seg, buckets)] += segrec.pack(seg, self._split_clock)
+            latest = self._split_latest
+            clock = seg.ts_ns if latest is None else max(latest, seg.ts_ns)
+            self._split_latest = clock
+            out[segrec.bucket(seg, buckets)] += segrec.pack(seg, clock)
             if n % _SPLIT_BATCH == 0:
                 yield [bytes(b) for b in out]
                 out = [bytearray() for _ in range(buckets)]
         yield [bytes(b) for b in out]
 
-    def span(self) -> tuple[int, int, int] | None:
-        return self._span
+    def span(self) -> tuple[int, int, int, int | None] | None:
+        if self._first is None or self._latest is None:
+            return None
+        return self._first[0], self._latest, self._first[1], self._split_latest
 
     def feed_segments(self, records: Records, base_clock: int) -> list[Event]:
         out: list[Event] = []

@@ -76,7 +76,7 @@ def span(source: str, argument: int, storage_options: StorageOptions | None = No
     got = reader.span()
     if got is None:
         return Piece(source, argument)
-    first, latest, linktype = got
+    first, latest, linktype, _ = got
     return Piece(source, argument, first, latest, linktype)
 
 

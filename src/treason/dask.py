@@ -1,0 +1,279 @@
+"""Scanning capture sets on a Dask cluster, with exactly the result of the plain scan.
+
+A capture set is partitioned by flow, not by file: the flow table's state is per flow, so a
+flow's segments must meet in one place, in capture order, while files can be read anywhere.
+
+1. Span (one task per file): the first and latest frame times, to plan the sets as the plain
+   scan does (``treason.sets.plan``).
+2. Split (one task per file; the worker opens the path or fsspec URL itself): frames are
+   decoded once, in the compiled engine, into segment records (``treason.engine.segrec``) in
+   N buckets by a hash of the flow key that is the same in both directions. Frames, skipped
+   frames and segments are counted here, once. Each record keeps its file (the frame number's
+   position) and frame number, its time, and the flow table's clock at it within its file.
+3. Analyse (one task per bucket and set): the bucket's records of every file of the set, in set
+   order, go through one engine. The flow table's clock is global, not the bucket's: each
+   file's records carry the clock within the file and the task adds the clock the files before
+   reached (the latest segment time, from the split), so zero-window holds close and idle flows
+   are evicted at exactly the segment where the one-table scan does it. A last ``tick`` to the
+   set's final clock evicts the flows that the sequential scan evicted after the bucket's last
+   segment. Events are sorted back into capture order.
+
+The one global rule a bucket cannot see is ``--max-flows``: the plain scan evicts the least
+recently active flow of all. When the buckets together made no more flows than the cap, no
+table ever reached it and the result is exact; otherwise the set is analysed again as one
+bucket (one task), which is the plain scan itself. See ``docs/capture-sets.md``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from treason.engine.choose import new_engine, resolve
+from treason.engine.segrec import position
+from treason.engine.stats import ScanStats
+from treason.errors import CaptureError, TreasonError, TruncatedCapture
+from treason.events import Event, Severity
+from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
+from treason.sets.plan import CaptureSet, Piece, plan, span
+from treason.sets.run import name
+from treason.sets.source import StorageOptions, opened
+
+__all__ = ["DaskScan", "scan", "scan_on"]
+
+
+@dataclass
+class DaskScan:
+    """What a scan on a cluster found: the sets, their events in capture order, the counters
+    (as the plain scan counts them) and the damage met, one line per damaged file."""
+
+    sets: list[CaptureSet]
+    events: list[Event] = field(default_factory=list)
+    stats: ScanStats = field(default_factory=ScanStats)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Split:
+    """One file's split: records per bucket, counters, damage, the latest segment time."""
+
+    buckets: list[bytes]
+    stats: ScanStats
+    error: str | None
+    clock: int | None
+
+
+def _span_task(source: str, argument: int, storage_options: StorageOptions | None) -> Piece:
+    return span(source, argument, storage_options)
+
+
+def _split_task(
+    source: str, index: int, buckets: int, kind: str, storage_options: StorageOptions | None
+) -> _Split:
+    stats = ScanStats()
+    splitter = new_engine(kind, stats, 1, 0)
+    parts = [bytearray() for _ in range(buckets)]
+    error = None
+    try:
+        with opened(source, storage_options) as capture:
+            for batch in splitter.split(capture, buckets, position(index)):
+                for b, records in enumerate(batch):
+                    parts[b] += records
+    except TruncatedCapture as exc:
+        stats.warnings.append(str(exc))
+    except CaptureError as exc:
+        error = str(exc)
+    got = splitter.span()
+    return _Split([bytes(p) for p in parts], stats, error, None if got is None else got[3])
+
+
+def _bucket_task(
+    kind: str,
+    max_flows: int,
+    idle_timeout_ns: int,
+    pieces: Sequence[tuple[bytes, int]],
+    final_clock: int | None,
+) -> tuple[list[Event], ScanStats, int]:
+    """Analyse one bucket: each file's records with the clock the files before reached."""
+    stats = ScanStats()
+    engine = new_engine(kind, stats, max_flows, idle_timeout_ns)
+    events: list[Event] = []
+    for records, base_clock in pieces:
+        events += engine.feed_segments(records, base_clock)
+    if final_clock is not None:
+        events += engine.tick(final_clock)
+    events += engine.flush()
+    return events, stats, stats.flows
+
+
+#: The clock before any segment: records carry their own.
+_EARLIEST = -(1 << 127)
+
+
+def scan(
+    client: Any,
+    sources: Sequence[str],
+    *,
+    mode: str = "continue",
+    retractions: bool = False,
+    engine: str = "auto",
+    max_flows: int = DEFAULT_MAX_FLOWS,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    storage_options: StorageOptions | None = None,
+    buckets: int | None = None,
+) -> DaskScan:
+    """Scan ``sources`` as capture sets on the cluster of ``client`` (a
+    ``distributed.Client``): the plain scan's events (``treason.sets.scan_sets``), counters
+    and damage, computed by the workers. ``buckets`` defaults to the cluster's threads."""
+    if mode == "merge":
+        raise TreasonError("--merge", "interleaving by time is not available on a cluster yet")
+    kind = resolve(engine)
+    if buckets is None:
+        buckets = max(1, sum(client.nthreads().values()))
+    if mode == "each":
+        pieces = [Piece(s, n) for n, s in enumerate(sources)]
+    else:
+        futures = client.map(
+            _span_task, list(sources), range(len(sources)), [storage_options] * len(sources),
+            pure=False,
+        )  # fmt: skip
+        pieces = client.gather(futures)
+    sets = plan(pieces, mode)
+    result = DaskScan(sets)
+    idle_ns = int(idle_timeout * 1e9)
+    splits = []
+    for capture_set in sets:
+        splits.append(
+            [
+                client.submit(
+                    _split_task, p.source, i, buckets, kind, storage_options, pure=False
+                )
+                for i, p in enumerate(capture_set.pieces)
+            ]
+        )
+    for capture_set, futures in zip(sets, splits, strict=True):
+        done: list[_Split] = client.gather(futures)
+        for split in done:
+            result.stats.merge(split.stats)
+            if split.error is not None:
+                result.errors.append(split.error)
+        events = _analyse(client, kind, max_flows, idle_ns, futures, done, buckets, result.stats)
+        for event in sorted(events, key=lambda e: e.frame):
+            if retractions or event.cls is not Severity.RETRACTION:
+                result.events.append(name(event, capture_set))
+    return result
+
+
+def _analyse(
+    client: Any,
+    kind: str,
+    max_flows: int,
+    idle_ns: int,
+    futures: list[Any],
+    done: list[_Split],
+    buckets: int,
+    stats: ScanStats,
+) -> list[Event]:
+    """Every event of one set, bucket by bucket; the counters added to ``stats``."""
+    bases, clock = [], _EARLIEST
+    for split in done:
+        bases.append(clock)
+        if split.clock is not None:
+            clock = max(clock, split.clock)
+    final = None if clock == _EARLIEST else clock
+    parts = [
+        [client.submit(_records, f, b) for f in futures] for b in range(buckets)
+    ]
+    tasks = [
+        client.submit(_bucket_in, kind, max_flows, idle_ns, part, bases, final, pure=False)
+        for part in parts
+    ]
+    results = client.gather(tasks)
+    if sum(flows for _, _, flows in results) > max_flows and buckets > 1:
+        # A table may have reached the cap, which is global: analyse as one table.
+        whole = [client.submit(_all_records, f) for f in futures]
+        results = [
+            client.gather(
+                client.submit(_bucket_in, kind, max_flows, idle_ns, whole, bases, final)
+            )
+        ]
+    events: list[Event] = []
+    for bucket_events, bucket_stats, _ in results:
+        events += bucket_events
+        stats.merge(bucket_stats)
+    return events
+
+
+def _records(split: _Split, bucket: int) -> bytes:
+    return split.buckets[bucket]
+
+
+def _all_records(split: _Split) -> bytes:
+    """A file's records of every bucket, in capture order (records are ordered by frame)."""
+    return _merge_by_frame(split.buckets)
+
+
+#: A segment record's size and frame number (the first fields of ``segrec.FORMAT``).
+_HEAD = struct.Struct("=IHBBQ")
+
+
+def _merge_by_frame(parts: list[bytes]) -> bytes:
+    head = _HEAD
+    runs = []
+    for data in parts:
+        run, pos = [], 0
+        while pos < len(data):
+            size, _n, _v6, _fl, frame = head.unpack_from(data, pos)
+            run.append((frame, data[pos : pos + size]))
+            pos += size
+        runs.append(run)
+    return b"".join(record for _, record in heapq.merge(*runs))
+
+
+def _bucket_in(
+    kind: str,
+    max_flows: int,
+    idle_ns: int,
+    part: list[bytes],
+    bases: list[int],
+    final: int | None,
+) -> tuple[list[Event], ScanStats, int]:
+    return _bucket_task(kind, max_flows, idle_ns, list(zip(part, bases, strict=True)), final)
+
+
+def scan_on(
+    address: str, sources: Sequence[str], **options: Any
+) -> tuple[list[CaptureSet], list[Event], ScanStats, list[str]]:
+    """``scan`` on the scheduler at ``address`` (``tcp://host:8786``), or on a LocalCluster of
+    one worker per core for ``local``: what ``treason scan --scheduler`` runs."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise TreasonError(
+            "--scheduler", "Dask is not installed: pip install 'treason[dask]'"
+        ) from None
+    if address == "local":
+        cores = os.cpu_count() or 1
+        with (
+            LocalCluster(
+                n_workers=cores,
+                threads_per_worker=1,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            done = scan(client, sources, **options)
+    else:
+        try:
+            client = Client(address, timeout=30)
+        except (OSError, ValueError) as exc:
+            raise TreasonError("--scheduler", f"cannot reach {address}: {exc}") from None
+        with client:
+            done = scan(client, sources, **options)
+    return done.sets, done.events, done.stats, done.errors
