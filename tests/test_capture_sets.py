@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import struct
 import subprocess
@@ -139,7 +140,7 @@ def cuts(n: int) -> st.SearchStrategy[list[int]]:
 
 def split_at(records: list[bytes], at: list[int]) -> list[list[bytes]]:
     bounds = [0, *[a for a in at if 0 < a < len(records)], len(records)]
-    return [records[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [records[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))

@@ -150,9 +150,7 @@ def scan(
     for capture_set in sets:
         splits.append(
             [
-                client.submit(
-                    _split_task, p.source, i, buckets, kind, storage_options, pure=False
-                )
+                client.submit(_split_task, p.source, i, buckets, kind, storage_options, pure=False)
                 for i, p in enumerate(capture_set.pieces)
             ]
         )
@@ -186,9 +184,7 @@ def _analyse(
         if split.clock is not None:
             clock = max(clock, split.clock)
     final = None if clock == _EARLIEST else clock
-    parts = [
-        [client.submit(_records, f, b) for f in futures] for b in range(buckets)
-    ]
+    parts = [[client.submit(_records, f, b) for f in futures] for b in range(buckets)]
     tasks = [
         client.submit(_bucket_in, kind, max_flows, idle_ns, part, bases, final, pure=False)
         for part in parts
@@ -198,9 +194,7 @@ def _analyse(
         # A table may have reached the cap, which is global: analyse as one table.
         whole = [client.submit(_all_records, f) for f in futures]
         results = [
-            client.gather(
-                client.submit(_bucket_in, kind, max_flows, idle_ns, whole, bases, final)
-            )
+            client.gather(client.submit(_bucket_in, kind, max_flows, idle_ns, whole, bases, final))
         ]
     events: list[Event] = []
     for bucket_events, bucket_stats, _ in results:
@@ -252,11 +246,13 @@ def scan_on(
     """``scan`` on the scheduler at ``address`` (``tcp://host:8786``), or on a LocalCluster of
     one worker per core for ``local``: what ``treason scan --scheduler`` runs."""
     try:
-        from distributed import Client, LocalCluster
+        import distributed
     except ImportError:
         raise TreasonError(
             "--scheduler", "Dask is not installed: pip install 'treason[dask]'"
         ) from None
+    dist: Any = distributed  # untyped
+    Client, LocalCluster = dist.Client, dist.LocalCluster
     if address == "local":
         cores = os.cpu_count() or 1
         with (

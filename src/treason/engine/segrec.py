@@ -107,8 +107,9 @@ def unpack(records: bytes | bytearray | memoryview) -> Iterator[tuple[Segment, i
     data = memoryview(records)
     pos = 0
     while pos < len(data):
-        (size, nvlan, v6, flags, frame, ts_lo, ts_hi, ck_lo, ck_hi, plen, seq, ack, tsval,
-         sport, dport, win, ip_id, checksum, ws, opts, src, dst) = _REC.unpack_from(data, pos)  # fmt: skip
+        fields = _REC.unpack_from(data, pos)
+        size, nvlan, v6, flags, frame, ts_lo, ts_hi, ck_lo, ck_hi, plen = fields[:10]
+        seq, ack, tsval, sport, dport, win, ip_id, checksum, ws, opts, src, dst = fields[10:]
         if size < _REC.size + 2 * nvlan or pos + size > len(data):
             raise ValueError(f"malformed segment record at byte {pos}")
         vlan = tuple(_VLAN.unpack_from(data, pos + _REC.size + 2 * i)[0] for i in range(nvlan))
