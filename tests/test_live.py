@@ -34,6 +34,7 @@ from treason.live.stats import LiveStats
 from treason.model import FlowTable
 from treason.readers import open_frames
 from treason.scanner import ScanStats
+from treason.sets import plan_sets, scan_sets
 
 TREASON = [sys.executable, "-m", "treason"]
 METRICS_PORT = 9464
@@ -116,6 +117,7 @@ class ShrinkRun:
     tcpdump_file: Path
     written: Path
     others: dict[str, tuple[int, list[dict], str]]  # more live runs: exit status, events, stderr
+    rotated: Path  # where a live run wrote small rotated pieces with a ring of 2 packets
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +149,21 @@ def shrink_run(tmp_path_factory: pytest.TempPathFactory) -> ShrinkRun:
                 engine: Live(pair, "b", "--format", "json", "--engine", engine)
                 for engine in ("fast", "reference")
             }
+            rotated = tmp / "rotated"
+            rotated.mkdir()
+            # Evidence that must reproduce: small pieces, a ring of two packets per flow.
+            others["rotated"] = Live(
+                pair,
+                "b",
+                "--format",
+                "json",
+                "--write",
+                str(rotated / "ring.pcap"),
+                "--rotate",
+                "3k",
+                "--ring",
+                "2",
+            )
             failure: list[BaseException] = []
 
             def traffic() -> None:
@@ -183,6 +200,7 @@ def shrink_run(tmp_path_factory: pytest.TempPathFactory) -> ShrinkRun:
         dumpfile,
         written,
         {e: (rc, [json.loads(ln) for ln in lines], err) for e, (rc, lines, err) in stopped.items()},
+        rotated,
     )
 
 
@@ -263,6 +281,25 @@ def test_written_capture_holds_the_event_flows(shrink_run: ShrinkRun) -> None:
     events = shrink_run.early + shrink_run.late
     # Only the packets of the flow with events, both directions.
     assert set(out) == {str(e["sport"]) for e in events} | {str(e["dport"]) for e in events}
+
+
+@pytest.mark.netns
+def test_rotated_evidence_with_a_small_ring_reproduces_the_live_events(
+    shrink_run: ShrinkRun,
+) -> None:
+    """``--write`` into small rotated pieces with a ring of two packets: the pieces, named in
+    any order and scanned as one capture set, give exactly the events live printed."""
+    rc, printed, err = shrink_run.others["rotated"]
+    assert rc == 0, err
+    assert printed, "the kernel did not shrink its window"
+    pieces = sorted(str(p) for p in shrink_run.rotated.glob("ring-*.pcap"))
+    assert len(pieces) > 2, pieces
+    sets = plan_sets(pieces[::-1])
+    assert len(sets) == 1 and sorted(sets[0].sources) == pieces
+    for engine in ("fast", "reference"):
+        found = [e.to_dict() for e in scan_sets(pieces[::-1], engine=engine)]
+        assert [same(e) for e in found] == [same(e) for e in printed]
+        assert [e["certainty"] for e in found] == [e["certainty"] for e in printed]
 
 
 @pytest.mark.netns
@@ -357,7 +394,8 @@ def test_write_with_a_whole_flow_ring_gives_the_same_events(tmp_path: Path) -> N
 
 
 def test_write_keeps_a_bounded_ring_before_each_flows_first_event(tmp_path: Path) -> None:
-    """Before its first event a flow contributes its last ``ring`` packets, then everything."""
+    """Before its first event a flow contributes its last ``ring`` packets and the packets that
+    set its state (handshake, FIN/RST, each direction's latest data and ACK), then everything."""
     ring = 4
     out = tmp_path / "events.pcap"
     sink = PcapSink(str(out), 1, 65535)
@@ -373,13 +411,46 @@ def test_write_keeps_a_bounded_ring_before_each_flows_first_event(tmp_path: Path
         key = FlowTable.key(s)
         if key not in first:
             continue
-        before = [t.frame for t in segments if FlowTable.key(t) == key and t.frame < first[key]]
-        if s.frame >= first[key] or s.frame in before[-(ring - 1) :]:
+        before = [t for t in segments if FlowTable.key(t) == key and t.frame < first[key]]
+        state = {}
+        for t in before:
+            way = (t.src, t.sport)
+            if t.flags & 0x02:
+                state["synack" if t.flags & 0x10 else "syn"] = t.frame
+            if t.flags & 0x04:
+                state["rst"] = t.frame
+            if t.flags & 0x01:
+                state[("fin", way)] = t.frame
+            if t.payload_len:
+                state[("data", way)] = t.frame
+            if t.flags & 0x10 and not t.flags & 0x06:
+                state[("ack", way)] = t.frame
+        ringed = [t.frame for t in before][-(ring - 1) :]
+        if s.frame >= first[key] or s.frame in ringed or s.frame in state.values():
             expected.append(s.frame)
     written = list(open_frames(out))
     originals = {f.number: f for f in open_frames(EXAMPLE)}
     assert [f.data for f in written] == [originals[n].data for n in expected]
     assert len(first) > 1 and len(written) < len(originals)
+
+
+@pytest.mark.parametrize("ring", [1, 2, 5])
+@pytest.mark.parametrize("size", [600, 3000])
+def test_rotated_small_ring_files_scan_to_the_live_events(
+    tmp_path: Path, ring: int, size: int
+) -> None:
+    """However small the ring and however often the files rotate, the written pieces scanned as
+    one capture set give the events live reported, and every piece follows the one before."""
+    out = tmp_path / "events.pcap"
+    sink = PcapSink(str(out), 1, 65535, Rotation(size=size))
+    events, _ = replay(EXAMPLE, FlowRecorder(sink, ring=ring))
+    sink.close()
+    assert len(sink.finished) > 2
+    sets = plan_sets(sink.finished[::-1])
+    assert len(sets) == 1 and sets[0].sources == sink.finished
+    found = list(scan_sets(sink.finished[::-1], engine="reference"))
+    assert [same(e.to_dict()) for e in found] == [same(e.to_dict()) for e in events]
+    assert events
 
 
 def test_rotation_by_size_gives_complete_files(tmp_path: Path) -> None:

@@ -1,14 +1,21 @@
 """``--write``: keep the packets of flows with events, as pcap files that appear whole.
 
 A shrink is understood from the packets *before* it (what was sent, what was offered), so every
-flow keeps a bounded ring of its most recent packets; when the flow has an event the ring is
-written out and from then on the flow's packets go straight to the file. Rings exist for a
-bounded number of flows (least recently active dropped first), so memory stays bounded on a
-busy interface.
+flow keeps a bounded ring of its most recent packets, and beside it the packets that set the
+state its events are judged against, whatever the ring's size: its handshake (the window
+scales), FIN and RST, and in each direction the latest packet that carried data (SND.NXT) and
+the latest ACK (the last window update, the baseline). When the flow has an event these are
+written out in capture order and from then on the flow's packets go straight to the file, so
+scanning the written files (one capture set, ``docs/capture-sets.md``) rebuilds the flow and
+finds the events live reported. Rings exist for a bounded number of flows (least recently active
+dropped first), so memory stays bounded on a busy interface.
 
 Files are written under a temporary name beside the target and renamed into place only when
 complete, so a reader never opens half a file. ``--rotate`` closes the current file after a
 size or an age and starts the next one: on a long run each finished piece is there to read.
+A piece starts only with a packet no older than every packet written before it (a flow's saved
+packets are older than the packets written just before them), so the pieces follow each other
+in time and read back as one capture set.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from treason.decode import decode
 from treason.errors import TreasonError
-from treason.packets import Frame
+from treason.packets import ACK, FIN, RST, SYN, Frame
 
 PCAP_MAGIC_NSEC = 0xA1B23C4D
 _HEADER = struct.Struct("=IHHiIII")
@@ -88,6 +96,8 @@ class PcapSink:
         self._started = 0.0
         self._size = 0
         self._count = 0
+        self._latest_ns: int | None = None  # latest packet time written, in any piece
+        self._due = False  # the age is up: rotate at the next packet that may start a piece
         self._open(dt.datetime.now(dt.timezone.utc).timestamp())
 
     def _open(self, now: float) -> None:
@@ -105,9 +115,12 @@ class PcapSink:
     def write(self, frame: Frame) -> None:
         assert self._stream is not None
         rot = self.rotation
-        if rot is not None and rot.size is not None and self._count and self._size >= rot.size:
+        full = rot is not None and rot.size is not None and self._size >= rot.size
+        if (self._due or full) and self._count and self._may_start(frame.ts_ns):
             self.rotate(frame.ts_ns / 1e9)
             assert self._stream is not None
+        if self._latest_ns is None or frame.ts_ns > self._latest_ns:
+            self._latest_ns = frame.ts_ns
         sec, nsec = divmod(frame.ts_ns, 1_000_000_000)
         data = frame.data
         self._stream.write(_RECORD.pack(sec, nsec, len(data), frame.orig_len))
@@ -117,14 +130,24 @@ class PcapSink:
         self.packets += 1
 
     def tick(self, now: float) -> None:
-        """Rotate by age; called periodically, so an idle interface still closes its piece."""
+        """Rotate by age, called periodically: an empty piece starts afresh now, a piece with
+        packets is closed at the next packet that may start the next one."""
         rot = self.rotation
         if rot is not None and rot.seconds is not None and now - self._started >= rot.seconds:
-            self.rotate(now)
+            if self._count:
+                self._due = True
+            else:
+                self.rotate(now)
 
     def rotate(self, now: float) -> None:
         self._finish()
         self._open(now)
+        self._due = False
+
+    def _may_start(self, ts_ns: int) -> bool:
+        """Whether a packet of this time may be the first of a piece: no older than any
+        packet written, so the pieces follow each other in time."""
+        return self._latest_ns is None or ts_ns >= self._latest_ns
 
     def close(self) -> None:
         if self._stream is not None:
@@ -171,7 +194,8 @@ class PcapSink:
 
 
 class FlowRecorder:
-    """Decides which packets reach the pcap: rings per flow, then whole flows after an event."""
+    """Decides which packets reach the pcap: rings and state packets per flow, then whole flows
+    after an event."""
 
     def __init__(
         self, sink: PcapSink, ring: int = DEFAULT_RING, max_flows: int = DEFAULT_RING_FLOWS
@@ -179,7 +203,7 @@ class FlowRecorder:
         self.sink = sink
         self.ring = ring
         self.max_flows = max_flows
-        self._rings: OrderedDict[Hashable, deque[Frame]] = OrderedDict()
+        self._rings: OrderedDict[Hashable, _Kept] = OrderedDict()
         self._recording: OrderedDict[Hashable, None] = OrderedDict()
         self.flows_written = 0
 
@@ -189,21 +213,54 @@ class FlowRecorder:
             self._recording.move_to_end(key)
             self.sink.write(frame)
             return
-        ring = self._rings.pop(key, None)
-        if ring is None:
-            ring = deque(maxlen=self.ring)
+        kept = self._rings.pop(key, None)
+        if kept is None:
+            kept = _Kept(deque(maxlen=self.ring), {})
             if len(self._rings) >= self.max_flows:
                 self._rings.popitem(last=False)
-        ring.append(frame)
         if not event:
-            self._rings[key] = ring
+            kept.state.update(_roles(frame))
+            kept.ring.append(frame)
+            self._rings[key] = kept
             return
-        for old in ring:
-            self.sink.write(old)
+        # The event is judged against the state before this packet: written with it, in order.
+        kept.ring.append(frame)
+        saved = {f.number: f for f in (*kept.state.values(), *kept.ring)}
+        for number in sorted(saved):
+            self.sink.write(saved[number])
         self.flows_written += 1
         self._recording[key] = None
         if len(self._recording) > self.max_flows:
             self._recording.popitem(last=False)
+
+
+@dataclass
+class _Kept:
+    """A flow before its first event: its latest packets and its state packets by role."""
+
+    ring: deque[Frame]
+    state: dict[str, Frame]
+
+
+def _roles(frame: Frame) -> dict[str, Frame]:
+    """The state a packet sets, by role (a later packet in the same role replaces it): the
+    handshake, FIN, RST, and per direction the latest data and the latest ACK."""
+    seg = decode(frame)
+    if isinstance(seg, str):
+        return {}
+    way = f"{seg.src}:{seg.sport}"
+    roles: dict[str, Frame] = {}
+    if seg.flags & SYN:
+        roles["synack" if seg.flags & ACK else "syn"] = frame
+    if seg.flags & RST:
+        roles["rst"] = frame
+    if seg.flags & FIN:
+        roles["fin " + way] = frame
+    if seg.payload_len:
+        roles["data " + way] = frame
+    if seg.flags & ACK and not seg.flags & (SYN | RST):
+        roles["ack " + way] = frame
+    return roles
 
 
 def _umask() -> int:
