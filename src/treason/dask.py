@@ -68,6 +68,19 @@ class _Split:
     clock: int | None
 
 
+@dataclass
+class _Summary:
+    """What the scan needs of a split on the client: counters, damage, latest segment time."""
+
+    stats: ScanStats
+    error: str | None
+    clock: int | None
+
+
+def _summary(split: _Split) -> _Summary:
+    return _Summary(split.stats, split.error, split.clock)
+
+
 def _span_task(source: str, argument: int, storage_options: StorageOptions | None) -> Piece:
     return span(source, argument, storage_options)
 
@@ -155,11 +168,12 @@ def scan(
             ]
         )
     for capture_set, futures in zip(sets, splits, strict=True):
-        done: list[_Split] = client.gather(futures)
-        for split in done:
-            result.stats.merge(split.stats)
-            if split.error is not None:
-                result.errors.append(split.error)
+        # Only the counters, damage and clocks come here; the records stay on the workers.
+        done: list[_Summary] = client.gather([client.submit(_summary, f) for f in futures])
+        for summary in done:
+            result.stats.merge(summary.stats)
+            if summary.error is not None:
+                result.errors.append(summary.error)
         events = _analyse(client, kind, max_flows, idle_ns, futures, done, buckets, result.stats)
         for event in sorted(events, key=lambda e: e.frame):
             if retractions or event.cls is not Severity.RETRACTION:
@@ -173,7 +187,7 @@ def _analyse(
     max_flows: int,
     idle_ns: int,
     futures: list[Any],
-    done: list[_Split],
+    done: list[_Summary],
     buckets: int,
     stats: ScanStats,
 ) -> list[Event]:
