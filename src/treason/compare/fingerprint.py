@@ -1,0 +1,115 @@
+"""What identifies one packet at two capture points, whatever the path did to it.
+
+A packet seen on both sides of a router, NAT or firewall keeps what its sender wrote that
+devices rarely touch: TCP flags, payload length, the TCP timestamps (TSval/TSecr, which Linux
+also offsets per connection, so they differ between connections) and the IPv4 identification
+(a per-socket counter). Addresses, ports (NAT), TTL and checksums (every hop), the window
+(shapers, normalisers) and the sequence numbers (randomising firewalls) are left out of the
+content key, so a rewritten packet still finds its twin. A packet with neither timestamps nor
+an IP ID (IPv6 without timestamps) has only its sequence numbers and first payload bytes to
+go by; those pair only where the path leaves sequence numbers alone.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from treason.packets import Frame, Segment
+
+TCPOPT_EOL = 0
+TCPOPT_NOP = 1
+TCPOPT_MSS = 2
+TCPOPT_TIMESTAMP = 8
+
+#: Payload bytes that tell segments apart when nothing else does.
+PAYLOAD_PREFIX = 8
+
+_HEAD = struct.Struct("!HHII")
+
+#: A one-way flow as one capture point names it: (src, sport, dst, dport, vlan).
+DirKey = tuple[str, int, str, int, tuple[int, ...]]
+
+
+@dataclass(slots=True, eq=False)
+class Packet:
+    """One TCP segment at one capture point, with what pairing and attribution need.
+
+    ``mss`` is the MSS option (SYNs only), ``tsecr`` the timestamp echo, ``ttl`` the IPv4 TTL
+    or IPv6 hop limit (which tells which point a packet passed first), each ``None`` when
+    absent. ``event`` marks a segment the engine reported as a window shrink at this point;
+    ``twin`` is the same packet at the other point once paired.
+    """
+
+    seg: Segment
+    point: int
+    mss: int | None
+    tsecr: int | None
+    ttl: int | None
+    prefix: bytes
+    event: bool = False
+    twin: Packet | None = None
+
+    @property
+    def dirkey(self) -> DirKey:
+        s = self.seg
+        return (s.src, s.sport, s.dst, s.dport, s.vlan)
+
+    def key(self) -> tuple[object, ...]:
+        """The content key: equal for the same packet at both points, different otherwise."""
+        s = self.seg
+        if s.tsval is not None or s.ip_id:
+            return (s.flags, s.payload_len, s.tsval, self.tsecr, s.ip_id)
+        return (s.flags, s.payload_len, s.seq, s.ack, self.prefix)
+
+
+def fingerprint(frame: Frame, seg: Segment, point: int) -> Packet:
+    """Read the MSS, TSecr and first payload bytes of ``seg``'s TCP header in ``frame``.
+
+    The decoder has already found and checked the header; it is located again by its first
+    twelve bytes (ports, sequence and acknowledgement numbers), which do not depend on the
+    link type or encapsulation in front of it.
+    """
+    data = frame.data
+    off = data.find(_HEAD.pack(seg.sport, seg.dport, seg.seq, seg.ack))
+    mss = tsecr = ttl = None
+    prefix = b""
+    if off >= 0 and len(data) >= off + 13:
+        ttl = _ttl(data, off)
+        doff = (data[off + 12] >> 4) * 4
+        end = min(off + doff, len(data))
+        i = off + 20
+        while i < end:
+            kind = data[i]
+            if kind == TCPOPT_EOL:
+                break
+            if kind == TCPOPT_NOP:
+                i += 1
+                continue
+            if i + 1 >= end or data[i + 1] < 2:
+                break
+            length = data[i + 1]
+            if i + length > end:
+                break
+            if kind == TCPOPT_MSS and length == 4:
+                mss = int.from_bytes(data[i + 2 : i + 4], "big")
+            elif kind == TCPOPT_TIMESTAMP and length == 10:
+                tsecr = int.from_bytes(data[i + 6 : i + 10], "big")
+            i += length
+        want = min(PAYLOAD_PREFIX, seg.payload_len)
+        prefix = data[off + doff : off + doff + want]
+        if len(prefix) < want:
+            prefix = b""  # cut by the snap length: unknown, not empty
+    return Packet(seg, point, mss, tsecr, ttl, prefix)
+
+
+def _ttl(data: bytes, tcp: int) -> int | None:
+    """The TTL of the IP header that carries the TCP header at ``tcp`` (None if not found)."""
+    for ihl in range(20, 61, 4):
+        i = tcp - ihl
+        if i >= 0 and data[i] == 0x40 | ihl // 4 and data[i + 9] == 6:
+            return data[i + 8]
+    i = tcp - 40
+    if i >= 0 and data[i] >> 4 == 6 and data[i + 6] == 6:
+        return data[i + 7]
+    return None

@@ -1,0 +1,179 @@
+"""Three network namespaces in a line, sender — router — receiver, for two-point captures.
+
+The router forwards between two veth links and can run an nftables ruleset in its forward
+chain (window rewriting, option stripping, NAT, drops). Captures are taken on the two outer
+links, at the sender and at the receiver. The object speaks the ``VethPair`` protocol
+(``cmd``/``run``/``popen``/``sysctl``/``dev``/``addr_b``, side ``a`` = sender, ``b`` =
+receiver, ``r`` = router), so the traffic helpers and ``Tcpdump`` of ``tests/netns.py`` drive
+it unchanged. Names are unique per call and everything is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from tests.netns import NetnsError, _run, _wait_line
+
+ADDR_A = "10.214.1.1"  # sender
+ROUTER_A = "10.214.1.254"
+ADDR_B = "10.214.2.1"  # receiver
+ROUTER_B = "10.214.2.254"
+
+
+@dataclass
+class Router:
+    """Sender ``a`` and receiver ``b``, each joined to router ``r`` by its own veth."""
+
+    ns_a: str
+    ns_r: str
+    ns_b: str
+    dev_a: str
+    dev_ra: str
+    dev_rb: str
+    dev_b: str
+    addr_a: str = ADDR_A
+    addr_b: str = ADDR_B
+    _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
+
+    def ns(self, side: str) -> str:
+        return {"a": self.ns_a, "b": self.ns_b, "r": self.ns_r}[side]
+
+    def dev(self, side: str) -> str:
+        return {"a": self.dev_a, "b": self.dev_b}[side]
+
+    def cmd(self, side: str, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns(side), *argv]
+
+    def run(self, side: str, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
+        return _run(self.cmd(side, argv), **kwargs)
+
+    def popen(self, side: str, argv: Sequence[str], **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(self.cmd(side, argv), **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def sysctl(self, side: str, key: str, value: str | int) -> None:
+        self.run(side, ["sysctl", "-q", "-w", f"{key}={value}"])
+
+    def nft(self, ruleset: str) -> None:
+        """Load an nftables ruleset into the router."""
+        with tempfile.NamedTemporaryFile("w", suffix=".nft") as f:
+            f.write(ruleset)
+            f.flush()
+            self.run("r", ["nft", "-f", f.name])
+
+    def kill_all(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+        self._procs.clear()
+
+
+def _link(ns1: str, dev1: str, addr1: str, ns2: str, dev2: str, addr2: str) -> None:
+    _run(["ip", "link", "add", dev1, "netns", ns1, "type", "veth", "peer", "name", dev2,
+          "netns", ns2])  # fmt: skip
+    for ns, dev, addr in ((ns1, dev1, addr1), (ns2, dev2, addr2)):
+        _run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev])
+        _run(["ip", "-n", ns, "link", "set", dev, "up"])
+        # Wire-sized segments, not 64 KB GSO packets: the captures look like a real link.
+        _run(["ip", "-n", ns, "link", "set", dev, "gso_max_segs", "1"])
+
+
+@contextlib.contextmanager
+def router(prefix: str = "trc") -> Iterator[Router]:
+    """Three fresh namespaces, forwarding on, routes set; always removed afterwards."""
+    tag = secrets.token_hex(3)
+    r = Router(
+        ns_a=f"{prefix}-{tag}-a",
+        ns_r=f"{prefix}-{tag}-r",
+        ns_b=f"{prefix}-{tag}-b",
+        dev_a=f"{prefix}{tag}a"[:15],
+        dev_ra=f"{prefix}{tag}ra"[:15],
+        dev_rb=f"{prefix}{tag}rb"[:15],
+        dev_b=f"{prefix}{tag}b"[:15],
+    )
+    created: list[str] = []
+    try:
+        for ns in (r.ns_a, r.ns_r, r.ns_b):
+            _run(["ip", "netns", "add", ns])
+            created.append(ns)
+            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        _link(r.ns_a, r.dev_a, ADDR_A, r.ns_r, r.dev_ra, ROUTER_A)
+        _link(r.ns_r, r.dev_rb, ROUTER_B, r.ns_b, r.dev_b, ADDR_B)
+        _run(["ip", "-n", r.ns_a, "route", "add", "default", "via", ROUTER_A])
+        _run(["ip", "-n", r.ns_b, "route", "add", "default", "via", ROUTER_B])
+        r.sysctl("r", "net.ipv4.ip_forward", 1)
+        yield r
+    finally:
+        r.kill_all()
+        for ns in created:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+#: A data sender that accepts the connection (the reader connects to it): used when the
+#: receiver must be the client, whose SYN-ACK from the sender a router can rewrite.
+SERVER_WRITER = """
+import socket, sys, time
+port, size = int(sys.argv[1]), int(sys.argv[2])
+duration, pace = float(sys.argv[3]), float(sys.argv[4])
+lst = socket.socket(); lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+lst.bind(("0.0.0.0", port)); lst.listen(1); print("listening", flush=True)
+conn, _ = lst.accept(); conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+conn.settimeout(30); end = time.monotonic() + duration
+while time.monotonic() < end:
+    conn.sendall(b"y" * size); time.sleep(pace)
+conn.shutdown(socket.SHUT_WR); conn.recv(1); conn.close()
+"""
+
+#: The reader side of SERVER_WRITER: connects, waits, reads slowly, then drains.
+CLIENT_READER = """
+import socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+pause, slow_for = float(sys.argv[3]), float(sys.argv[4])
+s = socket.create_connection((host, port), timeout=30); start = time.monotonic()
+time.sleep(pause)
+while time.monotonic() - start < slow_for:
+    if not s.recv(1000): break
+    time.sleep(0.01)
+while s.recv(1 << 16): pass
+s.close()
+"""
+
+
+def reader_connects(
+    r: Router,
+    port: int = 5001,
+    *,
+    size: int = 100,
+    duration: float = 1.0,
+    pace: float = 0.0002,
+    pause: float = 0.5,
+    slow_for: float = 1.0,
+) -> None:
+    """One connection from a slow reader in ``b`` to a small-segment writer in ``a``."""
+    server = r.popen(
+        "a",
+        [sys.executable, "-c", SERVER_WRITER, str(port), str(size), str(duration), str(pace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_line(server, "listening", 10, "writer")
+    argv = [sys.executable, "-c", CLIENT_READER, r.addr_a, str(port), str(pause), str(slow_for)]
+    r.run("b", argv, timeout=120)
+    try:
+        _, err = server.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        raise NetnsError("writer did not finish") from None
+    if server.returncode != 0:
+        raise NetnsError(f"writer failed: {err.strip()}")
