@@ -17,8 +17,9 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from tests.netns import NetnsError, _run, _wait_line
+from netns import NetnsError, Tcpdump, _run, _wait_line, slow_reader_exchange
 
 ADDR_A = "10.214.1.1"  # sender
 ROUTER_A = "10.214.1.254"
@@ -177,3 +178,32 @@ def reader_connects(
         raise NetnsError("writer did not finish") from None
     if server.returncode != 0:
         raise NetnsError(f"writer failed: {err.strip()}")
+
+
+def capture_two_points(
+    near: Path,
+    far: Path,
+    *,
+    ruleset: str | None = None,
+    shrink_window: int = 0,
+    reader_is_client: bool = False,
+) -> None:
+    """Slow-reader traffic through the router, recorded at the sender and at the receiver.
+
+    ``near`` is tcpdump on the sender's link, ``far`` on the receiver's. ``ruleset`` is loaded
+    into the router first; ``shrink_window`` is the receiver's ``net.ipv4.tcp_shrink_window``.
+    With ``reader_is_client`` the receiver opens the connection (``reader_connects``).
+    """
+    with router() as r:
+        r.sysctl("b", "net.ipv4.tcp_shrink_window", shrink_window)
+        r.sysctl("b", "net.ipv4.tcp_window_scaling", 1)
+        if ruleset is not None:
+            r.nft(ruleset)
+        with Tcpdump(r, "a", near, snaplen=96) as dn, Tcpdump(r, "b", far, snaplen=96) as df:
+            if reader_is_client:
+                reader_connects(r)
+            else:
+                slow_reader_exchange(r)  # type: ignore[arg-type]
+            stats = dn.stop(), df.stop()
+    if any(s.dropped for s in stats):
+        raise NetnsError(f"tcpdump dropped packets: {stats}")

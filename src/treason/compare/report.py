@@ -87,6 +87,8 @@ def flows(cmp: Comparison) -> list[FlowReport]:
         ev = ae.event
         report_for(ae.point, (ev.src, ev.sport, ev.dst, ev.dport, ev.vlan)).events.append(ae)
     for key, d in cmp.directions.items():
+        if (NEAR, reverse(key)) in by_key:
+            continue  # the connection's report covers both directions
         if d.win_changed or d.seq_offset or cmp.handshakes.rewrites(key, d.far):
             report_for(NEAR, key)
     for rep in by_key.values():

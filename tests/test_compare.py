@@ -1,0 +1,195 @@
+"""``treason compare`` on real two-point captures: sender — router — receiver namespaces.
+
+The router (nftables in its forward chain) rewrites windows, strips the window-scale option,
+masquerades, or does nothing while the receiver really shrinks; tcpdump records the sender's
+and the receiver's links. The verdicts must name the receiver or the path as the rules made
+them, and tshark reads the windows of the paired frames independently.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import require, require_tshark
+from netns_router import ADDR_A, ADDR_B, ROUTER_B, capture_two_points
+from treason.compare import Comparison, compare
+from treason.compare.pairing import FAR, NEAR
+from treason.compare.report import flows
+
+#: Every seventh pure ACK of the receiver leaves the router with window 1.
+REWRITE_WINDOWS = f"""table inet t {{
+ chain f {{
+  type filter hook forward priority 0;
+  ip saddr {ADDR_B} tcp sport 5001 tcp flags & (syn|ack) == ack numgen inc mod 7 == 0 \\
+   tcp window set 1
+ }}
+}}
+"""
+
+#: The data sender's SYN-ACK reaches the receiver without its window-scale option.
+STRIP_WSCALE = f"""table inet t {{
+ chain f {{
+  type filter hook forward priority 0;
+  ip saddr {ADDR_A} tcp flags & (syn|ack) == syn|ack reset tcp option window
+ }}
+}}
+"""
+
+#: Source NAT with random ports towards the receiver.
+MASQUERADE = f"""table ip t {{
+ chain post {{
+  type nat hook postrouting priority 100;
+  ip daddr {ADDR_B} masquerade random
+ }}
+}}
+"""
+
+
+def _captures(tmp: Path, **kwargs: object) -> tuple[Path, Path]:
+    require("tcpdump", "nft")
+    near, far = tmp / "near.pcap", tmp / "far.pcap"
+    capture_two_points(near, far, **kwargs)  # type: ignore[arg-type]
+    return near, far
+
+
+@pytest.fixture(scope="module")
+def path_rewrite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return _captures(tmp_path_factory.mktemp("rewrite"), ruleset=REWRITE_WINDOWS)
+
+
+@pytest.fixture(scope="module")
+def receiver_shrinks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return _captures(tmp_path_factory.mktemp("receiver"), shrink_window=1)
+
+
+def _tshark_window(path: Path, frame: int) -> int:
+    out = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            str(path),
+            "-Y",
+            f"frame.number == {frame}",
+            "-T",
+            "fields",
+            "-e",
+            "tcp.window_size_value",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return int(out[0])
+
+
+def _by_point(cmp: Comparison, point: int) -> list:
+    return [e for e in cmp.events if e.point == point]
+
+
+def test_window_rewritten_by_router_is_blamed_on_the_path(path_rewrite: tuple[Path, Path]) -> None:
+    near, far = path_rewrite
+    cmp = compare(near, far)
+    assert cmp.lost == [0, 0] and cmp.paired == cmp.segments[NEAR] == cmp.segments[FAR]
+    seen = _by_point(cmp, NEAR)
+    assert seen, "the rewritten windows made no shrink at the sender"
+    assert _by_point(cmp, FAR) == [], "the receiver never shrinks (tcp_shrink_window=0)"
+    for ae in seen:
+        assert ae.attribution == "path", ae.reason
+        assert ae.event.win == 1 and ae.twin is not None and ae.twin.seg.win > 1
+    (rep,) = flows(cmp)
+    assert rep.acks is not None and rep.acks.win_changed >= len(seen)
+    assert rep.acks.upstream == FAR  # the receiver's ACKs pass the far point first
+    assert "rewrote the window" in rep.conclusion and f"{ADDR_B}:5001" in rep.conclusion
+    require_tshark()
+    first = seen[0]
+    assert first.twin is not None
+    assert _tshark_window(near, first.event.frame) == 1
+    assert _tshark_window(far, first.twin.seg.frame) == first.twin.seg.win
+
+
+def test_command_json_and_refuses_to_overwrite_an_input(
+    path_rewrite: tuple[Path, Path], tmp_path: Path
+) -> None:
+    near, far = path_rewrite
+    out = tmp_path / "cmp.json"
+    cli = [sys.executable, "-m", "treason", "compare", str(near), str(far), "--format", "json"]
+    proc = subprocess.run([*cli, "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["events"] and {e["attribution"] for e in doc["events"]} == {"path"}
+    assert list(doc["events"][0])[-9:] == [
+        "point",
+        "attribution",
+        "attribution_reason",
+        "other_file",
+        "other_frame",
+        "other_time",
+        "other_ack",
+        "other_win",
+        "other_scale",
+    ]
+    assert doc["flows"][0]["windows_rewritten"] >= len(doc["events"])
+    before = near.read_bytes()
+    proc = subprocess.run([*cli, "-o", str(near)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "refusing to overwrite" in proc.stderr
+    assert "Traceback" not in proc.stderr and near.read_bytes() == before
+
+
+def test_receiver_that_shrinks_is_blamed_at_both_points(
+    receiver_shrinks: tuple[Path, Path],
+) -> None:
+    near, far = receiver_shrinks
+    cmp = compare(near, far)
+    assert _by_point(cmp, NEAR) and _by_point(cmp, FAR)
+    for ae in cmp.events:
+        assert ae.attribution == "receiver", ae.reason
+        assert ae.twin is not None and ae.twin.seg.win == ae.event.win
+    (rep,) = flows(cmp)
+    assert rep.acks is not None and rep.acks.win_changed == 0
+    assert "itself shrank its window" in rep.conclusion
+
+
+def test_stripped_window_scale_is_named_as_the_cause(tmp_path: Path) -> None:
+    near, far = _captures(tmp_path, ruleset=STRIP_WSCALE, reader_is_client=True)
+    cmp = compare(near, far)
+    seen = _by_point(cmp, NEAR)
+    assert seen, "the sender, scaling unscaled windows, saw no shrink"
+    assert _by_point(cmp, FAR) == []
+    for ae in seen:
+        assert ae.attribution == "path" and "scaled by" in ae.reason
+        assert ae.other_scale == 0 and ae.event.scale > 0
+    (rep,) = flows(cmp)
+    (w,) = [w for w in rep.rewrites if w.what == "window-scale"]
+    assert (w.segment, w.sender[0], w.far) == ("SYN-ACK", ADDR_A, None) and w.near is not None
+    assert "window-scale option of the SYN-ACK" in rep.conclusion
+
+
+def test_paired_across_clock_offset_capture_loss_and_nat(tmp_path: Path) -> None:
+    require("editcap")
+    near, far = _captures(tmp_path, ruleset=MASQUERADE, shrink_window=1)
+    whole = compare(near, far)
+    assert whole.lost == [0, 0] and whole.events
+    first = next(e for e in whole.events if e.point == NEAR)
+    assert first.twin is not None
+    gone = sorted({first.twin.seg.frame, *range(60, 400, 9)})
+    shifted = tmp_path / "far-shifted.pcap"
+    subprocess.run(
+        ["editcap", "-t", "-300", str(far), str(shifted), *map(str, gone)],
+        check=True,
+        capture_output=True,
+    )
+    cmp = compare(near, shifted)
+    assert cmp.offset_ns is not None and abs(cmp.offset_ns / 1e9 + 300) < 0.5
+    assert cmp.segments[FAR] == whole.segments[FAR] - len(gone)
+    assert cmp.lost == [len(gone), 0] and cmp.paired == cmp.segments[FAR]
+    (rep,) = flows(cmp)
+    assert rep.near is not None and rep.far is not None
+    assert rep.near[0] == ADDR_B and rep.near[2] == ADDR_A and rep.far[2] == ROUTER_B
+    lost = next(e for e in cmp.events if e.point == NEAR and e.event.frame == first.event.frame)
+    assert lost.attribution == "unmatched" and "not captured" in lost.reason
+    assert {e.attribution for e in cmp.events} == {"receiver", "unmatched"}
