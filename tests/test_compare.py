@@ -193,3 +193,73 @@ def test_paired_across_clock_offset_capture_loss_and_nat(tmp_path: Path) -> None
     lost = next(e for e in cmp.events if e.point == NEAR and e.event.frame == first.event.frame)
     assert lost.attribution == "unmatched" and "not captured" in lost.reason
     assert {e.attribution for e in cmp.events} == {"receiver", "unmatched"}
+
+
+def _randomise_sequence(src: Path, dst: Path, sender: str, offset: int) -> None:
+    """What a sequence-randomising firewall does: ``sender``'s seq and its peer's ack + offset.
+
+    Classic pcap with Ethernet frames (as tcpdump writes them); IPv4 without options.
+    """
+    data = bytearray(src.read_bytes())
+    assert int.from_bytes(data[20:24], "little") == 1  # LINKTYPE_ETHERNET
+    pos = 24
+    mine = bytes(map(int, sender.split(".")))
+    while pos < len(data):
+        caplen = int.from_bytes(data[pos + 8 : pos + 12], "little")
+        frame = pos + 16
+        ip = frame + 14
+        if data[frame + 12 : frame + 14] == b"\x08\x00" and data[ip + 9] == 6:
+            tcp = ip + (data[ip] & 0x0F) * 4
+            field = tcp + 4 if data[ip + 12 : ip + 16] == mine else tcp + 8
+            if field == tcp + 4 or data[tcp + 13] & 0x10:
+                value = int.from_bytes(data[field : field + 4], "big")
+                data[field : field + 4] = ((value + offset) & 0xFFFFFFFF).to_bytes(4, "big")
+        pos = frame + caplen
+    dst.write_bytes(bytes(data))
+
+
+def test_sequence_randomisation_is_reported_and_changes_no_verdict(
+    path_rewrite: tuple[Path, Path], tmp_path: Path
+) -> None:
+    near, far = path_rewrite
+    offset = 0x2A5F00D1
+    moved = tmp_path / "far-randomised.pcap"
+    _randomise_sequence(far, moved, ADDR_A, offset)
+    before, after = compare(near, far), compare(near, moved)
+    assert after.paired == before.paired and after.lost == [0, 0]
+    verdicts = [(e.point, e.event.frame, e.attribution) for e in before.events]
+    assert [(e.point, e.event.frame, e.attribution) for e in after.events] == verdicts
+    (rep,) = flows(after)
+    seq = [w for w in rep.rewrites if w.what == "sequence"]
+    assert [(w.sender[0], w.far) for w in seq] == [(ADDR_A, offset)]
+    assert f"randomises the sequence numbers of {ADDR_A}" in rep.conclusion
+    (plain,) = flows(before)
+    assert not [w for w in plain.rewrites if w.what == "sequence"]
+
+
+def test_damaged_capture_is_compared_up_to_the_damage(
+    path_rewrite: tuple[Path, Path], tmp_path: Path
+) -> None:
+    near, far = path_rewrite
+    broken = tmp_path / "near-broken.pcap"
+    broken.write_bytes(near.read_bytes() + b"\xff" * 16)  # a record header with a huge length
+    cmd = [sys.executable, "-m", "treason", "compare", str(broken), str(far)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert str(broken) in proc.stderr and "byte" in proc.stderr
+    whole = compare(near, far)
+    assert f"paired {whole.paired} segments" in proc.stdout
+    assert proc.stdout.count("-> path") == len(whole.events)
+
+
+def test_captures_of_different_traffic_pair_nothing_in_bounded_memory(
+    path_rewrite: tuple[Path, Path], receiver_shrinks: tuple[Path, Path]
+) -> None:
+    near, far = path_rewrite[0], receiver_shrinks[1]
+    cmp = compare(near, far, max_pending=50)
+    assert cmp.paired == 0 and cmp.offset_ns is None
+    assert cmp.segments[NEAR] > 500 and cmp.peak_pending <= 50
+    assert cmp.lost == cmp.segments
+    assert cmp.events and {e.attribution for e in cmp.events} == {"unmatched"}
+    assert all("was not seen at" in e.reason for e in cmp.events)

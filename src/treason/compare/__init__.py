@@ -50,6 +50,7 @@ class Comparison:
     segments: list[int] = field(default_factory=lambda: [0, 0])
     lost: list[int] = field(default_factory=lambda: [0, 0])
     paired: int = 0
+    peak_pending: int = 0  # most packets waiting for a twin at one point at once
     offset_ns: int | None = None
     flow_map: tuple[dict[DirKey, DirKey], dict[DirKey, DirKey]] = field(
         default_factory=lambda: ({}, {})
@@ -164,6 +165,7 @@ def compare(
         stats.flows, stats.handshakes = t.flows, t.handshakes
     matcher.finish()
     cmp.offset_ns = matcher.offset_ns
+    cmp.peak_pending = matcher.peak
     cmp.flow_map = matcher.flow_map
     found.sort(key=lambda pe: (pe[0], pe[1].frame))
     for point, ev in found:

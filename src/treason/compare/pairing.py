@@ -51,7 +51,7 @@ class Matcher:
         self.on_lost = on_lost
         self.offset_ns: int | None = None  # far clock minus near clock
         self.flow_map: tuple[dict[DirKey, DirKey], dict[DirKey, DirKey]] = ({}, {})
-        self.refused = 0  # content matches refused because the flows were bound elsewhere
+        self.peak = 0  # most packets waiting at one point at once: the memory actually used
         self._pending: tuple[dict[tuple[object, ...], deque[Packet]], ...] = ({}, {})
         self._order: tuple[deque[Packet], deque[Packet]] = (deque(), deque())
         self._latest: list[int | None] = [None, None]
@@ -83,6 +83,7 @@ class Matcher:
             self._wait(pkt, key)
         self._expire(o)
         self._expire(p)
+        self.peak = max(self.peak, len(self._order[p]))
 
     def finish(self) -> None:
         """Both captures ended: whatever still waits was not seen at the other point."""
@@ -102,11 +103,9 @@ class Matcher:
             return False
         bound = self.flow_map[pkt.point].get(pkt.dirkey)
         if bound is not None and bound != cand.dirkey:
-            self.refused += 1
             return False
         bound = self.flow_map[cand.point].get(cand.dirkey)
         if bound is not None and bound != pkt.dirkey:
-            self.refused += 1
             return False
         return True
 

@@ -235,6 +235,7 @@ def render_json(cmp: Comparison) -> str:
         "paired": cmp.paired,
         "only_near": cmp.lost[NEAR],
         "only_far": cmp.lost[FAR],
+        "peak_waiting": cmp.peak_pending,
         "flows": [rep.to_dict() for rep in flows(cmp)],
         "events": [ae.to_dict() for ae in cmp.events],
         "warnings": list(cmp.warnings),
