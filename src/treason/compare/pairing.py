@@ -105,9 +105,7 @@ class Matcher:
         if bound is not None and bound != cand.dirkey:
             return False
         bound = self.flow_map[cand.point].get(cand.dirkey)
-        if bound is not None and bound != pkt.dirkey:
-            return False
-        return True
+        return bound is None or bound == pkt.dirkey
 
     def _pair(self, pkt: Packet, cand: Packet) -> None:
         pkt.twin, cand.twin = cand, pkt
