@@ -193,14 +193,14 @@ def _judge(
     name = o.name
     if o.first_ns is None or o.last_ns is None:
         reason = f"{name} has no TCP segments"
-    elif mapped is None:
-        reason = f"the connection was not seen at {name}"
     elif (
         pkt is not None
         and cmp.offset_ns is not None
         and _outside(matcher.near_time(pkt), o, cmp.offset_ns, int(window * 1e9))
     ):
         reason = f"{name} was not capturing at that time"
+    elif mapped is None:
+        reason = f"the connection was not seen at {name}"
     else:
         reason = f"not captured at {name} (lost by that capture, or dropped by the path)"
     return attribute(ev, point, pkt, direction, other_scale, name, reason)

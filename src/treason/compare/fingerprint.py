@@ -38,7 +38,8 @@ class Packet:
     ``mss`` is the MSS option (SYNs only), ``tsecr`` the timestamp echo, ``ttl`` the IPv4 TTL
     or IPv6 hop limit (which tells which point a packet passed first), each ``None`` when
     absent. ``event`` marks a segment the engine reported as a window shrink at this point;
-    ``twin`` is the same packet at the other point once paired.
+    ``matched`` says it was paired, and for events ``twin`` is the same packet at the other
+    point.
     """
 
     seg: Segment
@@ -48,6 +49,7 @@ class Packet:
     ttl: int | None
     prefix: bytes
     event: bool = False
+    matched: bool = False
     twin: Packet | None = None
 
     @property

@@ -108,7 +108,13 @@ class Matcher:
         return bound is None or bound == pkt.dirkey
 
     def _pair(self, pkt: Packet, cand: Packet) -> None:
-        pkt.twin, cand.twin = cand, pkt
+        pkt.matched = cand.matched = True
+        # Only events need their twin later; keeping every pair linked would make each a
+        # reference cycle that only the cyclic collector frees.
+        if pkt.event:
+            pkt.twin = cand
+        if cand.event:
+            cand.twin = pkt
         near, far = (pkt, cand) if pkt.point == NEAR else (cand, pkt)
         nk, fk = near.dirkey, far.dirkey
         if nk not in self.flow_map[NEAR]:
@@ -127,7 +133,7 @@ class Matcher:
         latest = self._latest[o]
         while order:
             head = order[0]
-            if head.twin is not None:
+            if head.matched:
                 order.popleft()
                 continue
             if len(order) <= self.max_pending:
@@ -140,7 +146,7 @@ class Matcher:
             self._drop(head)
 
     def _drop(self, pkt: Packet) -> None:
-        if pkt.twin is not None:
+        if pkt.matched:
             return
         key = pkt.key()
         waiting = self._pending[pkt.point].get(key)
