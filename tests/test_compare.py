@@ -20,6 +20,8 @@ from netns_router import ADDR_A, ADDR_B, ROUTER_B, capture_two_points
 from treason.compare import Comparison, compare
 from treason.compare.pairing import FAR, NEAR
 from treason.compare.report import flows
+from treason.decode import decode
+from treason.readers import open_frames
 
 #: Every seventh pure ACK of the receiver leaves the router with window 1.
 REWRITE_WINDOWS = f"""table inet t {{
@@ -31,11 +33,13 @@ REWRITE_WINDOWS = f"""table inet t {{
 }}
 """
 
-#: The data sender's SYN-ACK reaches the receiver without its window-scale option.
+#: The data sender's SYN-ACK reaches the receiver without its window-scale option, and the
+#: receiver's SYN has its MSS clamped.
 STRIP_WSCALE = f"""table inet t {{
  chain f {{
   type filter hook forward priority 0;
   ip saddr {ADDR_A} tcp flags & (syn|ack) == syn|ack reset tcp option window
+  ip saddr {ADDR_B} tcp flags & (syn|ack) == syn tcp option maxseg size set 1200
  }}
 }}
 """
@@ -165,8 +169,17 @@ def test_stripped_window_scale_is_named_as_the_cause(tmp_path: Path) -> None:
         assert ae.other_scale == 0 and ae.event.scale > 0
     (rep,) = flows(cmp)
     (w,) = [w for w in rep.rewrites if w.what == "window-scale"]
-    assert (w.segment, w.sender[0], w.far) == ("SYN-ACK", ADDR_A, None) and w.near is not None
-    assert "window-scale option of the SYN-ACK" in rep.conclusion
+    assert (w.segment, w.sender[0], w.far, w.upstream) == ("SYN-ACK", ADDR_A, None, NEAR)
+    assert w.near is not None and w.near == seen[0].event.scale
+    assert f"window-scale option of the SYN-ACK from {ADDR_A}:5001 was stripped" in rep.conclusion
+    (m,) = [w for w in rep.rewrites if w.what == "mss"]
+    assert (m.segment, m.sender[0], m.before_after, m.upstream) == (
+        "SYN",
+        ADDR_B,
+        (1460, 1200),
+        FAR,
+    )
+    assert "MSS of the SYN from" in rep.conclusion and "changed from 1460 to 1200" in rep.conclusion
 
 
 def test_paired_across_clock_offset_capture_loss_and_nat(tmp_path: Path) -> None:
@@ -176,7 +189,8 @@ def test_paired_across_clock_offset_capture_loss_and_nat(tmp_path: Path) -> None
     assert whole.lost == [0, 0] and whole.events
     first = next(e for e in whole.events if e.point == NEAR)
     assert first.twin is not None
-    gone = sorted({first.twin.seg.frame, *range(60, 400, 9)})
+    tcp = [f.number for f in open_frames(far) if not isinstance(decode(f), str)]
+    gone = sorted({first.twin.seg.frame, *tcp[60:400:9]})
     shifted = tmp_path / "far-shifted.pcap"
     subprocess.run(
         ["editcap", "-t", "-300", str(far), str(shifted), *map(str, gone)],

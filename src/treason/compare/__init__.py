@@ -15,7 +15,7 @@ from typing import BinaryIO
 from treason.compare.attribution import AttributedEvent, attribute
 from treason.compare.fingerprint import DirKey, Packet, fingerprint
 from treason.compare.flows import Direction, Handshakes
-from treason.compare.pairing import FAR, NEAR, Matcher
+from treason.compare.pairing import FAR, NEAR, Matcher, reverse
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Event, Severity
 from treason.packets import Frame
@@ -164,6 +164,8 @@ def compare(
         t = side.analyzer.table
         stats.flows, stats.handshakes = t.flows, t.handshakes
     matcher.finish()
+    for key, way in cmp.directions.items():
+        way.settle(cmp.directions.get(reverse(key)))
     cmp.offset_ns = matcher.offset_ns
     cmp.peak_pending = matcher.peak
     cmp.flow_map = matcher.flow_map

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from treason.compare import Comparison
-from treason.compare.attribution import PATH, POINT_NAMES, RECEIVER, UNMATCHED, AttributedEvent
+from treason.compare.attribution import PATH, RECEIVER, UNMATCHED, AttributedEvent
 from treason.compare.fingerprint import DirKey
 from treason.compare.flows import Direction, Rewrite
 from treason.compare.pairing import FAR, NEAR, reverse
@@ -94,8 +94,9 @@ def flows(cmp: Comparison) -> list[FlowReport]:
     for rep in by_key.values():
         if rep.near is not None and rep.far is not None:
             for near, far in ((rep.near, rep.far), (reverse(rep.near), reverse(rep.far))):
-                rep.rewrites += cmp.handshakes.rewrites(near, far)
                 way = cmp.directions.get(near)
+                upstream = way.upstream if way is not None else None
+                rep.rewrites += cmp.handshakes.rewrites(near, far, upstream)
                 if way is not None and way.seq_offset:
                     rep.rewrites.append(
                         Rewrite("sequence", "every segment", near, 0, way.seq_offset)
@@ -171,11 +172,12 @@ def conclude(rep: FlowReport, files: tuple[str, str]) -> str:
 
 
 def _change(w: Rewrite) -> str:
-    if w.far is None:
-        return f"stripped (it was {w.near} at {POINT_NAMES[NEAR]})"
-    if w.near is None:
-        return f"added ({w.far} at {POINT_NAMES[FAR]})"
-    return f"changed from {w.near} to {w.far}"
+    before, after = w.before_after
+    if after is None:
+        return f"stripped (it was {before})"
+    if before is None:
+        return f"added ({after})"
+    return f"changed from {before} to {after}"
 
 
 def _example(acks: Direction | None, files: tuple[str, str]) -> str:
