@@ -43,7 +43,9 @@ class FlowReport:
         return f"{key[2]}:{key[3]}"
 
     def counts(self) -> Counter[str]:
-        return Counter(e.attribution for e in self.events)
+        """Shrinks by attribution, an ACK seen shrinking at both points counted once."""
+        acks = {(e.attribution, _ack(e)) for e in self.events}
+        return Counter(attribution for attribution, _ in acks)
 
     def to_dict(self) -> dict[str, object]:
         acks = self.acks
@@ -58,6 +60,15 @@ class FlowReport:
             "windows_rewritten": acks.win_changed if acks else 0,
             "rewrites": [r.to_dict() for r in self.rewrites],
         }
+
+
+def _ack(ae: AttributedEvent) -> tuple[int, int]:
+    """The ACK of an event, named by its frame at NEAR when NEAR saw it."""
+    if ae.point == NEAR:
+        return (NEAR, ae.event.frame)
+    if ae.twin is not None:
+        return (NEAR, ae.twin.seg.frame)
+    return (FAR, ae.event.frame)
 
 
 def _name(key: DirKey | None) -> str | None:
