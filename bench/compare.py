@@ -34,10 +34,10 @@ def make_captures(near: Path, far: Path, nbytes: str) -> None:
     opts: dict = {"snaplen": 128, "immediate": False, "buffer_kib": 65536}
     with (
         netns_router.router() as r,
-        netns.Tcpdump(r, "a", near, **opts) as dn,  # type: ignore[arg-type]
-        netns.Tcpdump(r, "b", far, **opts) as df,  # type: ignore[arg-type]
+        netns.Tcpdump(r, "a", near, **opts) as dn,
+        netns.Tcpdump(r, "b", far, **opts) as df,
     ):
-        netns.iperf3_exchange(r, streams=4, nbytes=nbytes)  # type: ignore[arg-type]
+        netns.iperf3_exchange(r, streams=4, nbytes=nbytes)
         stats = dn.stop(settle=1.0), df.stop(settle=1.0)
     if any(s.dropped for s in stats):
         raise SystemExit(f"tcpdump dropped packets: {stats}")

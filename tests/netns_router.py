@@ -2,10 +2,10 @@
 
 The router forwards between two veth links and can run an nftables ruleset in its forward
 chain (window rewriting, option stripping, NAT, drops). Captures are taken on the two outer
-links, at the sender and at the receiver. The object speaks the ``VethPair`` protocol
-(``cmd``/``run``/``popen``/``sysctl``/``dev``/``addr_b``, side ``a`` = sender, ``b`` =
-receiver, ``r`` = router), so the traffic helpers and ``Tcpdump`` of ``tests/netns.py`` drive
-it unchanged. Names are unique per call and everything is removed afterwards.
+links, at the sender and at the receiver. The object is a ``VethPair`` whose sides ``a``
+(sender) and ``b`` (receiver) are two links apart, with side ``r`` the router, so the traffic
+helpers and ``Tcpdump`` of ``tests/netns.py`` drive it unchanged. Names are unique per call
+and everything is removed afterwards.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import secrets
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from netns import NetnsError, Tcpdump, _run, _wait_line, slow_reader_exchange
+from netns import NetnsError, Tcpdump, VethPair, _run, _wait_line, slow_reader_exchange
 
 ADDR_A = "10.214.1.1"  # sender
 ROUTER_A = "10.214.1.254"
@@ -28,39 +28,15 @@ ROUTER_B = "10.214.2.254"
 
 
 @dataclass
-class Router:
+class Router(VethPair):
     """Sender ``a`` and receiver ``b``, each joined to router ``r`` by its own veth."""
 
-    ns_a: str
-    ns_r: str
-    ns_b: str
-    dev_a: str
-    dev_ra: str
-    dev_rb: str
-    dev_b: str
-    addr_a: str = ADDR_A
-    addr_b: str = ADDR_B
-    _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
+    ns_r: str = ""
+    dev_ra: str = ""
+    dev_rb: str = ""
 
     def ns(self, side: str) -> str:
-        return {"a": self.ns_a, "b": self.ns_b, "r": self.ns_r}[side]
-
-    def dev(self, side: str) -> str:
-        return {"a": self.dev_a, "b": self.dev_b}[side]
-
-    def cmd(self, side: str, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.ns(side), *argv]
-
-    def run(self, side: str, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
-        return _run(self.cmd(side, argv), **kwargs)
-
-    def popen(self, side: str, argv: Sequence[str], **kwargs) -> subprocess.Popen:
-        proc = subprocess.Popen(self.cmd(side, argv), **kwargs)
-        self._procs.append(proc)
-        return proc
-
-    def sysctl(self, side: str, key: str, value: str | int) -> None:
-        self.run(side, ["sysctl", "-q", "-w", f"{key}={value}"])
+        return self.ns_r if side == "r" else super().ns(side)
 
     def nft(self, ruleset: str) -> None:
         """Load an nftables ruleset into the router."""
@@ -68,15 +44,6 @@ class Router:
             f.write(ruleset)
             f.flush()
             self.run("r", ["nft", "-f", f.name])
-
-    def kill_all(self) -> None:
-        for proc in self._procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
-        self._procs.clear()
 
 
 def _link(ns1: str, dev1: str, addr1: str, ns2: str, dev2: str, addr2: str) -> None:
@@ -95,12 +62,14 @@ def router(prefix: str = "trc") -> Iterator[Router]:
     tag = secrets.token_hex(3)
     r = Router(
         ns_a=f"{prefix}-{tag}-a",
-        ns_r=f"{prefix}-{tag}-r",
         ns_b=f"{prefix}-{tag}-b",
         dev_a=f"{prefix}{tag}a"[:15],
+        dev_b=f"{prefix}{tag}b"[:15],
+        addr_a=ADDR_A,
+        addr_b=ADDR_B,
+        ns_r=f"{prefix}-{tag}-r",
         dev_ra=f"{prefix}{tag}ra"[:15],
         dev_rb=f"{prefix}{tag}rb"[:15],
-        dev_b=f"{prefix}{tag}b"[:15],
     )
     created: list[str] = []
     try:
@@ -203,7 +172,7 @@ def capture_two_points(
             if reader_is_client:
                 reader_connects(r)
             else:
-                slow_reader_exchange(r)  # type: ignore[arg-type]
+                slow_reader_exchange(r)
             stats = dn.stop(), df.stop()
     if any(s.dropped for s in stats):
         raise NetnsError(f"tcpdump dropped packets: {stats}")

@@ -54,10 +54,14 @@ MASQUERADE = f"""table ip t {{
 """
 
 
-def _captures(tmp: Path, **kwargs: object) -> tuple[Path, Path]:
+def _captures(
+    tmp: Path, ruleset: str | None = None, shrink_window: int = 0, reader_is_client: bool = False
+) -> tuple[Path, Path]:
     require("tcpdump", "nft")
     near, far = tmp / "near.pcap", tmp / "far.pcap"
-    capture_two_points(near, far, **kwargs)  # type: ignore[arg-type]
+    capture_two_points(
+        near, far, ruleset=ruleset, shrink_window=shrink_window, reader_is_client=reader_is_client
+    )
     return near, far
 
 
