@@ -128,24 +128,29 @@ def compare(
                 found.append((side.point, ev))
 
     sides = (_Side(NEAR, near, cmp, names[0]), _Side(FAR, far, cmp, names[1]))
+    first, second = sides
     turn = 0
     while True:
-        live = [s for s in sides if s.head is not None]
-        if not live:
-            break
-        if len(live) == 1:
-            side = live[0]
+        # The capture whose next frame is earlier (on the near clock) goes first; until the
+        # clock offset is known, the two take turns.
+        a, b = first.head, second.head
+        if b is None:
+            if a is None:
+                break
+            side = first
+        elif a is None:
+            side = second
         elif matcher.offset_ns is None:
             side = sides[turn]
             turn ^= 1
         else:
-            offset = matcher.offset_ns
-            side = min(live, key=lambda s: s.head.ts_ns - (offset if s.point == FAR else 0))  # type: ignore[union-attr]
+            side = first if a.ts_ns <= b.ts_ns - matcher.offset_ns else second
         frame = side.head
         assert frame is not None
         side.advance()
         seg, made, final = side.analyzer.frame(frame)
-        keep(final, side)
+        if final:
+            keep(final, side)
         if seg is None:
             continue
         pkt = fingerprint(frame, seg, side.point)
