@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.near == "-" and args.far == "-":
         raise TreasonError("-", "only one of NEAR and FAR can be standard input")
-    if not args.window > 0:
+    if not (args.window > 0 and math.isfinite(args.window)):
         raise TreasonError("--window", f"must be a positive number of seconds, not {args.window}")
     if args.output:
         for given in (args.near, args.far):

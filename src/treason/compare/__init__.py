@@ -76,6 +76,8 @@ class _Side:
         self.advance()
 
     def advance(self) -> None:
+        """Read the next frame; damage ends this capture (raised at once if it has none)."""
+        started = self.head is not None
         try:
             self.head = next(self.frames)
         except StopIteration:
@@ -84,6 +86,8 @@ class _Side:
             self.head = None
             self.cmp.warnings.append(str(exc))
         except CaptureError as exc:
+            if not started:
+                raise  # not a capture at all: nothing to compare
             self.head = None
             self.cmp.errors.append(exc)
 
