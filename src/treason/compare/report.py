@@ -124,25 +124,31 @@ def conclude(rep: FlowReport, files: tuple[str, str]) -> str:
     clauses = []
     scale = [w for w in rep.rewrites if w.what == "window-scale"]
     acks = rep.acks
-    if counts[PATH]:
-        where = " and ".join(sorted({files[e.point] for e in rep.events if e.attribution == PATH}))
-        if scale:
-            w = scale[0]
-            clauses.append(
-                f"the window-scale option of the {w.segment} from {w.sender[0]}:{w.sender[1]} "
-                f"was {_change(w)} {between}, so the two ends scale {r}'s windows differently: "
-                f"the {counts[PATH]} shrink(s) seen at {where} come from that mismatch, not "
-                f"from {r}; make the device between the capture points leave TCP options alone"
-            )
-        else:
-            changed = f"{acks.win_changed} of {acks.paired}" if acks else "some"
-            clauses.append(
-                f"a device {between} rewrote the window of {changed} segments from {r}"
-                f"{_example(acks, files)}, and made the {counts[PATH]} shrink(s) seen at "
-                f"{where}: {r} did not take that window back; check that device (IPS "
-                f"normaliser, shaper, load balancer, NAT) and its window or TCP normalisation "
-                f"settings"
-            )
+    path = [e for e in rep.events if e.attribution == PATH]
+    # Same raw window at both points yet a path verdict: the two points scale it differently,
+    # which only a window-scale option changed in the handshake does.
+    by_scale = {
+        _ack(e) for e in path if scale and e.twin is not None and e.twin.seg.win == e.event.win
+    }
+    by_window = {_ack(e) for e in path} - by_scale
+    where = " and ".join(sorted({files[e.point] for e in path}))
+    if by_scale:
+        w = scale[0]
+        clauses.append(
+            f"the window-scale option of the {w.segment} from {w.sender[0]}:{w.sender[1]} was "
+            f"{_change(w)} {between}, so the two ends scale {r}'s windows differently: the "
+            f"{len(by_scale)} shrink(s) seen at {where} come from that mismatch, not from {r}; "
+            f"make the device between the capture points leave TCP options alone"
+        )
+    if by_window:
+        changed = f"{acks.win_changed} of {acks.paired}" if acks else "some"
+        clauses.append(
+            f"a device {between} rewrote the window of {changed} segments from {r}"
+            f"{_example(acks, files)}, and made the {len(by_window)} shrink(s) seen at "
+            f"{where}: {r} did not take that window back; check that device (IPS "
+            f"normaliser, shaper, load balancer, NAT) and its window or TCP normalisation "
+            f"settings"
+        )
     if counts[RECEIVER]:
         clauses.append(
             f"{r} itself shrank its window {counts[RECEIVER]} time(s) (the same windows at both "
@@ -171,7 +177,7 @@ def conclude(rep: FlowReport, files: tuple[str, str]) -> str:
                 f"the MSS of the {w.segment} from {w.sender[0]}:{w.sender[1]} was {_change(w)} "
                 f"{between}"
             )
-        elif not counts[PATH]:
+        elif not by_scale:
             clauses.append(
                 f"the window-scale option of the {w.segment} from {w.sender[0]}:{w.sender[1]} "
                 f"was {_change(w)} {between}"
