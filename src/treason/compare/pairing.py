@@ -9,7 +9,9 @@ the offset is known or when the captures do not overlap at all.
 
 Flows are paired by the packets they share, never by addresses: the first pair between two
 flows binds them (both directions), and a later content match between flows bound elsewhere is
-refused, so that a chance collision of keys cannot pair packets of different connections.
+refused, so that a chance collision of keys cannot pair packets of different connections. A
+SYN binds afresh: a later connection on the same addresses and ports at one point may leave a
+NAT with other ports than the last one did.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 
 from treason.compare.fingerprint import DirKey, Packet
+from treason.packets import SYN
 
 NEAR, FAR = 0, 1
 
@@ -65,7 +68,8 @@ class Matcher:
 
     def add(self, pkt: Packet) -> None:
         p, o = pkt.point, 1 - pkt.point
-        if self._latest[p] is None or pkt.seg.ts_ns > self._latest[p]:  # type: ignore[operator]
+        latest = self._latest[p]
+        if latest is None or pkt.seg.ts_ns > latest:
             self._latest[p] = pkt.seg.ts_ns
         key = pkt.key()
         waiting = self._pending[o].get(key)
@@ -101,6 +105,8 @@ class Matcher:
             and abs(self.near_time(pkt) - self.near_time(cand)) > self.window_ns
         ):
             return False
+        if pkt.seg.flags & SYN:
+            return True  # a new connection: its addresses may be reused behind another NAT port
         bound = self.flow_map[pkt.point].get(pkt.dirkey)
         if bound is not None and bound != cand.dirkey:
             return False
@@ -117,7 +123,7 @@ class Matcher:
             cand.twin = pkt
         near, far = (pkt, cand) if pkt.point == NEAR else (cand, pkt)
         nk, fk = near.dirkey, far.dirkey
-        if nk not in self.flow_map[NEAR]:
+        if near.seg.flags & SYN or nk not in self.flow_map[NEAR]:
             self.flow_map[NEAR][nk], self.flow_map[NEAR][reverse(nk)] = fk, reverse(fk)
             self.flow_map[FAR][fk], self.flow_map[FAR][reverse(fk)] = nk, reverse(nk)
         if self.offset_ns is None:
