@@ -22,6 +22,7 @@ from treason.compare.pairing import FAR, NEAR
 from treason.compare.report import flows
 from treason.decode import decode
 from treason.readers import open_frames
+from treason.scanner import scan
 
 #: Every seventh pure ACK of the receiver leaves the router with window 1.
 REWRITE_WINDOWS = f"""table inet t {{
@@ -154,6 +155,8 @@ def test_receiver_that_shrinks_is_blamed_at_both_points(
     near, far = receiver_shrinks
     cmp = compare(near, far)
     assert _by_point(cmp, NEAR) and _by_point(cmp, FAR)
+    for point, path in ((NEAR, near), (FAR, far)):  # the events scan reports, no other
+        assert [e.event.key() for e in _by_point(cmp, point)] == [e.key() for e in scan(path)]
     for ae in cmp.events:
         assert ae.attribution == "receiver", ae.reason
         assert ae.twin is not None and ae.twin.seg.win == ae.event.win
