@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 
+import captures
 from conftest import require, require_tshark
 from netns_router import ADDR_A, ADDR_B, ROUTER_B, capture_two_points
 from treason.compare import Comparison, compare
+from treason.compare.fingerprint import Packet, fingerprint
 from treason.compare.pairing import FAR, NEAR
 from treason.compare.report import flows
 from treason.decode import decode
+from treason.packets import Frame
 from treason.readers import open_frames
 from treason.scanner import scan
 
@@ -284,3 +287,38 @@ def test_captures_of_different_traffic_pair_nothing_in_bounded_memory(
     assert cmp.lost == cmp.segments
     assert cmp.events and {e.attribution for e in cmp.events} == {"unmatched"}
     assert all("was not seen at" in e.reason for e in cmp.events)
+
+
+def _fp(ip: bytes, point: int, vlans: tuple[int, ...] = ()) -> Packet:
+    data = captures.ether(ip, 0x86DD if ip[0] >> 4 == 6 else 0x0800, vlans)
+    frame = Frame(1, 1_000_000_000, 1, data, len(data))
+    seg = decode(frame)
+    assert not isinstance(seg, str), seg
+    return fingerprint(frame, seg, point)
+
+
+MSS_WS_TS = (
+    bytes([2, 4, 0x05, 0xB4, 1, 3, 3, 7, 8, 10]) + (11).to_bytes(4, "big") + (22).to_bytes(4, "big")
+)
+
+
+def test_fingerprint_ignores_what_the_path_changes() -> None:
+    """NAT (addresses, ports), TTL, window and sequence numbers differ; the key does not."""
+    syn = captures.tcp(40000, 80, seq=1000, flags=0x02, win=64240, options=MSS_WS_TS)
+    moved = captures.tcp(61000, 80, seq=777, flags=0x02, win=1, options=MSS_WS_TS)
+    a = _fp(captures.ipv4("10.0.0.1", "10.0.0.2", syn, ident=99), NEAR)
+    b = _fp(captures.ipv4("192.0.2.7", "10.0.0.2", moved, ident=99), FAR)
+    assert a.key() == b.key()
+    assert (a.mss, a.tsecr, a.seg.tsval, a.seg.ws, a.ttl) == (1460, 22, 11, 7, 64)
+    other = _fp(captures.ipv4("10.0.0.1", "10.0.0.2", syn, ident=100), FAR)
+    assert other.key() != a.key()
+
+
+def test_fingerprint_reads_ttl_behind_ip_options_and_in_tagged_ipv6() -> None:
+    seg = captures.tcp(40000, 80, payload=b"hello")
+    with_options = _fp(captures.ipv4("10.0.0.1", "10.0.0.2", seg, options=b"\x01" * 8), NEAR)
+    assert with_options.ttl == 64 and with_options.prefix == b"hello"
+    v6 = _fp(captures.ipv6("2001:db8::1", "2001:db8::2", seg), NEAR, vlans=(10, 20))
+    assert v6.ttl == 64 and v6.seg.ip_id == 0 and v6.dirkey[4] == (10, 20)
+    # No IP ID and no timestamps: sequence numbers and the first payload bytes identify it.
+    assert v6.key() == (0x10, 5, 1000, 0, b"hello")
