@@ -255,6 +255,7 @@ def render_json(cmp: Comparison) -> str:
         "only_near": cmp.lost[NEAR],
         "only_far": cmp.lost[FAR],
         "peak_waiting": cmp.peak_pending,
+        "scan_stats": {"near": cmp.stats[NEAR].to_dict(), "far": cmp.stats[FAR].to_dict()},
         "flows": [rep.to_dict() for rep in flows(cmp)],
         "events": [ae.to_dict() for ae in cmp.events],
         "warnings": list(cmp.warnings),
