@@ -286,7 +286,7 @@ def test_captures_of_different_traffic_pair_nothing_in_bounded_memory(
     assert cmp.segments[NEAR] > 500 and cmp.peak_pending <= 50
     assert cmp.lost == cmp.segments
     assert cmp.events and {e.attribution for e in cmp.events} == {"unmatched"}
-    assert all("was not seen at" in e.reason for e in cmp.events)
+    assert all("no packet of the connection was recognised" in e.reason for e in cmp.events)
 
 
 def _fp(ip: bytes, point: int, vlans: tuple[int, ...] = ()) -> Packet:

@@ -211,7 +211,10 @@ def _judge(
     ):
         reason = f"{name} was not capturing at that time"
     elif mapped is None:
-        reason = f"the connection was not seen at {name}"
+        reason = (
+            f"no packet of the connection was recognised at {name} (not captured there, or "
+            f"changed beyond recognition: TCP timestamps stripped, IP ID rewritten)"
+        )
     else:
         reason = f"not captured at {name} (lost by that capture, or dropped by the path)"
     return attribute(ev, point, pkt, direction, other_scale, name, reason)
