@@ -156,12 +156,14 @@ def capture_two_points(
     ruleset: str | None = None,
     shrink_window: int = 0,
     reader_is_client: bool = False,
+    connections: int = 1,
 ) -> None:
     """Slow-reader traffic through the router, recorded at the sender and at the receiver.
 
     ``near`` is tcpdump on the sender's link, ``far`` on the receiver's. ``ruleset`` is loaded
     into the router first; ``shrink_window`` is the receiver's ``net.ipv4.tcp_shrink_window``.
     With ``reader_is_client`` the receiver opens the connection (``reader_connects``).
+    ``connections`` are made one after another, to ports 5001, 5002, ...
     """
     with router() as r:
         r.sysctl("b", "net.ipv4.tcp_shrink_window", shrink_window)
@@ -169,10 +171,11 @@ def capture_two_points(
         if ruleset is not None:
             r.nft(ruleset)
         with Tcpdump(r, "a", near, snaplen=96) as dn, Tcpdump(r, "b", far, snaplen=96) as df:
-            if reader_is_client:
-                reader_connects(r)
-            else:
-                slow_reader_exchange(r)
+            for port in range(5001, 5001 + connections):
+                if reader_is_client:
+                    reader_connects(r, port)
+                else:
+                    slow_reader_exchange(r, port)
             stats = dn.stop(), df.stop()
     if any(s.dropped for s in stats):
         raise NetnsError(f"tcpdump dropped packets: {stats}")
