@@ -33,6 +33,7 @@ class Direction:
     near: DirKey
     far: DirKey
     paired: int = 0
+    carrying: int = 0  # paired segments with payload
     win_changed: int = 0
     #: first rewrite: (near frame, near window, far frame, far window)
     example: tuple[int, int, int, int] | None = None
@@ -43,6 +44,8 @@ class Direction:
 
     def add(self, near: Packet, far: Packet) -> None:
         self.paired += 1
+        if near.seg.payload_len:
+            self.carrying += 1
         if near.seg.win != far.seg.win:
             self.win_changed += 1
             if self.example is None:

@@ -98,10 +98,12 @@ def flows(cmp: Comparison) -> list[FlowReport]:
         ev = ae.event
         report_for(ae.point, (ev.src, ev.sport, ev.dst, ev.dport, ev.vlan)).events.append(ae)
     for key, d in cmp.directions.items():
-        if (NEAR, reverse(key)) in by_key:
-            continue  # the connection's report covers both directions
         if d.win_changed or d.seq_offset or cmp.handshakes.rewrites(key, d.far):
-            report_for(NEAR, key)
+            # One report per connection, named by its ACK direction: the one carrying less.
+            back = cmp.directions.get(reverse(key))
+            acks = reverse(key) if back is not None and back.carrying < d.carrying else key
+            if (NEAR, acks) not in by_key and (NEAR, reverse(acks)) not in by_key:
+                report_for(NEAR, acks)
     for rep in by_key.values():
         if rep.near is not None and rep.far is not None:
             for near, far in ((rep.near, rep.far), (reverse(rep.near), reverse(rep.far))):
