@@ -170,8 +170,9 @@ def compare(
     for side in sides:
         keep(side.analyzer.table.flush(), side)
         stats = cmp.stats[side.point]
-        t = side.analyzer.table
-        stats.flows, stats.handshakes = t.flows, t.handshakes
+        stats.flows, stats.handshakes, stats.evicted_idle, stats.evicted_cap = (
+            side.analyzer.flow_counters()
+        )
     matcher.finish()
     for key, way in cmp.directions.items():
         way.settle(cmp.directions.get(reverse(key)))
