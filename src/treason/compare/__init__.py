@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from treason.compare.attribution import AttributedEvent, attribute
+from treason.compare.engines import engine_for
 from treason.compare.fingerprint import DirKey, Packet, fingerprint
 from treason.compare.flows import Direction, Handshakes
 from treason.compare.pairing import FAR, NEAR, Matcher, reverse
@@ -20,13 +21,8 @@ from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Event, Severity
 from treason.packets import Frame
 from treason.readers import open_frames
-from treason.scanner import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_FLOWS,
-    Analyzer,
-    ScanStats,
-    source_name,
-)
+from treason.readers.stats import ReaderStats
+from treason.scanner import ScanStats, source_name
 
 __all__ = ["AttributedEvent", "Comparison", "compare"]
 
@@ -34,6 +30,8 @@ __all__ = ["AttributedEvent", "Comparison", "compare"]
 DEFAULT_WINDOW = 2.0
 #: Packets waiting for a twin at one point, at most: the memory bound.
 DEFAULT_MAX_PENDING = 200_000
+#: Frames one capture is read ahead of the other in one go (the engines work in batches).
+BATCH = 256
 
 Source = str | os.PathLike[str] | BinaryIO
 
@@ -62,18 +60,18 @@ class Comparison:
 class _Side:
     """One capture being read: its frames, the engine over them, the frame read next."""
 
-    def __init__(self, point: int, source: Source, cmp: Comparison, name: str) -> None:
+    def __init__(self, point: int, source: Source, cmp: Comparison, name: str, engine: str) -> None:
         self.point = point
         self.name = name
-        self.frames = open_frames(source, name)
-        self.analyzer = Analyzer(
-            cmp.stats[point], DEFAULT_MAX_FLOWS, int(DEFAULT_IDLE_TIMEOUT * 1e9)
-        )
         self.cmp = cmp
+        reader = ReaderStats()
+        self.frames = open_frames(source, name, reader)
         self.head: Frame | None = None
         self.first_ns: int | None = None
         self.last_ns: int | None = None
         self.advance()
+        linktype = self.head.linktype if self.head is not None else 0
+        self.engine = engine_for(reader.format, linktype, cmp.stats[point], engine)
 
     def advance(self) -> None:
         """Read the next frame; damage ends this capture (raised at once if it has none)."""
@@ -91,6 +89,14 @@ class _Side:
             self.head = None
             self.cmp.errors.append(exc)
 
+    def take(self, most: int) -> list[Frame]:
+        """The next ``most`` frames at most."""
+        batch: list[Frame] = []
+        while self.head is not None and len(batch) < most:
+            batch.append(self.head)
+            self.advance()
+        return batch
+
 
 def compare(
     near: Source,
@@ -99,13 +105,15 @@ def compare(
     window: float = DEFAULT_WINDOW,
     max_pending: int = DEFAULT_MAX_PENDING,
     retractions: bool = False,
+    engine: str = "auto",
 ) -> Comparison:
     """Pair the packets of two captures and attribute every window-shrink event in them.
 
     Each capture is read once, in step with the other by (clock-corrected) time, so memory
     stays bounded by ``window`` seconds of traffic (and ``max_pending`` packets) however long
     the captures are. Damaged captures are compared up to the damage; the errors are in
-    ``errors`` for the caller to raise after reporting.
+    ``errors`` for the caller to raise after reporting. ``engine`` is as for ``scan``
+    (``auto``, ``fast``, ``reference``; see ``engines``).
     """
     names = (source_name(near), source_name(far))
     cmp = Comparison(files=names)
@@ -131,7 +139,10 @@ def compare(
             if retractions or ev.cls is not Severity.RETRACTION:
                 found.append((side.point, ev))
 
-    sides = (_Side(NEAR, near, cmp, names[0]), _Side(FAR, far, cmp, names[1]))
+    sides = (
+        _Side(NEAR, near, cmp, names[0], engine),
+        _Side(FAR, far, cmp, names[1], engine),
+    )
     first, second = sides
     turn = 0
     while True:
@@ -149,30 +160,21 @@ def compare(
             turn ^= 1
         else:
             side = first if a.ts_ns <= b.ts_ns - matcher.offset_ns else second
-        frame = side.head
-        assert frame is not None
-        side.advance()
-        seg, made, final = side.analyzer.frame(frame)
-        if final:
-            keep(final, side)
-        if seg is None:
-            continue
-        pkt = fingerprint(frame, seg, side.point)
-        cmp.segments[side.point] += 1
-        if side.first_ns is None:
-            side.first_ns = seg.ts_ns
-        side.last_ns = seg.ts_ns
-        cmp.handshakes.add(pkt)
-        if made is not None:
-            pkt.event = True
-            flagged[(side.point, seg.frame)] = pkt
-        matcher.add(pkt)
+        judged, final = side.engine.feed(side.take(BATCH))
+        keep(final, side)
+        for frame, seg, made in judged:
+            pkt = fingerprint(frame, seg, side.point)
+            cmp.segments[side.point] += 1
+            if side.first_ns is None:
+                side.first_ns = seg.ts_ns
+            side.last_ns = seg.ts_ns
+            cmp.handshakes.add(pkt)
+            if made:
+                pkt.event = True
+                flagged[(side.point, seg.frame)] = pkt
+            matcher.add(pkt)
     for side in sides:
-        keep(side.analyzer.table.flush(), side)
-        stats = cmp.stats[side.point]
-        stats.flows, stats.handshakes, stats.evicted_idle, stats.evicted_cap = (
-            side.analyzer.flow_counters()
-        )
+        keep(side.engine.flush(), side)
     matcher.finish()
     for key, way in cmp.directions.items():
         way.settle(cmp.directions.get(reverse(key)))
