@@ -179,3 +179,25 @@ def capture_two_points(
             stats = dn.stop(), df.stop()
     if any(s.dropped for s in stats):
         raise NetnsError(f"tcpdump dropped packets: {stats}")
+
+
+def missing_nftables() -> str | None:
+    """Why the router cannot run nftables rules here (no nft, no nf_tables), or None."""
+    name = f"trnft-{secrets.token_hex(3)}"
+    try:
+        _run(["ip", "netns", "add", name])
+    except NetnsError as exc:
+        return str(exc)
+    try:
+        probe = subprocess.run(
+            ["ip", "netns", "exec", name, "nft", "add", "table", "inet", "probe"],
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode != 0:
+            return f"nftables does not work here: {probe.stderr.strip()}"
+        return None
+    except FileNotFoundError:
+        return "needs 'nft' on PATH"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -17,7 +17,7 @@ import pytest
 
 import captures
 from conftest import require, require_tshark
-from netns_router import ADDR_A, ADDR_B, ROUTER_B, capture_two_points
+from netns_router import ADDR_A, ADDR_B, ROUTER_B, capture_two_points, missing_nftables
 from treason.compare import Comparison, compare
 from treason.compare.fingerprint import Packet, fingerprint
 from treason.compare.pairing import FAR, NEAR
@@ -59,7 +59,9 @@ MASQUERADE = f"""table ip t {{
 
 
 def _captures(tmp: Path, ruleset: str | None = None, **traffic: int) -> tuple[Path, Path]:
-    require("tcpdump", "nft")
+    require("tcpdump")
+    if ruleset is not None and (reason := missing_nftables()):
+        pytest.skip(reason)
     near, far = tmp / "near.pcap", tmp / "far.pcap"
     capture_two_points(near, far, ruleset=ruleset, **traffic)
     return near, far
@@ -72,7 +74,8 @@ def path_rewrite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def receiver_shrinks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return _captures(tmp_path_factory.mktemp("receiver"), shrink_window=1)
+    # Whether a slow reader's kernel shrinks is a race: three connections make one sure.
+    return _captures(tmp_path_factory.mktemp("receiver"), shrink_window=1, connections=3)
 
 
 def _tshark_window(path: Path, frame: int) -> int:
@@ -161,9 +164,9 @@ def test_receiver_that_shrinks_is_blamed_at_both_points(
     for ae in cmp.events:
         assert ae.attribution == "receiver", ae.reason
         assert ae.twin is not None and ae.twin.seg.win == ae.event.win
-    (rep,) = flows(cmp)
-    assert rep.acks is not None and rep.acks.win_changed == 0
-    assert "itself shrank its window" in rep.conclusion
+    reports = flows(cmp)
+    assert reports and all(r.acks is not None and r.acks.win_changed == 0 for r in reports)
+    assert all("itself shrank its window" in r.conclusion for r in reports)
 
 
 def test_stripped_window_scale_is_named_as_the_cause(tmp_path: Path) -> None:
@@ -192,7 +195,7 @@ def test_stripped_window_scale_is_named_as_the_cause(tmp_path: Path) -> None:
 
 def test_paired_across_clock_offset_capture_loss_and_nat(tmp_path: Path) -> None:
     require("editcap")
-    near, far = _captures(tmp_path, ruleset=MASQUERADE, shrink_window=1)
+    near, far = _captures(tmp_path, ruleset=MASQUERADE, shrink_window=1, connections=3)
     whole = compare(near, far)
     assert whole.lost == [0, 0] and whole.events
     first = next(e for e in whole.events if e.point == NEAR)
@@ -209,9 +212,10 @@ def test_paired_across_clock_offset_capture_loss_and_nat(tmp_path: Path) -> None
     assert cmp.offset_ns is not None and abs(cmp.offset_ns / 1e9 + 300) < 0.5
     assert cmp.segments[FAR] == whole.segments[FAR] - len(gone)
     assert cmp.lost == [len(gone), 0] and cmp.paired == cmp.segments[FAR]
-    (rep,) = flows(cmp)
-    assert rep.near is not None and rep.far is not None
-    assert rep.near[0] == ADDR_B and rep.near[2] == ADDR_A and rep.far[2] == ROUTER_B
+    for rep in flows(cmp):
+        assert rep.near is not None and rep.far is not None
+        assert rep.near[0] == ADDR_B and rep.near[2] == ADDR_A and rep.far[2] == ROUTER_B
+    assert len(cmp.directions) == 6  # three connections, both directions, all paired
     lost = next(e for e in cmp.events if e.point == NEAR and e.event.frame == first.event.frame)
     assert lost.attribution == "unmatched" and "not captured" in lost.reason
     assert {e.attribution for e in cmp.events} == {"receiver", "unmatched"}
