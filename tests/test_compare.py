@@ -290,6 +290,30 @@ def test_captures_of_different_traffic_pair_nothing_in_bounded_memory(
     assert cmp.lost == cmp.segments
     assert cmp.events and {e.attribution for e in cmp.events} == {"unmatched"}
     assert all("no packet of the connection was recognised" in e.reason for e in cmp.events)
+    assert cmp.warnings == [
+        "no packet was seen at both points: are these captures of the same traffic, "
+        "taken at the same time?"
+    ]
+
+
+def test_captures_that_start_far_apart_still_find_the_offset(
+    path_rewrite: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The near capture starts later by more packets than may wait: probes find the offset."""
+    require("editcap")
+    near, far = path_rewrite
+    late = tmp_path / "near-late.pcap"
+    subprocess.run(["editcap", "-r", str(near), str(late), "401-1000000"], check=True)
+    whole = compare(late, far)
+    assert whole.warnings == [] and whole.lost[NEAR] == 0
+    squeezed = compare(late, far, max_pending=300)
+    assert squeezed.offset_ns is not None and whole.offset_ns is not None
+    assert abs(squeezed.offset_ns - whole.offset_ns) < 1_000_000
+    assert squeezed.paired > squeezed.segments[NEAR] // 2
+    verdicts = {e.attribution for e in squeezed.events}
+    assert "path" in verdicts and verdicts <= {"path", "unmatched"}
+    (warning,) = squeezed.warnings
+    assert "captures start far apart" in warning and "editcap -A" in warning
 
 
 def _fp(ip: bytes, point: int, vlans: tuple[int, ...] = ()) -> Packet:

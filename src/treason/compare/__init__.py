@@ -144,6 +144,7 @@ def compare(
         _Side(FAR, far, cmp, names[1], engine),
     )
     first, second = sides
+    batch = max(1, min(BATCH, max_pending // 4))  # a batch must not overflow the waiting room
     turn = 0
     while True:
         # The capture whose next frame is earlier (on the near clock) goes first; until the
@@ -160,7 +161,7 @@ def compare(
             turn ^= 1
         else:
             side = first if a.ts_ns <= b.ts_ns - matcher.offset_ns else second
-        judged, final = side.engine.feed(side.take(BATCH))
+        judged, final = side.engine.feed(side.take(batch))
         keep(final, side)
         for frame, seg, made in judged:
             pkt = fingerprint(frame, seg, side.point)
@@ -176,6 +177,7 @@ def compare(
     for side in sides:
         keep(side.engine.flush(), side)
     matcher.finish()
+    _warn_overlap(cmp, matcher, sides, max_pending)
     for key, way in cmp.directions.items():
         way.settle(cmp.directions.get(reverse(key)))
     cmp.offset_ns = matcher.offset_ns
@@ -227,3 +229,27 @@ def _outside(t: int, side: _Side, offset: int, window: int) -> bool:
     assert side.first_ns is not None and side.last_ns is not None
     shift = offset if side.point == FAR else 0
     return t < side.first_ns - shift - window or t > side.last_ns - shift + window
+
+
+def _warn_overlap(
+    cmp: Comparison, matcher: Matcher, sides: tuple[_Side, _Side], max_pending: int
+) -> None:
+    """Say when the captures hardly overlap, and how to compare their common period."""
+    near, far = sides
+    if near.first_ns is None or far.first_ns is None:
+        return
+    offset = matcher.offset_ns
+    if offset is None:
+        cmp.warnings.append(
+            "no packet was seen at both points: are these captures of the same traffic, "
+            "taken at the same time?"
+        )
+    elif matcher.blind:
+        start = max(near.first_ns, far.first_ns - offset)  # on the near clock
+        cmp.warnings.append(
+            f"the captures start far apart: {matcher.blind} packets were given up before the "
+            f"clock offset was known (more than {max_pending} waiting), and some may have "
+            f"been seen at both points; compare the common period: "
+            f"editcap -A {start / 1e9:.6f} {near.name} and "
+            f"editcap -A {(start + offset) / 1e9:.6f} {far.name}"
+        )

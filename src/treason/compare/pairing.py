@@ -27,6 +27,11 @@ NEAR, FAR = 0, 1
 
 #: Pairs whose time differences fix the clock offset between the points.
 OFFSET_SAMPLES = 16
+#: Before the offset is known, every PROBE_EVERY-th packet given up keeps its key and time
+#: (at most MAX_PROBES per point): when one capture starts long before the other, the other's
+#: packets meet these probes and so give the offset, although their twins are gone.
+PROBE_EVERY = 8
+MAX_PROBES = 50_000
 
 
 def reverse(key: DirKey) -> DirKey:
@@ -59,6 +64,8 @@ class Matcher:
         self._order: tuple[deque[Packet], deque[Packet]] = (deque(), deque())
         self._latest: list[int | None] = [None, None]
         self._samples: list[int] = []
+        self._probes: tuple[dict[tuple[object, ...], int], ...] = ({}, {})
+        self.blind = 0  # packets given up at the cap before the offset was known
 
     def near_time(self, pkt: Packet) -> int:
         """``pkt``'s capture time on the near point's clock (once the offset is known)."""
@@ -84,6 +91,8 @@ class Matcher:
             else:
                 self._wait(pkt, key)
         else:
+            if self.offset_ns is None:
+                self._probe(pkt, key)
             self._wait(pkt, key)
         self._expire(o)
         self._expire(p)
@@ -127,11 +136,22 @@ class Matcher:
             self.flow_map[NEAR][nk], self.flow_map[NEAR][reverse(nk)] = fk, reverse(fk)
             self.flow_map[FAR][fk], self.flow_map[FAR][reverse(fk)] = nk, reverse(nk)
         if self.offset_ns is None:
-            self._samples.append(far.seg.ts_ns - near.seg.ts_ns)
-            if len(self._samples) >= OFFSET_SAMPLES:
-                self.offset_ns = int(statistics.median_low(self._samples))
-                self._samples.clear()
+            self._sample(far.seg.ts_ns - near.seg.ts_ns)
         self.on_pair(near, far)
+
+    def _sample(self, far_minus_near: int) -> None:
+        self._samples.append(far_minus_near)
+        if len(self._samples) >= OFFSET_SAMPLES:
+            self.offset_ns = int(statistics.median_low(self._samples))
+            self._samples.clear()
+            self._probes[NEAR].clear()
+            self._probes[FAR].clear()
+
+    def _probe(self, pkt: Packet, key: tuple[object, ...]) -> None:
+        """A packet with no twin waiting: did its twin leave a probe?"""
+        ts = self._probes[1 - pkt.point].pop(key, None)
+        if ts is not None:
+            self._sample(pkt.seg.ts_ns - ts if pkt.point == FAR else ts - pkt.seg.ts_ns)
 
     def _expire(self, p: int) -> None:
         """Give up on point ``p``'s oldest packets once the other point has moved past them."""
@@ -149,6 +169,11 @@ class Matcher:
                 if other_now - self.near_time(head) <= self.window_ns:
                     return
             order.popleft()
+            if self.offset_ns is None:
+                self.blind += 1
+                probes = self._probes[p]
+                if self.blind % PROBE_EVERY == 0 and len(probes) < MAX_PROBES:
+                    probes[head.key()] = head.seg.ts_ns
             self._drop(head)
 
     def _drop(self, pkt: Packet) -> None:
