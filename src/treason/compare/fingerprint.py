@@ -15,12 +15,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from treason.packets import Frame, Segment
+from treason.packets import SYN, Frame, Segment
 
 TCPOPT_EOL = 0
 TCPOPT_NOP = 1
 TCPOPT_MSS = 2
-TCPOPT_TIMESTAMP = 8
+#: The timestamp option's kind and length bytes.
+_TS_HEAD = bytes((8, 10))
 
 #: Payload bytes that tell segments apart when nothing else does.
 PAYLOAD_PREFIX = 8
@@ -35,15 +36,17 @@ DirKey = tuple[str, int, str, int, tuple[int, ...]]
 class Packet:
     """One TCP segment at one capture point, with what pairing and attribution need.
 
-    ``mss`` is the MSS option (SYNs only), ``tsecr`` the timestamp echo, ``ttl`` the IPv4 TTL
-    or IPv6 hop limit (which tells which point a packet passed first), each ``None`` when
-    absent. ``event`` marks a segment the engine reported as a window shrink at this point;
-    ``matched`` says it was paired, and for events ``twin`` is the same packet at the other
-    point.
+    ``dirkey`` is the flow as this point names it. ``mss`` is the MSS option (SYNs only),
+    ``tsecr`` the timestamp echo, ``ttl`` the IPv4 TTL or IPv6 hop limit (which tells which
+    point a packet passed first), each ``None`` when absent; ``prefix`` holds the first payload
+    bytes, kept only when neither timestamps nor an IP ID identify the packet. ``event``
+    marks a segment the engine reported as a window shrink at this point; ``matched`` says it
+    was paired, and for events ``twin`` is the same packet at the other point.
     """
 
     seg: Segment
     point: int
+    dirkey: DirKey
     mss: int | None
     tsecr: int | None
     ttl: int | None
@@ -51,11 +54,6 @@ class Packet:
     event: bool = False
     matched: bool = False
     twin: Packet | None = None
-
-    @property
-    def dirkey(self) -> DirKey:
-        s = self.seg
-        return (s.src, s.sport, s.dst, s.dport, s.vlan)
 
     def key(self) -> tuple[object, ...]:
         """The content key: equal for the same packet at both points, different otherwise."""
@@ -66,7 +64,7 @@ class Packet:
 
 
 def fingerprint(frame: Frame, seg: Segment, point: int) -> Packet:
-    """Read the MSS, TSecr and first payload bytes of ``seg``'s TCP header in ``frame``.
+    """Read the MSS, TSecr, TTL and first payload bytes of ``seg`` in ``frame``.
 
     The decoder has already found and checked the header; it is located again by its first
     twelve bytes (ports, sequence and acknowledgement numbers), which do not depend on the
@@ -80,29 +78,37 @@ def fingerprint(frame: Frame, seg: Segment, point: int) -> Packet:
         ttl = _ttl(data, off)
         doff = (data[off + 12] >> 4) * 4
         end = min(off + doff, len(data))
-        i = off + 20
-        while i < end:
-            kind = data[i]
-            if kind == TCPOPT_EOL:
-                break
-            if kind == TCPOPT_NOP:
-                i += 1
-                continue
-            if i + 1 >= end or data[i + 1] < 2:
-                break
-            length = data[i + 1]
-            if i + length > end:
-                break
-            if kind == TCPOPT_MSS and length == 4:
-                mss = int.from_bytes(data[i + 2 : i + 4], "big")
-            elif kind == TCPOPT_TIMESTAMP and length == 10:
-                tsecr = int.from_bytes(data[i + 6 : i + 10], "big")
-            i += length
-        want = min(PAYLOAD_PREFIX, seg.payload_len)
-        prefix = data[off + doff : off + doff + want]
-        if len(prefix) < want:
-            prefix = b""  # cut by the snap length: unknown, not empty
-    return Packet(seg, point, mss, tsecr, ttl, prefix)
+        if seg.tsval is not None:
+            # The decoder read TSval from this option: kind, length and TSval, then TSecr.
+            at = data.find(_TS_HEAD + seg.tsval.to_bytes(4, "big"), off + 20, end)
+            if at >= 0 and at + 10 <= end:
+                tsecr = int.from_bytes(data[at + 6 : at + 10], "big")
+        elif not seg.ip_id:
+            want = min(PAYLOAD_PREFIX, seg.payload_len)
+            prefix = data[off + doff : off + doff + want]
+            if len(prefix) < want:
+                prefix = b""  # cut by the snap length: unknown, not empty
+        if seg.flags & SYN:
+            mss = _mss(data, off + 20, end)
+    key = (seg.src, seg.sport, seg.dst, seg.dport, seg.vlan)
+    return Packet(seg, point, key, mss, tsecr, ttl, prefix)
+
+
+def _mss(data: bytes, i: int, end: int) -> int | None:
+    """The MSS option among the TCP options from ``i`` to ``end``, None if absent."""
+    while i < end:
+        kind = data[i]
+        if kind == TCPOPT_EOL:
+            return None
+        if kind == TCPOPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= end or data[i + 1] < 2 or i + data[i + 1] > end:
+            return None
+        if kind == TCPOPT_MSS and data[i + 1] == 4:
+            return int.from_bytes(data[i + 2 : i + 4], "big")
+        i += data[i + 1]
+    return None
 
 
 def _ttl(data: bytes, tcp: int) -> int | None:
