@@ -37,6 +37,9 @@ REWRITE_WINDOWS = f"""table inet t {{
 }}
 """
 
+#: Every seventh pure ACK of the receiver leaves the router with the largest window.
+INFLATE_WINDOWS = REWRITE_WINDOWS.replace("tcp window set 1", "tcp window set 65535")
+
 #: The data sender's SYN-ACK reaches the receiver without its window-scale option, and the
 #: receiver's SYN has its MSS clamped.
 STRIP_WSCALE = f"""table inet t {{
@@ -123,6 +126,20 @@ def test_window_rewritten_by_router_is_blamed_on_the_path(path_rewrite: tuple[Pa
     assert first.twin is not None
     assert _tshark_window(near, first.event.frame) == 1
     assert _tshark_window(far, first.twin.seg.frame) == first.twin.seg.win
+
+
+def test_window_enlarged_by_router_is_blamed_for_the_next_acks_shrink(tmp_path: Path) -> None:
+    """The ACK after an enlarged one passes unchanged yet shrinks at the sender: the path's."""
+    near, far = _captures(tmp_path, ruleset=INFLATE_WINDOWS)
+    cmp = compare(near, far)
+    seen = _by_point(cmp, NEAR)
+    assert seen and _by_point(cmp, FAR) == []
+    for ae in seen:
+        assert ae.attribution == "path", ae.reason
+        assert ae.twin is not None and ae.twin.seg.win == ae.event.win != 65535
+        assert "the path changed an earlier window" in ae.reason
+    (rep,) = flows(cmp)
+    assert "rewrote the window" in rep.conclusion
 
 
 def test_command_json_and_refuses_to_overwrite_an_input(

@@ -3,12 +3,14 @@
 An event is one ACK whose right edge lies before the previous one, as one point saw it. Its
 twin at the other point settles the question:
 
-- ``receiver``: the twin carries the same window (under the same scale), or the event was seen
-  at the point the ACK passes first. The receiver sent the smaller edge (or something beyond
-  both points did); the path only carried it.
-- ``path``: the twin carries another window, or the two points scale it differently because the
-  handshake's window-scale option was changed between them, and the ACK passed the other point
-  first: the device between the points made this edge.
+- ``receiver``: the event was seen at the point the ACK passes first, or the twin carries the
+  same window under the same scale and was a shrink there too (or the path rewrites no window
+  of this flow). The receiver sent the smaller edge (or something beyond both points did); the
+  path only carried it.
+- ``path``: the ACK passed the other point first, and there it carried another window, or the
+  two points scale it differently because the handshake's window-scale option was changed
+  between them, or it moved no edge back there while the path rewrites this flow's windows
+  (an earlier window was enlarged on the way): the device between the points made this shrink.
 - ``unmatched``: the ACK was not seen at the other point, so nothing can be said; ``reason``
   says why when the captures tell.
 """
@@ -75,14 +77,24 @@ def attribute(
         )
     own_scale = event.scale if event.scale_known else None
     scaled_apart = own_scale is not None and other_scale is not None and own_scale != other_scale
-    if twin.seg.win == event.win and not scaled_apart:
-        reason = "the same window at both points"
-        return AttributedEvent(event, point, RECEIVER, reason, twin, other_file, other_scale)
+    same = twin.seg.win == event.win and not scaled_apart
+    rewriting = direction is not None and direction.win_changed > 0
     if direction is not None and direction.upstream == point:
-        reason = "seen where the ACK enters the path; the path changed it afterwards"
-        return AttributedEvent(event, point, RECEIVER, reason, twin, other_file, other_scale)
-    if twin.seg.win != event.win:
+        reason = "seen where the ACK enters the path" + ("" if same else "; the path changed it")
+        verdict = RECEIVER
+    elif same and (twin.event or not rewriting):
+        reason = "the same window at both points"
+        verdict = RECEIVER
+    elif same:
+        # This ACK passed unchanged, but where it entered the path it moved no edge back: the
+        # path had changed an earlier window of the flow (made it larger) on its way here.
+        reason = "the same window at both points, but no shrink there: the path changed an "
+        reason += "earlier window of this flow"
+        verdict = PATH
+    elif twin.seg.win != event.win:
         reason = f"window {twin.seg.win} at the other point, {event.win} here"
+        verdict = PATH
     else:
         reason = f"window scaled by 2^{own_scale} here but 2^{other_scale} at the other point"
-    return AttributedEvent(event, point, PATH, reason, twin, other_file, other_scale)
+        verdict = PATH
+    return AttributedEvent(event, point, verdict, reason, twin, other_file, other_scale)
