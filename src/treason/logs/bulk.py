@@ -33,6 +33,7 @@ from treason.logs.formats import (
     log_text,
     read_export,
 )
+from treason.logs.grammar import parse_marker
 
 #: Bytes read at a time: large enough that ``find`` runs at memory speed, small enough to
 #: bound memory whatever the file.
@@ -98,6 +99,7 @@ def _candidates(parser: LineParser, reader: BinaryIO) -> Iterator[Record]:
     lineno = 0  # lines before the current buffer
     carry = b""  # an incomplete last line, at most LINE_LIMIT bytes of it
     dropping = False  # inside a line longer than LINE_LIMIT: its rest is skipped
+    tail = b""  # the end of the previous buffer, where a repeat marker may look back
     while True:
         data = reader.read(CHUNK)
         if not data:
@@ -109,32 +111,93 @@ def _candidates(parser: LineParser, reader: BinaryIO) -> Iterator[Record]:
                 dropping = len(carry) == LINE_LIMIT
             continue
         buf = data[:cut] if not carry else carry + data[:cut]
-        yield from _records_of(parser, buf, lineno)
+        yield from _records_of(parser, buf, lineno, tail)
         lineno += buf.count(b"\n")
+        tail = buf[-LOOK_BACK_BYTES:]
         rest = data[cut:]
         carry, dropping = rest[:LINE_LIMIT], len(rest) > LINE_LIMIT
     if carry:
-        yield from _records_of(parser, carry + b"\n", lineno)
+        yield from _records_of(parser, carry, lineno, tail)
 
 
-def _records_of(parser: LineParser, buf: bytes, base: int) -> Iterator[Record]:
-    """Records of the candidate lines of ``buf`` (whole lines; line ``base + 1`` first)."""
+#: How far a repeat marker looks back for the line it repeats (lines, and bytes before the
+#: current buffer). syslogd writes the marker right after that line; a central log may put
+#: other hosts' lines between.
+LOOK_BACK_LINES = 64
+LOOK_BACK_BYTES = 256 << 10
+
+
+def _records_of(parser: LineParser, buf: bytes, base: int, tail: bytes) -> Iterator[Record]:
+    """Records of the candidate lines of ``buf`` (whole lines, the last one perhaps without
+    its end; line ``base + 1`` first). ``tail`` is the end of the text before ``buf``."""
     starts: set[int] = set()
     for key in KEYS:
         pos = buf.find(key)
         while pos >= 0:
             start = buf.rfind(b"\n", 0, pos) + 1
             starts.add(start)
-            if key == b"repeated" and start:  # the line a marker repeats decides what it adds
-                starts.add(buf.rfind(b"\n", 0, start - 1) + 1)
             end = buf.find(b"\n", pos)
+            if key == b"repeated":
+                found = _repeated_line(parser, buf, start, end, tail)
+                if isinstance(found, int):
+                    starts.add(found)
+                elif found is not None:
+                    yield found
             pos = buf.find(key, end + 1) if end >= 0 else -1
     counted, lineno = 0, base
     for start in sorted(starts):
         lineno += buf.count(b"\n", counted, start)
         counted = start
-        end = buf.find(b"\n", start) + 1
+        end = buf.find(b"\n", start) + 1 or len(buf)  # the last line may have no end
         line = buf[start : min(end, start + LINE_LIMIT)]
         record = json_or_line(parser, log_text(line), lineno + 1)
         if record is not None:
             yield record
+
+
+def _repeated_line(
+    parser: LineParser, buf: bytes, start: int, end: int, tail: bytes
+) -> int | Record | None:
+    """The line a repeat marker (at ``buf[start:end]``) repeats, as ``scan_records`` decides
+    it: the host's last record that is not itself a marker. Its start in ``buf``, or its
+    record when it lies in ``tail`` and was not read as a candidate (it only says the marker
+    repeats no report), or None."""
+    scratch = LineParser(parser.source, parser.reference)
+    marker = scratch.parse(log_text(buf[start : end if end >= 0 else len(buf)]), 0)
+    if marker is None or not _is_marker(marker):
+        return None
+    lines = 0
+    for text, offset, in_tail in _lines_back(buf, start, tail):
+        lines += 1
+        if lines > LOOK_BACK_LINES:
+            return None
+        record = json_or_line(scratch, log_text(text[:LINE_LIMIT]), 0)
+        if record is None or record.host != marker.host or _is_marker(record):
+            continue
+        if not in_tail:
+            return offset
+        return None if any(key in text for key in KEYS) else record
+    return None
+
+
+def _is_marker(record: Record) -> bool:
+    """A repeat or rate-limit marker: ``scan_records`` keeps the host's last line across it."""
+    if record.repeats and not record.kernel and record.program is None:
+        return True
+    return record.kernel and parse_marker(record.message) is not None
+
+
+def _lines_back(buf: bytes, start: int, tail: bytes) -> Iterator[tuple[bytes, int, bool]]:
+    """Lines before ``buf[start]``, nearest first: (text, start in buf, from the tail)."""
+    end = start
+    while end > 0:
+        begin = buf.rfind(b"\n", 0, end - 1) + 1
+        yield buf[begin:end], begin, False
+        end = begin
+    end = len(tail)
+    while end > 0:
+        begin = tail.rfind(b"\n", 0, end - 1) + 1
+        if begin == 0:
+            return  # the first line of the tail may be cut: never read it
+        yield tail[begin:end], begin, True
+        end = begin

@@ -180,7 +180,7 @@ def _port(text: str) -> int | None:
 def _build(key: str, m: re.Match[str]) -> Shrink | None:
     raw = m["addr"]
     peer = normalise_peer(raw)
-    if peer is None and not _HIDDEN_RE.search(raw):
+    if peer is None and not _redacted(raw):
         return None  # neither an address nor a redaction: not what a kernel printed
     pport, lport, x, y = _port(m["pport"]), _port(m["lport"]), int(m["x"]), int(m["y"])
     if pport == -1 or lport == -1 or x > U32 or y > U32:
@@ -206,8 +206,13 @@ def _build(key: str, m: re.Match[str]) -> Shrink | None:
     )
 
 
-#: A redaction inside an address token: placeholder letters or a bracketed word.
-_HIDDEN_RE = re.compile(r"[Xx*#]|^(?:" + _HIDDEN + ")$")
+#: A redacted address: hex digits, separators and at least one placeholder, or a word.
+_REDACTED_RE = re.compile(r"(?=.*[Xx*#])[0-9A-Fa-fXx*#:.]{2,45}|" + _HIDDEN)
+
+
+def _redacted(addr: str) -> bool:
+    return _REDACTED_RE.fullmatch(addr) is not None
+
 
 #: The words every wording is built around; a kernel line holding one of them and no report
 #: is "almost a report" and is shown as such rather than passed over in silence.
@@ -224,7 +229,7 @@ def near_miss(message: str) -> str | None:
     loose = _LOOSE_NUMBERS.search(text)
     if loose is not None:
         addr, pport, lport, x, y = loose.groups()
-        if normalise_peer(addr) is None and not _HIDDEN_RE.search(addr):
+        if normalise_peer(addr) is None and not _redacted(addr):
             return f"{addr[:48]!r} is not an address"
         for name, value, bits in (("port", pport, 16), ("port", lport, 16)):
             if value.isdigit() and int(value) >> bits:

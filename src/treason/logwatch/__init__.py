@@ -229,14 +229,13 @@ def uninstall(root: str = "/") -> list[str]:
             if os.path.exists(p[key]) and _ours(p[key]):
                 os.unlink(p[key])
                 done.append(p[key])
-        if text is not None:
-            if MARK_BEGIN in text:
-                rest = _strip_block(text)
-                if p["kernel"] in created and not rest.strip():
-                    os.unlink(p["kernel"])
-                else:
-                    _write(p["kernel"], rest)
-                done.append(p["kernel"])
+        if text is not None and MARK_BEGIN in text:
+            rest = _strip_block(text)
+            if p["kernel"] in created and not rest.strip():
+                os.unlink(p["kernel"])
+            else:
+                _write(p["kernel"], rest)
+            done.append(p["kernel"])
         if os.path.exists(p["manifest"]):
             os.unlink(p["manifest"])
             done.append(p["manifest"])
