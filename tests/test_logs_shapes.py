@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from treason.cli import main
 from treason.kernel import WORDINGS, kernel_lines
 from treason.logs import LogScan, read_logs, scan_records
-from treason.logs.bulk import scan_stream
+from treason.logs.bulk import KEYS, _logscan, find_candidates_python, scan_stream
 from treason.logs.formats import read_stream
 from treason.logs.grammar import near_miss, parse_shrink
 
@@ -287,3 +287,35 @@ def test_candidate_search_across_buffer_boundaries_and_long_lines(
     fast = scan_stream("t", io.BytesIO(data), LogScan())  # type: ignore[arg-type]
     assert len(fast.lines) == 43
     _same(fast, whole)
+    monkeypatch.setattr(bulk, "_logscan", None)  # the search in Python, as without a compiler
+    _same(scan_stream("t", io.BytesIO(data), LogScan()), whole)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([k.decode("latin-1") for k in KEYS]),
+            st.sampled_from(["\n", " ", "x", "\xe2\x80\x94", "End", "Begin"]),
+            st.text(max_size=30),
+        ),
+        max_size=60,
+    ),
+    st.integers(0, 40),
+    st.integers(0, 40),
+)
+def test_the_compiled_search_finds_what_the_python_search_finds(
+    parts: list[str], cut_lo: int, cut_hi: int
+) -> None:
+    """Every key at every offset (the vector search works 16 bytes at a time), any range."""
+    if _logscan is None:
+        pytest.skip("the compiled search (treason._logscan) is not built")
+    data = "".join(parts).encode("utf-8", "surrogateescape")
+    lo, hi = min(cut_lo, len(data)), max(min(len(data) - cut_hi, len(data)), 0)
+    lo = min(lo, hi)
+    assert _logscan.candidates(data, lo, hi, KEYS) == find_candidates_python(data, lo, hi)
+    for shift in range(17):  # each alignment against the 16-byte blocks
+        padded = b"y" * shift + data
+        assert _logscan.candidates(padded, 0, len(padded), KEYS) == find_candidates_python(
+            padded, 0, len(padded)
+        )

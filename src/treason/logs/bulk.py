@@ -23,6 +23,11 @@ from datetime import datetime
 from typing import BinaryIO
 
 from treason.errors import TreasonError
+
+try:
+    from treason import _logscan
+except ImportError:  # not built: the same search in Python, one pass per key
+    _logscan = None  # type: ignore[assignment]
 from treason.logs import LogScan, scan_records
 from treason.logs.formats import (
     EXPORT_START,
@@ -41,16 +46,20 @@ CHUNK = 8 << 20
 #: The first bytes of a line that are parsed (as ``read_stream`` does); the rest is dropped.
 LINE_LIMIT = MAX_LINE * 4
 
-#: A line can matter only if it holds one of these (see the module docstring).
+#: A line can matter only if it holds one of these (long keys keep the search fast: it may
+#: skip as far as the shortest key is long).
 KEYS = (
-    b"window",  # every wording: shrinks window, shrunk window, zero-window
-    b"Treason",  # a wording cut before its window: almost a report
-    b"repeated",  # last message repeated N times, message repeated N times: [ ... ]
+    b"shrinks window",  # 2.4.0 - 2.6.28
+    b"shrunk window",  # 2.6.29 - 6.5, MPTCP
+    b"zero-window",  # 6.6+
+    b"Treason uncloaked",  # a wording cut short: almost a report
+    b"message repeated",  # last message repeated N times, message repeated N times: [ ... ]
     b"suppressed",  # net_ratelimit / NET / printk rate-limit markers
-    b"Time(s)",  # logwatch's N Time(s): listing
-    b"Begin",  # logwatch section rulers
-    b"End",
-    b"MESSAGE",  # journal JSON (a MESSAGE given as a byte array has no words to find)
+    b'"MESSAGE"',  # journal JSON (a MESSAGE given as a byte array has no words to find)
+    b" Begin -",  # logwatch's section rulers, drawn in hyphens or in other dashes (U+2010..)
+    b" Begin \xe2",
+    b" End -",
+    b" End \xe2",
 )
 
 
@@ -96,10 +105,10 @@ def scan_stream(
 
 def _candidates(parser: LineParser, reader: BinaryIO) -> Iterator[Record]:
     """The records of the lines that can matter, in file order, with their line numbers."""
-    lineno = 0  # lines before the current buffer
+    lineno = 0  # lines before the region being read
     carry = b""  # an incomplete last line, at most LINE_LIMIT bytes of it
     dropping = False  # inside a line longer than LINE_LIMIT: its rest is skipped
-    tail = b""  # the end of the previous buffer, where a repeat marker may look back
+    tail = b""  # the end of what was read before, where a repeat marker may look back
     while True:
         data = reader.read(CHUNK)
         if not data:
@@ -110,64 +119,100 @@ def _candidates(parser: LineParser, reader: BinaryIO) -> Iterator[Record]:
                 carry = (carry + data)[:LINE_LIMIT]
                 dropping = len(carry) == LINE_LIMIT
             continue
-        buf = data[:cut] if not carry else carry + data[:cut]
-        yield from _records_of(parser, buf, lineno, tail)
-        lineno += buf.count(b"\n")
-        tail = buf[-LOOK_BACK_BYTES:]
+        regions: list[tuple[bytes, int, int]] = [(data, 0, cut)]
+        if carry:  # the line this chunk completes, read alone; then the rest in place
+            first = data.find(b"\n") + 1
+            head = carry + data[:first]
+            regions = [(head, 0, len(head)), (data, first, cut)]
+        for buf, lo, hi in regions:
+            found, newlines = find_candidates(buf, lo, hi)
+            yield from _records_of(parser, buf, lo, hi, found, lineno, tail)
+            lineno += newlines
+            tail = (tail + buf[max(lo, hi - LOOK_BACK_BYTES) : hi])[-LOOK_BACK_BYTES:]
         rest = data[cut:]
         carry, dropping = rest[:LINE_LIMIT], len(rest) > LINE_LIMIT
     if carry:
-        yield from _records_of(parser, carry, lineno, tail)
+        found, _ = find_candidates(carry, 0, len(carry))
+        yield from _records_of(parser, carry, 0, len(carry), found, lineno, tail)
 
 
 #: How far a repeat marker looks back for the line it repeats (lines, and bytes before the
-#: current buffer). syslogd writes the marker right after that line; a central log may put
+#: current region). syslogd writes the marker right after that line; a central log may put
 #: other hosts' lines between.
 LOOK_BACK_LINES = 64
 LOOK_BACK_BYTES = 256 << 10
 
 
-def _records_of(parser: LineParser, buf: bytes, base: int, tail: bytes) -> Iterator[Record]:
-    """Records of the candidate lines of ``buf`` (whole lines, the last one perhaps without
-    its end; line ``base + 1`` first). ``tail`` is the end of the text before ``buf``."""
+def find_candidates(buf: bytes, lo: int, hi: int) -> tuple[list[tuple[int, int]], int]:
+    """Lines of ``buf[lo:hi]`` holding a key, as (line start, newlines between ``lo`` and
+    it), and the newlines of the whole range: the compiled search, or the same in Python."""
+    if _logscan is not None:
+        return _logscan.candidates(buf, lo, hi, KEYS)  # type: ignore[no-any-return]
+    return find_candidates_python(buf, lo, hi)
+
+
+def find_candidates_python(buf: bytes, lo: int, hi: int) -> tuple[list[tuple[int, int]], int]:
+    """``find_candidates`` with ``bytes.find``: one pass per key."""
     starts: set[int] = set()
     for key in KEYS:
-        pos = buf.find(key)
+        pos = buf.find(key, lo, hi)
         while pos >= 0:
-            start = buf.rfind(b"\n", 0, pos) + 1
-            starts.add(start)
-            end = buf.find(b"\n", pos)
-            if key == b"repeated":
-                found = _repeated_line(parser, buf, start, end, tail)
-                if isinstance(found, int):
-                    starts.add(found)
-                elif found is not None:
-                    yield found
-            pos = buf.find(key, end + 1) if end >= 0 else -1
-    counted, lineno = 0, base
+            starts.add(buf.rfind(b"\n", lo, pos) + 1 or lo)
+            end = buf.find(b"\n", pos, hi)
+            pos = buf.find(key, end + 1, hi) if end >= 0 else -1
+    found, counted, newlines = [], lo, 0
     for start in sorted(starts):
-        lineno += buf.count(b"\n", counted, start)
+        newlines += buf.count(b"\n", counted, start)
         counted = start
-        end = buf.find(b"\n", start) + 1 or len(buf)  # the last line may have no end
+        found.append((start, newlines))
+    return found, newlines + buf.count(b"\n", counted, hi)
+
+
+def _records_of(
+    parser: LineParser,
+    buf: bytes,
+    lo: int,
+    hi: int,
+    found: list[tuple[int, int]],
+    base: int,
+    tail: bytes,
+) -> Iterator[Record]:
+    """Records of the candidate lines ``found`` in ``buf[lo:hi]`` (whole lines, the last one
+    perhaps without its end; line ``base + 1`` first). ``tail`` is the text before."""
+    extra: list[tuple[int, int]] = []
+    for start, before in found:
+        end = buf.find(b"\n", start, hi)
+        end = hi if end < 0 else end
+        if buf.find(b"message repeated", start, end) < 0:
+            continue
+        back = _repeated_line(parser, buf, lo, start, end, tail)
+        if isinstance(back, int):
+            extra.append((back, before - buf.count(b"\n", back, start)))
+        elif back is not None:
+            yield back
+    if extra:
+        found = sorted(set(found) | set(extra))
+    for start, before in found:
+        end = buf.find(b"\n", start, hi) + 1 or hi  # the last line may have no end
         line = buf[start : min(end, start + LINE_LIMIT)]
-        record = json_or_line(parser, log_text(line), lineno + 1)
+        record = json_or_line(parser, log_text(line), base + before + 1)
         if record is not None:
             yield record
 
 
 def _repeated_line(
-    parser: LineParser, buf: bytes, start: int, end: int, tail: bytes
+    parser: LineParser, buf: bytes, lo: int, start: int, end: int, tail: bytes
 ) -> int | Record | None:
     """The line a repeat marker (at ``buf[start:end]``) repeats, as ``scan_records`` decides
     it: the host's last record that is not itself a marker. Its start in ``buf``, or its
     record when it lies in ``tail`` and was not read as a candidate (it only says the marker
     repeats no report), or None."""
     scratch = LineParser(parser.source, parser.reference)
-    marker = scratch.parse(log_text(buf[start : end if end >= 0 else len(buf)]), 0)
+    marker = scratch.parse(log_text(buf[start:end]), 0)
     if marker is None or not _is_marker(marker):
         return None
     lines = 0
-    for text, offset, in_tail in _lines_back(buf, start, tail):
+    for text, offset, in_tail in _lines_back(buf, lo, start, tail):
         lines += 1
         if lines > LOOK_BACK_LINES:
             return None
@@ -187,11 +232,14 @@ def _is_marker(record: Record) -> bool:
     return record.kernel and parse_marker(record.message) is not None
 
 
-def _lines_back(buf: bytes, start: int, tail: bytes) -> Iterator[tuple[bytes, int, bool]]:
-    """Lines before ``buf[start]``, nearest first: (text, start in buf, from the tail)."""
+def _lines_back(
+    buf: bytes, lo: int, start: int, tail: bytes
+) -> Iterator[tuple[bytes, int, bool]]:
+    """Lines before ``buf[start]`` back to ``lo``, then those of ``tail``, nearest first:
+    (text, start in buf or tail, from the tail)."""
     end = start
-    while end > 0:
-        begin = buf.rfind(b"\n", 0, end - 1) + 1
+    while end > lo:
+        begin = buf.rfind(b"\n", lo, end - 1) + 1 or lo
         yield buf[begin:end], begin, False
         end = begin
     end = len(tail)

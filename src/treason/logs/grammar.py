@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: What people put in place of an address or port they hide before pasting a report:
 #: ``XXX.XX.XX.XXX``, ``x.x.x.x``, ``203.0.113.xxx``, ``<ip>``, ``[redacted]``.
@@ -134,8 +135,10 @@ class Marker:
     count: int
 
 
+@lru_cache(maxsize=4096)
 def normalise_peer(addr: str) -> str | None:
-    """The peer as users know it: v4-mapped IPv6 as IPv4; ``None`` if not an address."""
+    """The peer as users know it: v4-mapped IPv6 as IPv4; ``None`` if not an address.
+    Cached: a big log names the same few peers thousands of times."""
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
