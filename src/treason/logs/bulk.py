@@ -232,9 +232,7 @@ def _is_marker(record: Record) -> bool:
     return record.kernel and parse_marker(record.message) is not None
 
 
-def _lines_back(
-    buf: bytes, lo: int, start: int, tail: bytes
-) -> Iterator[tuple[bytes, int, bool]]:
+def _lines_back(buf: bytes, lo: int, start: int, tail: bytes) -> Iterator[tuple[bytes, int, bool]]:
     """Lines before ``buf[start]`` back to ``lo``, then those of ``tail``, nearest first:
     (text, start in buf or tail, from the tail)."""
     end = start
