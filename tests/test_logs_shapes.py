@@ -319,3 +319,40 @@ def test_the_compiled_search_finds_what_the_python_search_finds(
         assert _logscan.candidates(padded, 0, len(padded), KEYS) == find_candidates_python(
             padded, 0, len(padded)
         )
+
+
+def test_match_pairs_redacted_lines_on_what_they_still_show() -> None:
+    from test_match import event
+
+    from treason.logs.match import match
+
+    ev = event("198.51.100.7", 80, 51001, 1898670412, 1898670413)
+    other = event("198.51.100.8", 443, 51002, 1898670412, 1898670413)  # same X:Y elsewhere
+    text = (
+        "1 Time(s): TCP: Treason uncloaked! Peer XXX.XX.XX.XXX:XXXX/XX shrinks window "
+        "1898670412:1898670413. Repaired.\n"
+        "Peer x.x.x.x:443/51002 unexpectedly shrunk window 1898670412:1898670413 (repaired)\n"
+        "Peer <ip>:80/51001 unexpectedly shrunk window 5:6 (repaired)\n"
+    )
+    result = match(read_text(text).lines, [ev, other])
+    assert [(ln.record.lineno, e.src) for ln, e in result.pairs] == [
+        (1, "198.51.100.7"),
+        (2, "198.51.100.8"),
+    ]
+    ((ln, near),) = result.unmatched_lines  # other stall of a connection the ports name
+    assert ln.record.lineno == 3 and near is ev
+
+
+def test_match_escapes_log_file_names(tmp_path: Path) -> None:
+    log = tmp_path / "\x1b]0;owned\x07kern.log"
+    log.write_text(f"Jul  4 03:12:09 www kernel: {kernel_lines('192.0.2.1', 1, 2, 3, 4)['3.13']}\n")
+    capture = Path(__file__).resolve().parent.parent / "examples" / "shrink.pcap"
+    done = subprocess.run([*TREASON, "match", str(log), str(capture)], capture_output=True)
+    assert done.returncode in (0, 1), done.stderr
+    assert b"\x1b" not in done.stdout and b"\\x1b]0;owned\\x07kern.log:1:" in done.stdout
+    missing = tmp_path / "\x1b[2Jgone.log"
+    broken = tmp_path / "\x1b[2Jbroken.pcap"
+    broken.write_bytes(b"not a capture")
+    done = subprocess.run([*TREASON, "match", str(missing), str(broken)], capture_output=True)
+    assert done.returncode == 2 and b"\x1b" not in done.stderr
+    assert done.stderr.count(b"\n") == 2  # the log's error, then the capture's

@@ -7,10 +7,10 @@ import json
 import sys
 
 from treason.errors import TreasonError
-from treason.logs import LogScan, scan_records
-from treason.logs.formats import read_file
+from treason.logs import LogScan
+from treason.logs.bulk import scan_file
 from treason.logs.match import MatchResult, match
-from treason.logs.output import write_atomic
+from treason.output.atomic import atomic_text
 from treason.terminal import safe
 
 
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _line(ln) -> str:
-    return f"{ln.record.source}:{ln.record.lineno}: {safe(ln.record.raw.rstrip())}"
+    return f"{safe(ln.record.source)}:{ln.record.lineno}: {safe(ln.record.raw.rstrip())}"
 
 
 def _event(ev) -> str:
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     scan = LogScan()
     log_error: TreasonError | None = None
     try:
-        scan_records(read_file(args.logfile), scan)
+        scan_file(args.logfile, scan)
     except TreasonError as exc:
         log_error = exc
     events = []
@@ -95,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
     result = match(scan.lines, events)
     text = render_json(result) if args.format == "json" else render_text(result)
     if args.output:
-        write_atomic(args.output, text)
+        with atomic_text(args.output) as out:
+            out.write(text)
     else:
         sys.stdout.write(text)
     if log_error and cap_error:
-        print(f"treason: {log_error}", file=sys.stderr)
+        print(f"treason: {safe(str(log_error))}", file=sys.stderr)
     if cap_error or log_error:
         raise cap_error or log_error  # type: ignore[misc]
     return 1 if result.pairs else 0

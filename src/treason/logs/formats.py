@@ -459,42 +459,92 @@ def _journal_record(
     )
 
 
+#: The fields of a journal entry that treason reads; the others are counted, never kept.
+JOURNAL_FIELDS = frozenset(
+    (
+        "MESSAGE",
+        "_TRANSPORT",
+        "SYSLOG_IDENTIFIER",
+        "__REALTIME_TIMESTAMP",
+        "_SOURCE_MONOTONIC_TIMESTAMP",
+        "_HOSTNAME",
+    )
+)
+#: Most fields one export entry may have (journald writes a few dozen): the cap that keeps an
+#: entry of millions of fields from being read as one.
+MAX_FIELDS = 4096
+#: Largest export entry, all fields together: a kernel message is a few hundred bytes, and
+#: a decompression bomb of huge fields stops here instead of being inflated to the end.
+MAX_ENTRY = 64 << 20
+
+
 def read_export(source: str, stream: BinaryIO) -> Iterator[Record]:
     """``journalctl -o export``: ``KEY=value`` lines, binary fields as ``KEY\\n<le64><data>``,
-    entries separated by an empty line."""
-    fields: dict[str, object] = {}
-    lines: list[str] = []
-    lineno = start = 0
+    entries separated by an empty line. Only ``JOURNAL_FIELDS`` are kept, each cut to
+    MAX_LINE * 4 bytes, so memory stays bounded whatever an entry holds."""
+    fields: dict[str, bytes] = {}
+    count = lineno = start = size = 0
+    keep = MAX_LINE * 4
     while True:
         line = stream.readline(MAX_LINE * 8)
         lineno += 1
         if not line or line == b"\n":
             if fields:
-                rec = _journal_record(source, start, fields, "\n".join(lines), "journal-export")
+                raw = "\n".join(f"{k}={log_text(v)}" for k, v in fields.items())
+                rec = _journal_record(source, start, dict(fields), raw, "journal-export")
                 if rec is not None:
                     yield rec
-            fields, lines = {}, []
+            fields, count, size = {}, 0, 0
             if not line:
                 return
             continue
-        if not fields:
+        if count == 0:
             start = lineno
+        count += 1
+        size += len(line)
+        if size > MAX_ENTRY:
+            raise TreasonError(source, _too_large(start))
+        if count > MAX_FIELDS:
+            raise TreasonError(
+                source,
+                f"journal export entry at line {start} has more than {MAX_FIELDS} fields "
+                "(the cap; journald writes a few dozen)",
+            )
         body = line.rstrip(b"\n")
         if b"=" in body:
             key, _, value = body.partition(b"=")
-            fields[log_text(key)] = value
-            lines.append(log_text(body))
-        else:
-            size = stream.read(8)
-            if len(size) < 8:
-                raise TreasonError(source, f"journal export cut inside a field at line {lineno}")
-            n = int.from_bytes(size, "little")
-            if n > 1 << 24:
-                raise TreasonError(source, f"journal export field of {n} bytes at line {lineno}")
-            value = stream.read(n)
-            stream.read(1)
+            if log_text(key) in JOURNAL_FIELDS:
+                fields[log_text(key)] = value[:keep]
+            continue
+        length = stream.read(8)
+        if len(length) < 8:
+            raise TreasonError(source, f"journal export cut inside a field at line {lineno}")
+        n = int.from_bytes(length, "little")
+        size += n
+        if size > MAX_ENTRY:
+            raise TreasonError(source, _too_large(start))
+        value = stream.read(min(n, keep))
+        _skip(source, stream, n - len(value) + 1, lineno)  # the rest and the newline after it
+        if log_text(body) in JOURNAL_FIELDS:
             fields[log_text(body)] = value
-            lines.append(f"{log_text(body)}={log_text(value)}")
+
+
+def _too_large(start: int) -> str:
+    return (
+        f"journal export entry at line {start} is larger than {MAX_ENTRY >> 20} MiB "
+        "(the cap; a kernel message is a few hundred bytes)"
+    )
+
+
+def _skip(source: str, stream: BinaryIO, n: int, lineno: int) -> None:
+    """Read past ``n`` bytes a megabyte at a time (never all of them at once)."""
+    while n > 0:
+        got = len(stream.read(min(n, 1 << 20)))
+        if got == 0:
+            if n > 1:  # only the newline after the last field may be missing
+                raise TreasonError(source, f"journal export cut inside a field at line {lineno}")
+            return
+        n -= got
 
 
 def json_or_line(parser: LineParser, text: str, lineno: int) -> Record | None:
