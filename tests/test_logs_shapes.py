@@ -323,7 +323,6 @@ def test_the_compiled_search_finds_what_the_python_search_finds(
 
 def test_match_pairs_redacted_lines_on_what_they_still_show() -> None:
     from test_match import event
-
     from treason.logs.match import match
 
     ev = event("198.51.100.7", 80, 51001, 1898670412, 1898670413)
