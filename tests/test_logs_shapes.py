@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from treason.cli import main
 from treason.kernel import WORDINGS, kernel_lines
-from treason.logs import LogScan, read_logs, scan_records
-from treason.logs.bulk import KEYS, _logscan, find_candidates_python, scan_stream
+from treason.logs import LogScan, scan_records
+from treason.logs.bulk import KEYS, _logscan, find_candidates_python, read_logs, scan_stream
 from treason.logs.formats import read_stream
 from treason.logs.grammar import near_miss, parse_shrink
 

@@ -11,7 +11,7 @@ import pytest
 
 from treason.cli import main
 from treason.kernel import kernel_lines
-from treason.logs import read_logs
+from treason.logs.bulk import read_logs
 from treason.logs.summary import render_logwatch, render_text, summarise
 
 SEED = Path(__file__).parent / "data" / "logs" / "seed-logwatch.log"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from treason.kernel import kernel_lines
-from treason.logs import read_logs
+from treason.logs.bulk import read_logs
 from treason.logwatch import MARK_BEGIN, install, uninstall
 
 SEED = Path(__file__).parent / "data" / "logs" / "seed-logwatch.log"

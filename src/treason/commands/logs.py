@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
-    for exc in errors[:-1]:
-        print(f"treason: {safe(str(exc))}", file=sys.stderr)
+    for error in errors[:-1]:
+        print(f"treason: {safe(str(error))}", file=sys.stderr)
     if errors:
         raise errors[-1]
     return 1 if scan.lines else 0

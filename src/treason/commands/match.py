@@ -7,14 +7,15 @@ import json
 import sys
 
 from treason.errors import TreasonError
-from treason.logs import LogScan
+from treason.events import Event
+from treason.logs import LogLine, LogScan
 from treason.logs.bulk import scan_file
 from treason.logs.match import MatchResult, match
 from treason.output.atomic import atomic_text
 from treason.terminal import safe
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "match",
         help="pair kernel log lines with the shrink events of a capture",
@@ -31,11 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _line(ln) -> str:
+def _line(ln: LogLine) -> str:
     return f"{safe(ln.record.source)}:{ln.record.lineno}: {safe(ln.record.raw.rstrip())}"
 
 
-def _event(ev) -> str:
+def _event(ev: Event) -> str:
     return (
         f"frame {ev.frame}: {ev.src}:{ev.sport} -> {ev.dst}:{ev.dport} "
         f"X:Y {ev.snd_una}:{ev.snd_nxt}"
@@ -60,7 +61,7 @@ def render_text(result: MatchResult) -> str:
 
 
 def render_json(result: MatchResult) -> str:
-    rows = []
+    rows: list[dict[str, object]] = []
     for ln, ev in result.pairs:
         rows.append({"status": "matched", "log": ln.to_dict(), "event": ev.to_dict()})
     for ln, near in result.unmatched_lines:

@@ -1,8 +1,9 @@
 """Kernel logs: find every report of a peer shrinking its window, in any log container.
 
-``read_logs(paths)`` reads files (any format ``treason.logs.formats`` knows), applies the
-message grammar (``treason.logs.grammar``) to the kernel's own messages, and attaches repeat
-and rate-limit markers, which say that *up to* N more reports were not written.
+``scan_records`` applies the message grammar (``treason.logs.grammar``) to the kernel's own
+records (read by ``treason.logs.formats``; files by ``treason.logs.bulk.read_logs``), and
+attaches repeat and rate-limit markers, which say that *up to* N more reports were not
+written.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import timezone
 
 from treason.kernel import BY_KEY
-from treason.logs.formats import Record, rotation_order
+from treason.logs.formats import Record
 from treason.logs.grammar import Marker, Shrink, near_miss, parse_marker, parse_shrink
+from treason.logs.services import service_name
 
 
 @dataclass(slots=True)
@@ -54,11 +56,9 @@ class LogLine:
             return None
         return when.isoformat(timespec="microseconds" if when.microsecond else "seconds")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         """The JSON Lines / CSV record of one matched line."""
         s, r = self.shrink, self.record
-        from treason.logs.services import service_name
-
         return {
             "time": self.time_text,
             "uptime": r.uptime,
@@ -144,17 +144,6 @@ def scan_records(records: Iterable[Record], scan: LogScan | None = None) -> LogS
     return scan
 
 
-def read_logs(paths: Iterable[str]) -> LogScan:
-    """Read files (rotated sets oldest first; ``-`` is stdin) and find every report."""
-    from treason.logs.bulk import scan_file
-
-    scan = LogScan()
-    for path in rotation_order(paths):
-        scan.sources.append(path)
-        scan_file(path, scan)
-    return scan
-
-
 __all__ = [
     "LogLine",
     "LogScan",
@@ -164,6 +153,5 @@ __all__ = [
     "match_record",
     "parse_marker",
     "parse_shrink",
-    "read_logs",
     "scan_records",
 ]

@@ -18,16 +18,11 @@ import io
 import os
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from treason.errors import TreasonError
-
-try:
-    from treason import _logscan
-except ImportError:  # not built: the same search in Python, one pass per key
-    _logscan = None  # type: ignore[assignment]
 from treason.logs import LogScan, scan_records
 from treason.logs.formats import (
     EXPORT_START,
@@ -37,8 +32,15 @@ from treason.logs.formats import (
     json_or_line,
     log_text,
     read_export,
+    rotation_order,
 )
 from treason.logs.grammar import parse_marker
+
+_logscan: Any
+try:
+    from treason import _logscan  # type: ignore[attr-defined,no-redef]
+except ImportError:  # not built: the same search in Python, one pass per key
+    _logscan = None
 
 #: Bytes read at a time: large enough that ``find`` runs at memory speed, small enough to
 #: bound memory whatever the file.
@@ -63,6 +65,15 @@ KEYS = (
 )
 
 
+def read_logs(paths: Iterable[str]) -> LogScan:
+    """Read files (rotated sets oldest first; ``-`` is stdin) and find every report."""
+    scan = LogScan()
+    for path in rotation_order(paths):
+        scan.sources.append(path)
+        scan_file(path, scan)
+    return scan
+
+
 def scan_file(path: str, scan: LogScan | None = None) -> LogScan:
     """Find every report in one file (``-`` is stdin); what was read before an error stays in
     ``scan`` and the error is raised as a one-line ``TreasonError``."""
@@ -85,7 +96,7 @@ def scan_stream(
     source: str, stream: BinaryIO, scan: LogScan, reference: datetime | None = None
 ) -> LogScan:
     """``scan_file`` on an open byte stream (gzip undone first)."""
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[type-var]
     try:
         reader: BinaryIO = buffered
         if buffered.peek(2)[:2] == b"\x1f\x8b":

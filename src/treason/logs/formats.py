@@ -14,15 +14,15 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from treason.errors import TreasonError
+from treason.logs.grammar import parse_shrink
 
 #: Longest line parsed; the rest of a longer line is kept out of the grammar (no kernel line
 #: is anywhere near this long) so hostile input cannot cost more than linear time.
@@ -409,8 +409,6 @@ class LineParser:
 
 def _looks_kernel(text: str) -> bool:
     """True when text is itself a window-shrink wording (so not ``host prog: message``)."""
-    from treason.logs.grammar import parse_shrink
-
     return parse_shrink(strip_kernel_prefix(text)[2]) is not None
 
 
@@ -568,12 +566,10 @@ def read_stream(
     source: str, stream: BinaryIO, reference: datetime | None = None
 ) -> Iterator[Record]:
     """Records of one byte stream, of any supported format (gzip undone first)."""
-    buffered: io.BufferedReader = (
-        stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
-    )
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[type-var]
     head = buffered.peek(2)[:2]
     if head == b"\x1f\x8b":
-        buffered = io.BufferedReader(gzip.GzipFile(fileobj=buffered))  # type: ignore[arg-type]
+        buffered = io.BufferedReader(gzip.GzipFile(fileobj=buffered))
     try:
         first = buffered.peek(64)
         if EXPORT_START.match(first):
@@ -588,7 +584,7 @@ def read_stream(
         raise TreasonError(source, f"cannot read: {exc}") from None
 
 
-def _bounded_lines(stream: io.BufferedReader, limit: int) -> Iterator[bytes]:
+def _bounded_lines(stream: io.BufferedReader[Any], limit: int) -> Iterator[bytes]:
     """Lines cut to ``limit`` bytes; the rest of a longer line is read and dropped, so a file
     without newlines (a binary dump, a hostile log) never has to fit in memory whole."""
     while True:
@@ -600,25 +596,6 @@ def _bounded_lines(stream: io.BufferedReader, limit: int) -> Iterator[bytes]:
             while len(rest) == limit and not rest.endswith(b"\n"):
                 rest = stream.readline(limit)
         yield line
-
-
-def read_file(path: str) -> Iterator[Record]:
-    """Records of a file (``-`` is stdin); yearless stamps are dated by the file's mtime."""
-    if path == "-":
-        import sys
-
-        yield from read_stream("<stdin>", sys.stdin.buffer)
-        return
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, generator lifetime
-    except OSError as exc:
-        raise TreasonError(path, exc.strerror or str(exc)) from None
-    with fh:
-        try:
-            reference = datetime.fromtimestamp(os.fstat(fh.fileno()).st_mtime)
-        except (OSError, ValueError, OverflowError):  # an mtime beyond the year 9999
-            reference = None
-        yield from read_stream(path, fh, reference)  # type: ignore[arg-type]
 
 
 _ROTATION = re.compile(r"^(?P<base>.*?)(?:[.-](?P<n>\d{1,8}))?(?P<gz>\.gz)?$")

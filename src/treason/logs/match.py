@@ -61,17 +61,19 @@ def match(lines: Iterable[LogLine], events: Iterable[Event]) -> MatchResult:
     used: set[int] = set()
     for ln in lines:
         key = line_key(ln)
+        near: Event | None
+        found: Event | None
         if None in key[:3]:
-            ev = next((e for e in by_xy.get(key[3:], []) if _agrees(key, event_key(e))), None)
+            found = next((e for e in by_xy.get(key[3:], []) if _agrees(key, event_key(e))), None)
             near = None
             if any(k is not None for k in key[:3]):  # "same connection" needs one to compare
                 near = next((e for e in ranked if _agrees(key[:3], event_key(e)[:3])), None)
         else:
-            ev, near = by_key.get(key), by_conn.get(key[:3])
-        if ev is None:
+            found, near = by_key.get(key), by_conn.get(key[:3])
+        if found is None:
             result.unmatched_lines.append((ln, near))
             continue
-        result.pairs.append((ln, ev))
-        used.add(id(ev))
+        result.pairs.append((ln, found))
+        used.add(id(found))
     result.unmatched_events = [ev for ev in kernel if id(ev) not in used]
     return result

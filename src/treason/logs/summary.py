@@ -322,7 +322,7 @@ def render_logwatch(scan: LogScan, detail: int = 0) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _sort_key(ln: LogLine) -> tuple:
+def _sort_key(ln: LogLine) -> tuple[bool, float, str, int]:
     t = ln.seconds
     return (t is None, t or 0.0, ln.record.source, ln.record.lineno)
 

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+from typing import Any
 
 from treason.errors import TreasonError
 from treason.output.atomic import atomic_text
@@ -200,7 +201,7 @@ def install(root: str = "/", python: str | None = None) -> list[str]:
     return [p["conf"], p["script"], p["kernel"], p["manifest"]]
 
 
-def _read_manifest(path: str) -> dict:
+def _read_manifest(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
