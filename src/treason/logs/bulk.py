@@ -99,7 +99,8 @@ def scan_stream(
     buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[type-var]
     try:
         reader: BinaryIO = buffered
-        if buffered.peek(2)[:2] == b"\x1f\x8b":
+        gz = buffered.peek(2)[:2] == b"\x1f\x8b"
+        if gz:
             reader = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
             head = reader.peek(64)  # type: ignore[attr-defined]
         else:
@@ -108,20 +109,58 @@ def scan_stream(
             scan_records(read_export(source, reader), scan)
             return scan
         parser = LineParser(source, reference)
-        scan_records(_candidates(parser, reader), scan)
+        scan_records(_candidates(parser, reader, GZIP_PIECE if gz else 0), scan)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise TreasonError(source, f"cannot read: {exc}") from None
     return scan
 
 
-def _candidates(parser: LineParser, reader: BinaryIO) -> Iterator[Record]:
+#: Inflated bytes asked of gzip at a time: damage in the compressed data loses at most this
+#: much of what came before it (a whole buffer would be lost with one large read).
+GZIP_PIECE = 8192
+
+
+class _Damaged(Exception):
+    """A read failed after ``data`` was read: report what is there, then the error."""
+
+    def __init__(self, data: bytes, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.data, self.cause = data, cause
+
+
+def _read(reader: BinaryIO, piece: int) -> bytes:
+    """Up to CHUNK bytes; for gzip (``piece`` > 0) gathered a piece at a time."""
+    if not piece:
+        return reader.read(CHUNK)
+    pieces: list[bytes] = []
+    size = 0
+    while size < CHUNK:
+        try:
+            got = reader.read1(piece)  # type: ignore[attr-defined]
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _Damaged(b"".join(pieces), exc) from None
+        if not got:
+            break
+        pieces.append(got)
+        size += len(got)
+    return b"".join(pieces)
+
+
+def _candidates(parser: LineParser, reader: BinaryIO, piece: int) -> Iterator[Record]:
     """The records of the lines that can matter, in file order, with their line numbers."""
     lineno = 0  # lines before the region being read
     carry = b""  # an incomplete last line, at most LINE_LIMIT bytes of it
     dropping = False  # inside a line longer than LINE_LIMIT: its rest is skipped
     tail = b""  # the end of what was read before, where a repeat marker may look back
-    while True:
-        data = reader.read(CHUNK)
+    damage: BaseException | None = None
+    while damage is None:
+        try:
+            data = _read(reader, piece)
+        except _Damaged as exc:  # the complete lines before the damage are still read
+            data, damage = exc.data, exc.cause
+            data = data[: data.rfind(b"\n") + 1]
+            if not data:
+                break
         if not data:
             break
         cut = data.rfind(b"\n") + 1
@@ -142,6 +181,8 @@ def _candidates(parser: LineParser, reader: BinaryIO) -> Iterator[Record]:
             tail = (tail + buf[max(lo, hi - LOOK_BACK_BYTES) : hi])[-LOOK_BACK_BYTES:]
         rest = data[cut:]
         carry, dropping = rest[:LINE_LIMIT], len(rest) > LINE_LIMIT
+    if damage is not None:
+        raise damage
     if carry:
         found, _ = find_candidates(carry, 0, len(carry))
         yield from _records_of(parser, carry, 0, len(carry), found, lineno, tail)
