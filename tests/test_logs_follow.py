@@ -238,3 +238,22 @@ def test_follow_a_fifo(tmp_path: Path) -> None:
     waiting.send_signal(signal.SIGINT)
     assert waiting.wait(timeout=20) == 0
     assert waiting.stderr is not None and "Traceback" not in waiting.stderr.read()
+
+
+def test_each_short_option_means_one_thing_in_every_command() -> None:
+    """``-F`` follows (as ``tail -F``); ``-f`` is ``--format`` wherever it exists."""
+    import argparse
+
+    from treason.cli import build_parser
+
+    parser = build_parser()
+    meanings: dict[str, set[str]] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for opt in sub._actions:
+                    shorts = [s for s in opt.option_strings if len(s) == 2 and s != "-h"]
+                    for short in shorts:
+                        meanings.setdefault(short, set()).add(opt.dest)
+    assert all(len(dests) == 1 for dests in meanings.values()), meanings
+    assert meanings["-F"] == {"follow"} and meanings["-f"] == {"format"}
