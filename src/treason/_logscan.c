@@ -115,7 +115,8 @@ candidates(PyObject *self, PyObject *args)
     Py_buffer view;
     Py_ssize_t start, end;
     PyObject *keys;
-    if (!PyArg_ParseTuple(args, "y*nnO!", &view, &start, &end, &PyTuple_Type, &keys))
+    int vector = 1;
+    if (!PyArg_ParseTuple(args, "y*nnO!|p", &view, &start, &end, &PyTuple_Type, &keys, &vector))
         return NULL;
     const unsigned char *p = view.buf;
     Py_ssize_t nkeys = PyTuple_GET_SIZE(keys);
@@ -160,7 +161,7 @@ candidates(PyObject *self, PyObject *args)
     pairs_init(&pairs, key, nkeys);
     int simd = 0;
 #ifdef HAVE_PAIRS_SIMD
-    simd = pairs.usable && __builtin_cpu_supports("ssse3");
+    simd = vector && pairs.usable && __builtin_cpu_supports("ssse3");
 #endif
     Py_ssize_t newlines = 0, counted = start, i = start;
     int failed = 0;
@@ -218,9 +219,11 @@ candidates(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"candidates", candidates, METH_VARARGS,
-     "candidates(buffer, start, end, keys) -> ([(line_start, line_index), ...], newlines)\n\n"
+     "candidates(buffer, start, end, keys, vector=True)\n"
+     "    -> ([(line_start, newlines_before), ...], newlines)\n\n"
      "Lines of buffer[start:end] holding any key: where each starts and how many newlines\n"
-     "come before it in the range; and the newlines in the whole range."},
+     "come before it in the range; and the newlines in the whole range. vector=False uses\n"
+     "the scalar search even where SSSE3 is there (the two are tested against each other)."},
     {NULL, NULL, 0, NULL},
 };
 
