@@ -88,7 +88,7 @@ def read_pasted(text: str, source: str = "<input>") -> Pasted:
     parser = LineParser(source)
     records: list[Record] = []
     pasted = Pasted()
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):
         record = json_or_line(parser, line, lineno)
         if record is None:
             continue
