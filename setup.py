@@ -43,7 +43,13 @@ setup(
             sources=["src/treason/_fastscan.c"],
             extra_compile_args=["-O3", "-std=gnu11"],
             optional=True,
-        )
+        ),
+        Extension(
+            "treason._logscan",
+            sources=["src/treason/_logscan.c"],
+            extra_compile_args=["-O3", "-std=gnu11"],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )
