@@ -8,21 +8,18 @@ moved the right edge (see ``attribution``), with what else the path rewrote (``f
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from treason.compare.attribution import AttributedEvent, attribute
 from treason.compare.engines import engine_for
 from treason.compare.fingerprint import DirKey, Packet, fingerprint
 from treason.compare.flows import Direction, Handshakes
 from treason.compare.pairing import FAR, NEAR, Matcher, reverse
+from treason.engine.stats import ScanStats
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Event, Severity
 from treason.packets import Frame
-from treason.readers import open_frames
-from treason.readers.stats import ReaderStats
-from treason.scanner import ScanStats, source_name
+from treason.readers import CaptureSource, display_name, frames, open_capture
 
 __all__ = ["AttributedEvent", "Comparison", "compare"]
 
@@ -32,8 +29,6 @@ DEFAULT_WINDOW = 2.0
 DEFAULT_MAX_PENDING = 200_000
 #: Frames one capture is read ahead of the other in one go (the engines work in batches).
 BATCH = 256
-
-Source = str | os.PathLike[str] | BinaryIO
 
 
 @dataclass
@@ -60,18 +55,19 @@ class Comparison:
 class _Side:
     """One capture being read: its frames, the engine over them, the frame read next."""
 
-    def __init__(self, point: int, source: Source, cmp: Comparison, name: str, engine: str) -> None:
+    def __init__(
+        self, point: int, source: CaptureSource, cmp: Comparison, name: str, engine: str
+    ) -> None:
         self.point = point
         self.name = name
         self.cmp = cmp
-        reader = ReaderStats()
-        self.frames = open_frames(source, name, reader)
+        self.capture = open_capture(source, name)
+        self.frames = frames(self.capture)
         self.head: Frame | None = None
         self.first_ns: int | None = None
         self.last_ns: int | None = None
         self.advance()
-        linktype = self.head.linktype if self.head is not None else 0
-        self.engine = engine_for(reader.format, linktype, cmp.stats[point], engine)
+        self.engine = engine_for(self.capture.format, cmp.stats[point], engine)
 
     def advance(self) -> None:
         """Read the next frame; damage ends this capture (raised at once if it has none)."""
@@ -89,6 +85,9 @@ class _Side:
             self.head = None
             self.cmp.errors.append(exc)
 
+        if self.head is None:
+            self.capture.close()
+
     def take(self, most: int) -> list[Frame]:
         """The next ``most`` frames at most."""
         batch: list[Frame] = []
@@ -99,8 +98,8 @@ class _Side:
 
 
 def compare(
-    near: Source,
-    far: Source,
+    near: CaptureSource,
+    far: CaptureSource,
     *,
     window: float = DEFAULT_WINDOW,
     max_pending: int = DEFAULT_MAX_PENDING,
@@ -115,7 +114,7 @@ def compare(
     ``errors`` for the caller to raise after reporting. ``engine`` is as for ``scan``
     (``auto``, ``fast``, ``reference``; see ``engines``).
     """
-    names = (source_name(near), source_name(far))
+    names = (display_name(near), display_name(far))
     cmp = Comparison(files=names)
     flagged: dict[tuple[int, int], Packet] = {}
     found: list[tuple[int, Event]] = []
