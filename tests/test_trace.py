@@ -17,12 +17,14 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,7 +86,7 @@ class TraceRun:
         if not ready.wait(20) or self.proc.poll() is not None:
             self.proc.kill()
             raise AssertionError(f"treason trace did not start: {''.join(self.stderr)}")
-        self.instance = re.search(r"instance (\S+)", "".join(self.stderr)).group(1)  # type: ignore[union-attr]
+        self.instance = re.search(r"in instance (\S+)", "".join(self.stderr)).group(1)  # type: ignore[union-attr]
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -167,7 +169,10 @@ def test_shrinks_reported_live_match_the_capture(tmp_path: Path) -> None:
     with netns.veth_pair() as pair, netns.veth_pair() as other:
         pair.sysctl("b", "net.ipv4.tcp_shrink_window", 1)
         pair.sysctl("b", "net.ipv4.tcp_window_scaling", 1)
-        run = TraceRun("--port", str(port), "--port", str(bulk))
+        metrics = random_port()
+        run = TraceRun(
+            "--port", str(port), "--port", str(bulk), "--metrics", f"127.0.0.1:{metrics}"
+        )
         try:
             dump = netns.Tcpdump(pair, "a", capture, snaplen=96, extra=["tcp", "port", str(port)])
             with dump:
@@ -187,7 +192,9 @@ def test_shrinks_reported_live_match_the_capture(tmp_path: Path) -> None:
                 assert not errors, errors
                 stats = dump.stop()
             assert stats.dropped == 0
-            time.sleep(0.5)  # the trace drains at least every 0.1 s
+            time.sleep(1.5)  # the trace drains every 0.1 s, counts its losses every second
+            scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10)
+            exposition = scrape.read().decode()
         finally:
             rc = run.stop() if run.proc.poll() is None else run.proc.returncode
             run.kill()
@@ -216,6 +223,16 @@ def test_shrinks_reported_live_match_the_capture(tmp_path: Path) -> None:
         assert (e.src, e.sport, e.dst) == (pair.addr_b, port, pair.addr_a)
         assert e.file == "trace" and not e.scale_known
     assert sorted(map(key, traced)) == sorted(map(key, scanned))
+    # --metrics is live's endpoint, counting what trace saw.
+    reported = sum(
+        float(m.group(2))
+        for m in re.finditer(
+            r'^treason_events_total\{class="(\w+)",interface="trace"\} (\S+)', exposition, re.M
+        )
+        if m.group(1) != "retraction"
+    )
+    assert reported == len(traced), exposition
+    assert re.search(r'^treason_kernel_drops_total\{interface="trace"\} 0\.0$', exposition, re.M)
     by_key = {key(e): e for e in scanned}
     for e in traced:
         s = by_key[key(e)]
@@ -302,3 +319,76 @@ def test_zero_window_stall_with_data_outstanding(tmp_path: Path) -> None:
         assert not seen or (x, y) in seen, f"X:Y {x}:{y}, the writer's TCP_INFO had {seen}"
         confirmed += bool(seen)
     assert confirmed, (kernel, stalls)
+
+
+def test_teardown_on_sigint_and_stale_instances_removed() -> None:
+    """A run killed outright leaves its instance; the next run removes it, and SIGINT ends
+    that run with nothing left. The kernel holds the port filter the user asked for."""
+    port = random_port()
+    killed = TraceRun("--port", str(port))
+    killed.proc.kill()
+    killed.proc.wait()
+    with tracefs_view() as root:
+        assert (root / "instances" / killed.instance).is_dir()
+    run = TraceRun("--local-port", str(port), "--peer-port", str(port + 1))
+    try:
+        assert f"removed the stale trace instance {killed.instance}" in "".join(run.stderr)
+        with tracefs_view() as root:
+            assert not (root / "instances" / killed.instance).exists()
+            events = root / "instances" / run.instance / "events" / "tcp"
+            expected = f"(sport == {port}) && (dport == {port + 1})"
+            for name in ("tcp_probe", "tcp_retransmit_skb"):
+                assert (events / name / "filter").read_text().strip() == expected
+                assert (events / name / "enable").read_text().strip() == "1"
+        run.proc.send_signal(signal.SIGINT)
+        assert run.proc.wait(timeout=30) == 0
+    finally:
+        run.kill()
+    assert_nothing_left(run)
+
+
+def unprivileged_python() -> str | None:
+    """An interpreter the ``nobody`` user can run, or None."""
+    for python in (sys.executable, "/usr/bin/python3"):
+        probe = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "env",
+                python,
+                "-c",
+                "",
+            ],
+            capture_output=True,
+        )
+        if probe.returncode == 0:
+            return python
+    return None
+
+
+def test_without_privilege_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Run as ``nobody``: one line naming tracefs and what is missing, exit 2, no traceback."""
+    python = unprivileged_python()
+    if python is None:
+        pytest.skip("no Python interpreter the nobody user may run")
+    src = Path(tempfile.mkdtemp(prefix="treason-src-"))
+    try:
+        shutil.copytree(ROOT / "src" / "treason", src / "treason")
+        for path in [src, *src.rglob("*")]:
+            path.chmod(0o755)
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            + ["env", f"PYTHONPATH={src}", python, "-m", "treason", "trace"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
+    finally:
+        shutil.rmtree(src)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "tracefs" in lines[0] and ("needs root" in lines[0] or "permission" in lines[0])

@@ -27,7 +27,23 @@ from treason.errors import TreasonError
 #: Where tracefs is usually mounted: its own mount point (4.1+), then inside debugfs.
 MOUNT_POINTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 PREFIX = "treason-"
+MOUNT_PREFIX = "treason-tracefs-"
 _NAME = re.compile(r"treason-(\d+)-[0-9a-f]+")
+_MOUNT = re.compile(r"^\S+ (\S*/treason-tracefs-(\d+)-\w+) tracefs ", re.M)
+
+
+def _running(pid: str) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def remove_stale_mounts() -> None:
+    """Unmount the private tracefs mounts of treason runs that were killed outright."""
+    for m in _MOUNT.finditer(Path("/proc/mounts").read_text()):
+        if not _running(m.group(2)):
+            target = Path(m.group(1))
+            _umount(target)
+            with contextlib.suppress(OSError):
+                target.rmdir()
 
 
 def _mount_tracefs(target: Path) -> None:
@@ -51,12 +67,18 @@ class Tracefs:
 
     @classmethod
     def open(cls) -> Tracefs:
+        remove_stale_mounts()
         for root in MOUNT_POINTS:
-            if (root / "instances").is_dir():
-                return cls(root, False)
+            try:
+                if (root / "instances").is_dir():
+                    return cls(root, False)
+            except PermissionError:
+                raise TreasonError(
+                    str(root), "permission denied: needs root, or access to tracefs"
+                ) from None
         if not Path("/proc/filesystems").read_text().count("tracefs"):
             raise TreasonError("tracefs", "this kernel has no tracefs (CONFIG_TRACING is off)")
-        target = Path(tempfile.mkdtemp(prefix="treason-tracefs-"))
+        target = Path(tempfile.mkdtemp(prefix=f"{MOUNT_PREFIX}{os.getpid()}-"))
         try:
             _mount_tracefs(target)
         except OSError as exc:
@@ -77,7 +99,7 @@ class Tracefs:
         with contextlib.suppress(OSError):
             for entry in (self.root / "instances").iterdir():
                 m = _NAME.fullmatch(entry.name)
-                if m is None or Path(f"/proc/{m.group(1)}").exists():
+                if m is None or _running(m.group(1)):
                     continue
                 with contextlib.suppress(OSError):
                     entry.rmdir()
