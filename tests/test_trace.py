@@ -347,6 +347,9 @@ def test_teardown_on_sigint_and_stale_instances_removed() -> None:
     assert_nothing_left(run)
 
 
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
 def unprivileged_python() -> str | None:
     """An interpreter the ``nobody`` user can run, or None."""
     for python in (sys.executable, "/usr/bin/python3"):
@@ -379,8 +382,7 @@ def test_without_privilege_one_line_and_exit_2(tmp_path: Path) -> None:
         for path in [src, *src.rglob("*")]:
             path.chmod(0o755)
         proc = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-            + ["env", f"PYTHONPATH={src}", python, "-m", "treason", "trace"],
+            [*NOBODY, "env", f"PYTHONPATH={src}", python, "-m", "treason", "trace"],
             capture_output=True,
             text=True,
             timeout=60,
