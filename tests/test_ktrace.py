@@ -1,0 +1,256 @@
+"""The parts of ``treason trace`` that need no kernel: layouts, pages, the socket table.
+
+The formats are those a Linux 6.18 kernel printed; pages are built record by record as the
+kernel's ring buffer lays them out (``events/header_event``). The real-kernel behaviour is in
+``test_trace.py``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from treason.errors import TreasonError
+from treason.events import Event, Severity
+from treason.ktrace.formats import parse_format, parse_header_page
+from treason.ktrace.ringbuf import MISSED_EVENTS, page_records
+from treason.ktrace.session import PortFilter
+from treason.ktrace.sockets import SocketTable, sockaddr_text
+
+TCP_PROBE = """name: tcp_probe
+ID: 2273
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:__u8 saddr[28];\toffset:8;\tsize:28;\tsigned:0;
+\tfield:__u8 daddr[28];\toffset:36;\tsize:28;\tsigned:0;
+\tfield:__u16 sport;\toffset:64;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:66;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:68;\tsize:2;\tsigned:0;
+\tfield:__u32 mark;\toffset:72;\tsize:4;\tsigned:0;
+\tfield:__u16 data_len;\toffset:76;\tsize:2;\tsigned:0;
+\tfield:__u32 snd_nxt;\toffset:80;\tsize:4;\tsigned:0;
+\tfield:__u32 snd_una;\toffset:84;\tsize:4;\tsigned:0;
+\tfield:__u32 snd_cwnd;\toffset:88;\tsize:4;\tsigned:0;
+\tfield:__u32 ssthresh;\toffset:92;\tsize:4;\tsigned:0;
+\tfield:__u32 snd_wnd;\toffset:96;\tsize:4;\tsigned:0;
+\tfield:__u32 srtt;\toffset:100;\tsize:4;\tsigned:0;
+\tfield:__u32 rcv_wnd;\toffset:104;\tsize:4;\tsigned:0;
+\tfield:__u64 sock_cookie;\toffset:112;\tsize:8;\tsigned:0;
+\tfield:const void * skbaddr;\toffset:120;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:128;\tsize:8;\tsigned:0;
+
+print fmt: "family=%s ..."
+"""
+
+HEADER_PAGE = """\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;
+\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;
+\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;
+\tfield: char data;\toffset:16;\tsize:4080;\tsigned:0;
+"""
+
+
+def test_format_fields_and_unpacker() -> None:
+    fmt = parse_format("tcp", "tcp_probe", TCP_PROBE)
+    assert fmt.id == 2273
+    assert fmt.fields["snd_wnd"].offset == 96 and fmt.fields["snd_wnd"].size == 4
+    assert fmt.fields["saddr"].array and not fmt.fields["sport"].array
+    unpack = fmt.unpacker(("saddr", "sport", "snd_una", "skaddr"))
+    payload = bytearray(136)
+    payload[8:10] = (2).to_bytes(2, "little")
+    payload[12:16] = bytes([10, 0, 0, 1])
+    struct.pack_into("<H", payload, 64, 443)
+    struct.pack_into("<I", payload, 84, 123456)
+    struct.pack_into("<Q", payload, 128, 0xFFFF888812345678)
+    saddr, sport, una, sk = unpack.unpack_from(payload, 0)
+    assert (sockaddr_text(saddr), sport, una, sk) == ("10.0.0.1", 443, 123456, 0xFFFF888812345678)
+    with pytest.raises(TreasonError, match="no field rcv_nxt"):
+        fmt.unpacker(("rcv_nxt",))
+
+
+def _page(records: list[bytes], ts: int = 1_000, flags: int = 0) -> bytes:
+    data = b"".join(records)
+    head = struct.pack("<Qq", ts, len(data) | flags)
+    return (head + data).ljust(4096, b"\0")
+
+
+def _small(delta: int, payload: bytes) -> bytes:
+    assert len(payload) % 4 == 0 and len(payload) <= 112
+    return struct.pack("<I", (delta << 5) | (len(payload) // 4)) + payload
+
+
+def _large(delta: int, payload: bytes) -> bytes:
+    return struct.pack("<II", delta << 5, len(payload) + 4) + payload
+
+
+def test_page_records_follow_deltas_extends_and_padding() -> None:
+    layout = parse_header_page(HEADER_PAGE)
+    assert layout.page_size == 4096
+    extend = struct.pack("<II", (5 << 5) | 30, 1)  # + (1 << 27) + 5
+    padding = struct.pack("<II", (7 << 5) | 29, 12) + b"\0" * 8  # a discarded record: 4 + 12
+    page = _page(
+        [
+            _small(10, b"A" * 8),
+            _large(20, b"B" * 136),
+            extend,
+            padding,
+            _small(3, b"C" * 4),
+        ]
+    )
+    records, missed = page_records(page, layout)
+    assert not missed
+    assert [(ts, page[off : off + 1]) for ts, off in records] == [
+        (1_010, b"A"),
+        (1_030, b"B"),
+        (1_030 + (1 << 27) + 5 + 7 + 3, b"C"),
+    ]
+    _, missed = page_records(_page([_small(1, b"D" * 4)], flags=MISSED_EVENTS), layout)
+    assert missed
+
+
+def test_page_ends_at_its_commit() -> None:
+    layout = parse_header_page(HEADER_PAGE)
+    page = bytearray(_page([_small(1, b"E" * 4)]))
+    page[24:32] = _small(1, b"F" * 4)  # bytes past the commit are not records
+    records, _ = page_records(bytes(page), layout)
+    assert len(records) == 1
+
+
+def _sockaddr(addr: bytes, port: int) -> bytes:
+    return (2).to_bytes(2, "little") + port.to_bytes(2, "big") + addr + b"\0" * 20
+
+
+LOCAL = _sockaddr(bytes([192, 0, 2, 1]), 40000)
+PEER = _sockaddr(bytes([198, 51, 100, 7]), 443)
+
+
+class Feed:
+    """A socket table fed one socket's states as tcp_probe would show them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.table = SocketTable(self.events.append)
+        self.n = 0
+
+    def state(self, una: int, nxt: int, wnd: int, ts: int | None = None) -> None:
+        self.n += 1
+        ts = self.n * 1000 if ts is None else ts
+        self.table.probe(ts, self.n, 0xABC, 7, LOCAL, PEER, 40000, 443, una, nxt, wnd)
+
+
+def test_right_edge_moving_left_is_a_shrink_of_the_peer() -> None:
+    f = Feed()
+    f.state(1000, 1000, 1024)  # the handshake's unscaled window: no shift evidence
+    f.state(1000, 5000, 128 * 300)  # scaled by 2**7
+    f.state(2000, 5000, 128 * 301)  # edge 40528 -> 40528 + ... grows
+    f.state(3000, 5000, 128 * 200)  # edge 41528 -> 28600: back 12928, before snd_nxt? no
+    assert len(f.events) == 1
+    e = f.events[0]
+    assert (e.src, e.sport, e.dst, e.dport) == ("198.51.100.7", 443, "192.0.2.1", 40000)
+    assert (e.old_edge, e.new_edge) == (2000 + 128 * 301, 3000 + 128 * 200)
+    assert e.shrink_bytes == 2000 + 128 * 301 - 3000 - 128 * 200
+    assert e.cls is Severity.SHRINK and e.scale == 7 and not e.scale_known
+    assert e.win == 200 and e.frame == 4 and e.file == "trace"
+
+
+def test_retreat_below_the_granularity_is_a_retraction() -> None:
+    f = Feed()
+    f.state(0, 0, 1024)
+    f.state(0, 1000, 128 * 300)
+    f.state(100, 1000, 128 * 299)  # back 28 bytes < 128
+    assert [e.cls for e in f.events] == [Severity.RETRACTION]
+
+
+def test_edge_before_snd_nxt_is_beyond() -> None:
+    f = Feed()
+    f.state(0, 0, 1024)
+    f.state(0, 30000, 128 * 300)
+    f.state(1000, 30000, 128 * 100)  # new edge 13800, 16200 bytes sent beyond it
+    (e,) = f.events
+    assert e.cls is Severity.BEYOND and e.beyond_bytes == 30000 - 13800
+
+
+def test_zero_window_stall_reported_at_the_probe_retransmission() -> None:
+    f = Feed()
+    f.state(0, 0, 1024)
+    f.state(0, 30000, 128 * 300)
+    f.state(1000, 30000, 0)  # zero window, 29000 bytes outstanding
+    assert f.events == []  # the kernel prints when its timer sends the probe
+    f.table.clock_offset_ns = 1_700_000_000 * 10**9
+    f.table.retransmit(999_000, 0xABC)
+    (e,) = f.events
+    assert e.cls is Severity.KERNEL and (e.snd_una, e.snd_nxt) == (1000, 30000)
+    assert e.time == pytest.approx(1_700_000_000 + 999_000 / 1e9)
+    assert (
+        e.kernel_line
+        == "Peer 198.51.100.7:443/40000 unexpectedly shrunk window 1000:30000 (repaired)"
+    )
+    f.state(1000, 30000, 0)  # the probe's answer: the same stall, no second event
+    f.table.retransmit(1_999_000, 0xABC)
+    assert len(f.events) == 1
+
+
+def test_stall_seen_after_the_probe_is_reported_with_the_probe_time() -> None:
+    f = Feed()
+    f.state(0, 0, 1024)
+    f.state(0, 30000, 128 * 300)
+    f.table.retransmit(2500, 0xABC)
+    f.state(1000, 30000, 0, ts=3000)
+    (e,) = f.events
+    assert e.cls is Severity.KERNEL and e.time == pytest.approx(2500 / 1e9)
+
+
+def test_stall_reopened_before_the_timer_is_still_reported() -> None:
+    f = Feed()
+    f.state(0, 0, 1024)
+    f.state(0, 30000, 128 * 300)
+    f.state(1000, 30000, 0)
+    f.state(30000, 30000, 128 * 300)
+    assert [e.cls for e in f.events] == [Severity.KERNEL]
+
+
+def test_zero_window_with_nothing_outstanding_is_no_stall() -> None:
+    f = Feed()
+    f.state(0, 0, 1024)
+    f.state(0, 1000, 128 * 300)
+    f.state(1000 + 128 * 300, 1000 + 128 * 300, 0)  # all acknowledged, edge where it was
+    f.table.retransmit(10**9, 0xABC)
+    assert f.events == []
+
+
+def test_a_new_socket_at_the_same_address_starts_over() -> None:
+    f = Feed()
+    f.state(0, 0, 1024)
+    f.state(0, 1000, 128 * 300)
+    f.table.probe(10**6, 9, 0xABC, 8, LOCAL, PEER, 40000, 443, 5, 5, 128)  # other cookie
+    assert f.events == []
+    f.table.destroy(0xABC)
+    assert f.table.sockets == {}
+
+
+def test_address_filter_is_asked_once_per_socket() -> None:
+    asked: list[tuple[str, str]] = []
+    events: list[Event] = []
+
+    def accept(local: str, peer: str) -> bool:
+        asked.append((local, peer))
+        return False
+
+    table = SocketTable(events.append, accept=accept)
+    for n, (una, wnd) in enumerate([(0, 1024), (0, 128 * 300), (1000, 128 * 10)], 1):
+        table.probe(n, n, 1, 1, LOCAL, PEER, 40000, 443, una, 30000, wnd)
+    assert asked == [("192.0.2.1", "198.51.100.7")] and events == []
+
+
+def test_port_filter_expression() -> None:
+    assert PortFilter().expression() is None
+    assert PortFilter(either=[443, 80]).expression() == (
+        "(sport == 443 || dport == 443 || sport == 80 || dport == 80)"
+    )
+    assert PortFilter(local=[8080], peer=[5001]).expression() == (
+        "(sport == 8080) && (dport == 5001)"
+    )
