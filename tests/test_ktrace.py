@@ -139,7 +139,7 @@ class Feed:
     def state(self, una: int, nxt: int, wnd: int, ts: int | None = None) -> None:
         self.n += 1
         ts = self.n * 1000 if ts is None else ts
-        self.table.probe(ts, self.n, 0xABC, 7, LOCAL, PEER, 40000, 443, una, nxt, wnd)
+        self.table.probe(ts, self.n, 0xABC, 7, 40000, 443, una, nxt, wnd, (LOCAL, PEER))
 
 
 def test_right_edge_moving_left_is_a_shrink_of_the_peer() -> None:
@@ -226,7 +226,7 @@ def test_a_new_socket_at_the_same_address_starts_over() -> None:
     f = Feed()
     f.state(0, 0, 1024)
     f.state(0, 1000, 128 * 300)
-    f.table.probe(10**6, 9, 0xABC, 8, LOCAL, PEER, 40000, 443, 5, 5, 128)  # other cookie
+    f.table.probe(10**6, 9, 0xABC, 8, 40000, 443, 5, 5, 128, (LOCAL, PEER))  # other cookie
     assert f.events == []
     f.table.destroy(0xABC)
     assert f.table.sockets == {}
@@ -242,7 +242,7 @@ def test_address_filter_is_asked_once_per_socket() -> None:
 
     table = SocketTable(events.append, accept=accept)
     for n, (una, wnd) in enumerate([(0, 1024), (0, 128 * 300), (1000, 128 * 10)], 1):
-        table.probe(n, n, 1, 1, LOCAL, PEER, 40000, 443, una, 30000, wnd)
+        table.probe(n, n, 1, 1, 40000, 443, una, 30000, wnd, (LOCAL, PEER))
     assert asked == [("192.0.2.1", "198.51.100.7")] and events == []
 
 

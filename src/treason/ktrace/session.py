@@ -33,15 +33,15 @@ from treason.ktrace.tracefs import Instance, Tracefs
 PROBE = ("tcp", "tcp_probe")
 RETRANSMIT = ("tcp", "tcp_retransmit_skb")
 DESTROY = ("tcp", "tcp_destroy_sock")
-#: tcp_probe fields read from every record (``sock_cookie`` only where the kernel has it).
-PROBE_FIELDS = ("saddr", "daddr", "sport", "dport", "snd_nxt", "snd_una", "snd_wnd", "skaddr")
+#: tcp_probe fields read from every record (``sock_cookie`` too where the kernel has it).
+PROBE_FIELDS = ("common_type", "sport", "dport", "snd_nxt", "snd_una", "snd_wnd", "skaddr")
 WAKE_PERCENT = 5
 ORDER_SLACK_NS = 2_000_000
 DEFAULT_BUFFER_KB = 4096
 _TYPE = struct.Struct("=H")
-#: A decoded record waiting to be fed: (trace clock ns, 0 probe | 1 retransmit | 2 destroy,
-#: the fields unpacked from its payload).
-Record = tuple[int, int, tuple[Any, ...]]
+#: A decoded record waiting to be fed: trace clock ns, the fields unpacked from its payload
+#: (the event type first), and for tcp_probe the page and offset its addresses are in.
+Record = tuple[int, tuple[Any, ...], bytes | None, int]
 _COUNTER = re.compile(r"^(overrun|dropped events):\s*(\d+)", re.M)
 
 
@@ -175,21 +175,43 @@ class TraceSession:
     def _decoders(
         self, probe: EventFormat, retransmit: EventFormat, destroy: EventFormat | None
     ) -> None:
+        """Structs reading each record's type and the numbers the socket table needs.
+
+        The tcp_probe struct skips the two 28-byte addresses: they are sliced out of the page
+        only for a socket seen for the first time.
+        """
         names = [n for n in PROBE_FIELDS if n in probe.fields]
         if "sock_cookie" in probe.fields:
             names.append("sock_cookie")
         names.sort(key=lambda n: probe.fields[n].offset)
         self._probe_struct = probe.unpacker(tuple(names))
-        cookie = names.index("sock_cookie") if "sock_cookie" in names else None
-        order = [names.index(n) for n in ("skaddr", "saddr", "daddr", "sport", "dport")]
-        order += [names.index(n) for n in ("snd_una", "snd_nxt", "snd_wnd")]
-        self._probe_args = itemgetter(*order)
-        self._probe_cookie = cookie
+        wanted = ["skaddr", "sport", "dport", "snd_una", "snd_nxt", "snd_wnd"]
+        get = itemgetter(*[names.index(n) for n in wanted])
+        if "sock_cookie" in names:
+            at = names.index("sock_cookie")
+            self._probe_args: Callable[[tuple[Any, ...]], tuple[Any, ...]] = itemgetter(
+                *[names.index(n) for n in wanted], at
+            )
+        else:
+            self._probe_args = lambda v: (*get(v), 0)
+        saddr, daddr = probe.fields["saddr"], probe.fields["daddr"]
+        missing = [f.name for f in (saddr, daddr) if not f.array]
+        if missing:
+            raise TreasonError("tcp/tcp_probe", f"unexpected address fields {missing}")
+
+        def addresses(where: tuple[bytes, int]) -> tuple[bytes, bytes]:
+            page, off = where
+            local = page[off + saddr.offset : off + saddr.offset + saddr.size]
+            return local, page[off + daddr.offset : off + daddr.offset + daddr.size]
+
+        self.table.addresses = addresses
         self._probe_id = probe.id
         self._retransmit_id = retransmit.id
-        self._retransmit_struct = retransmit.unpacker(("skaddr",))
+        self._retransmit_struct = retransmit.unpacker(("common_type", "skaddr"))
         self._destroy_id = destroy.id if destroy is not None else -1
-        self._destroy_struct = destroy.unpacker(("skaddr",)) if destroy is not None else None
+        self._destroy_struct = (
+            destroy.unpacker(("common_type", "skaddr")) if destroy is not None else None
+        )
 
     def close(self) -> None:
         """Stop tracing and remove every trace of it (idempotent)."""
@@ -226,6 +248,7 @@ class TraceSession:
         unpack_destroy = self._destroy_struct.unpack_from if self._destroy_struct else None
         type_of = _TYPE.unpack_from
         counters = self.counters
+        append = batch.append
         for fd in self.fds:
             while True:
                 try:
@@ -241,13 +264,19 @@ class TraceSession:
                 records, missed = page_records(page, layout)
                 counters.lost_pages += missed
                 for ts, off in records:
+                    # Nearly every record is a tcp_probe: read it as one first.
+                    try:
+                        values = unpack_probe(page, off)
+                    except struct.error:  # a shorter record at the end of the page
+                        values = (-1,)
+                    if values[0] == probe_id:
+                        append((ts, values, page, off))
+                        continue
                     (kind,) = type_of(page, off)
-                    if kind == probe_id:
-                        batch.append((ts, 0, unpack_probe(page, off)))
-                    elif kind == rt_id:
-                        batch.append((ts, 1, unpack_rt(page, off)))
+                    if kind == rt_id:
+                        append((ts, unpack_rt(page, off), None, 0))
                     elif kind == destroy_id and unpack_destroy is not None:
-                        batch.append((ts, 2, unpack_destroy(page, off)))
+                        append((ts, unpack_destroy(page, off), None, 0))
         if not batch:
             return
         batch.sort(key=itemgetter(0))
@@ -261,21 +290,25 @@ class TraceSession:
     def _feed(self, ready: list[Record]) -> None:
         table, counters = self.table, self.counters
         probe, retransmit, destroy = table.probe, table.retransmit, table.destroy
-        args, cookie_at = self._probe_args, self._probe_cookie
+        args = self._probe_args
+        probe_id, rt_id = self._probe_id, self._retransmit_id
         number = counters.records
-        for ts, kind, values in ready:
+        probes = retransmits = 0
+        for ts, values, page, off in ready:
             number += 1
-            if kind == 0:
-                counters.probes += 1
-                sock, local, peer, lport, pport, una, nxt, wnd = args(values)
-                cookie = values[cookie_at] if cookie_at is not None else 0
-                probe(ts, number, sock, cookie, local, peer, lport, pport, una, nxt, wnd)
-            elif kind == 1:
-                counters.retransmits += 1
-                retransmit(ts, values[0])
+            kind = values[0]
+            if kind == probe_id:
+                probes += 1
+                sock, lport, pport, una, nxt, wnd, cookie = args(values)
+                probe(ts, number, sock, cookie, lport, pport, una, nxt, wnd, (page, off))
+            elif kind == rt_id:
+                retransmits += 1
+                retransmit(ts, values[1])
             else:
-                destroy(values[0])
+                destroy(values[1])
         counters.records = number
+        counters.probes += probes
+        counters.retransmits += retransmits
         if ready:
             counters.last_ts = ready[-1][0]
 

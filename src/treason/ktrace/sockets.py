@@ -25,6 +25,7 @@ import ipaddress
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from treason import seq as sq
 from treason.events import Event, Severity
@@ -72,7 +73,9 @@ class SocketTable:
 
     Times are the trace clock's nanoseconds; ``clock_offset_ns`` turns them into the Unix time
     events carry. ``emit`` gets every class, retractions included. ``accept(local, peer)``,
-    when given, picks the sockets to follow by address (asked once per socket). Sockets are
+    when given, picks the sockets to follow by address (asked once per socket);
+    ``addresses(where)`` gives a new socket's raw local and peer ``sockaddr`` (by default
+    ``where`` is that pair). Sockets are
     forgotten when the kernel destroys them, after ``idle_timeout`` seconds without a record,
     or — least recently seen first — beyond ``max_sockets``.
     """
@@ -83,12 +86,14 @@ class SocketTable:
         *,
         clock_offset_ns: int = 0,
         accept: Callable[[str, str], bool] | None = None,
+        addresses: Callable[[Any], tuple[bytes, bytes]] = tuple,
         max_sockets: int = 1_000_000,
         idle_timeout: float = 300.0,
     ) -> None:
         self.emit = emit
         self.clock_offset_ns = clock_offset_ns
         self.accept = accept
+        self.addresses = addresses
         self.max_sockets = max_sockets
         self.idle_timeout = idle_timeout
         self.sockets: dict[int, Socket] = {}
@@ -101,27 +106,24 @@ class SocketTable:
         number: int,
         sock: int,
         cookie: int,
-        local: bytes,
-        peer: bytes,
         lport: int,
         pport: int,
         snd_una: int,
         snd_nxt: int,
         snd_wnd: int,
+        where: Any,
     ) -> None:
         """One ``tcp_probe`` record: socket ``sock`` as its previous segment left it.
 
-        ``number`` counts records from 1 (the event's ``frame``); ``local``/``peer`` are the
-        raw ``sockaddr`` bytes, decoded only when an event names them.
+        ``number`` counts records from 1 (the event's ``frame``). The raw ``sockaddr`` bytes
+        of both ends are fetched with ``addresses(where)`` only for a socket not seen before:
+        most records need none of them.
         """
-        sockets = self.sockets
-        s = sockets.get(sock)
+        s = self.sockets.get(sock)
         if s is None or s.cookie != cookie or s.lport != lport or s.pport != pport:
+            local, peer = self.addresses(where)
             self._add(ts, sock, cookie, local, peer, lport, pport, snd_una, snd_nxt, snd_wnd)
             return
-        # Most recently seen last: eviction takes the first.
-        del sockets[sock]
-        sockets[sock] = s
         if not s.followed:
             s.last = ts
             return
@@ -226,7 +228,8 @@ class SocketTable:
         if old is not None and old.held is not None:
             self.emit(old.held)
         if len(self.sockets) >= self.max_sockets:
-            self.destroy(next(iter(self.sockets)))
+            # Rare (a cap far above the usual socket count): the least recently seen goes.
+            self.destroy(min(self.sockets, key=lambda k: self.sockets[k].last))
             self.evicted += 1
         s = Socket(cookie, local, peer, lport, pport, snd_una, snd_nxt, snd_wnd, ts)
         if self.accept is not None:
