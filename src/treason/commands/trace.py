@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from treason.commands.common import add_model_options, positive_int
 from treason.events import Event, Severity
 from treason.ktrace import report as trace_report
+from treason.ktrace.engine import compiled_available
 from treason.ktrace.session import DEFAULT_BUFFER_KB, PortFilter, TraceSession
 from treason.live import report
 from treason.live.stats import LiveStats
@@ -113,6 +114,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="KB",
         help=f"trace buffer per CPU (default {DEFAULT_BUFFER_KB})",
     )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "fast", "reference"),
+        default="auto",
+        help="compiled tracer or the readable reference (default: fast when built)",
+    )
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -133,6 +140,9 @@ def address_filter(
 def run(args: argparse.Namespace) -> int:
     if args.status_interval < 0:
         print("treason: --status-interval must be 0 or more", file=sys.stderr)
+        return 2
+    if args.engine == "fast" and not compiled_available():
+        print("treason: --engine fast: the compiled tracer is not built", file=sys.stderr)
         return 2
     out = sys.stdout
     stats = LiveStats(interface="trace")
@@ -158,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         max_sockets=args.max_flows,
         idle_timeout=args.idle_timeout,
         buffer_kb=args.buffer_kb,
+        engine=args.engine,
     )
     where = [session.filter or "all ports"]
     where += [f"host {n}" for n in args.host]
@@ -204,14 +215,15 @@ def _trace(
         print(f"treason: removed the stale trace instance {name}", file=sys.stderr)
     print(
         f"treason: tracing tcp:tcp_probe and tcp:tcp_retransmit_skb in instance "
-        f"{session.instance.name} ({stats.filter}); SIGINT or SIGTERM stops",
+        f"{session.instance.name} ({stats.filter}, {session.engine_name} engine); "
+        "SIGINT or SIGTERM stops",
         file=sys.stderr,
         flush=True,
     )
     interval = args.status_interval or None
     start = last_status = last_second = time.monotonic()
     stats.started = time.time()
-    table = session.table
+    c = session.counters
     seconds = 0
     while not stop:
         session.poll(wakeup_fd, 0.1)
@@ -222,12 +234,12 @@ def _trace(
             session.update_lost()
             if seconds % 10 == 0:
                 session.expire()
-        trace_report.sync_stats(stats, session.counters, len(table.sockets), table.seen)
+        trace_report.sync_stats(stats, c)
         if interval and now - last_status >= interval - 0.01:
             last_status = now
             print(trace_report.status_line(stats, session.counters), file=sys.stderr, flush=True)
     session.finish()
-    trace_report.sync_stats(stats, session.counters, len(table.sockets), table.seen)
+    trace_report.sync_stats(stats, c)
     with contextlib.suppress(BrokenPipeError):
         sys.stdout.flush()
     lines = trace_report.summary(stats, session.counters, time.monotonic() - start)

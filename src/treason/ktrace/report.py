@@ -10,7 +10,7 @@ from treason.ktrace.session import TraceCounters
 from treason.live.stats import LiveStats
 
 
-def sync_stats(stats: LiveStats, counters: TraceCounters, sockets: int, seen: int) -> None:
+def sync_stats(stats: LiveStats, counters: TraceCounters) -> None:
     """Mirror the trace counters into the ``LiveStats`` the metrics endpoint reads.
 
     ``treason_packets`` then counts tracepoint records, ``treason_tcp_segments`` the
@@ -19,8 +19,8 @@ def sync_stats(stats: LiveStats, counters: TraceCounters, sockets: int, seen: in
     """
     stats.scan.frames = counters.records
     stats.scan.segments = counters.probes
-    stats.scan.flows = seen
-    stats.flows_active = sockets
+    stats.scan.flows = counters.seen
+    stats.flows_active = counters.sockets
     stats.kernel_drops = counters.lost
     stats.kernel_received = counters.records + counters.lost
 

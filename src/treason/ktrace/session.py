@@ -10,38 +10,35 @@ not overtaken.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import os
 import re
 import select
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
-from typing import Any
 
 from treason.errors import TreasonError
 from treason.events import Event
-from treason.ktrace.formats import EventFormat, PageLayout, parse_header_page, read_format
-from treason.ktrace.ringbuf import page_records
+from treason.ktrace.engine import (
+    CompiledEngine,
+    Engine,
+    EngineCounters,
+    Layouts,
+    ReferenceEngine,
+    compiled_available,
+)
+from treason.ktrace.formats import parse_header_page, read_format
 from treason.ktrace.sockets import SocketTable
 from treason.ktrace.tracefs import Instance, Tracefs
 
 PROBE = ("tcp", "tcp_probe")
 RETRANSMIT = ("tcp", "tcp_retransmit_skb")
 DESTROY = ("tcp", "tcp_destroy_sock")
-#: tcp_probe fields read from every record (``sock_cookie`` too where the kernel has it).
-PROBE_FIELDS = ("common_type", "sport", "dport", "snd_nxt", "snd_una", "snd_wnd", "skaddr")
 WAKE_PERCENT = 5
 ORDER_SLACK_NS = 2_000_000
 DEFAULT_BUFFER_KB = 4096
-_TYPE = struct.Struct("=H")
-#: A decoded record waiting to be fed: trace clock ns, the fields unpacked from its payload
-#: (the event type first), and for tcp_probe the page and offset its addresses are in.
-Record = tuple[int, tuple[Any, ...], bytes | None, int]
 _COUNTER = re.compile(r"^(overrun|dropped events):\s*(\d+)", re.M)
 
 
@@ -71,15 +68,10 @@ class PortFilter:
 
 
 @dataclass
-class TraceCounters:
+class TraceCounters(EngineCounters):
     """What the reader has seen so far (read by the status line and the metrics)."""
 
-    records: int = 0
-    probes: int = 0
-    retransmits: int = 0
     lost: int = 0  # records the kernel could not keep: buffer overrun or dropped
-    lost_pages: int = 0  # pages that arrived flagged "events missed before this one"
-    last_ts: int = 0  # trace clock of the newest record fed
 
 
 class TraceSession:
@@ -94,20 +86,27 @@ class TraceSession:
         max_sockets: int = 1_000_000,
         idle_timeout: float = 300.0,
         buffer_kb: int = DEFAULT_BUFFER_KB,
+        engine: str = "auto",
     ) -> None:
+        if engine not in ("auto", "fast", "reference"):
+            raise ValueError(f"unknown engine {engine!r}")
+        if engine == "auto":
+            engine = "fast" if compiled_available() else "reference"
+        self.engine_name = engine
+        self.emit = emit
+        self.accept = accept
+        self.max_sockets = max_sockets
+        self.idle_ns = int(idle_timeout * 1e9)
         self.counters = TraceCounters()
-        self.table = SocketTable(
-            emit, accept=accept, max_sockets=max_sockets, idle_timeout=idle_timeout
-        )
         self.filter = (ports or PortFilter()).expression()
         self.buffer_kb = buffer_kb
+        self.clock_offset_ns = 0
         self.fs: Tracefs | None = None
         self.instance: Instance | None = None
+        self.engine: Engine | None = None
         self.stale: list[str] = []
         self.fds: list[int] = []
         self.cpus: list[int] = []
-        self._pending: list[Record] = []
-        self._layout: PageLayout | None = None
         self._read_size = 0
 
     # -- set-up and teardown -------------------------------------------------------------
@@ -128,7 +127,7 @@ class TraceSession:
         probe = read_format(events, *PROBE)
         retransmit = read_format(events, *RETRANSMIT)
         destroy = (events / "/".join(DESTROY)).is_dir()
-        self._layout = parse_header_page((fs.root / "events" / "header_page").read_text())
+        layout = parse_header_page((fs.root / "events" / "header_page").read_text())
         clocks = inst.read("trace_clock")
         if re.search(r"\bmono\b", clocks):
             inst.write("trace_clock", "mono")
@@ -145,11 +144,14 @@ class TraceSession:
                     raise TreasonError(
                         f"{system}:{name} filter {self.filter!r}", f"rejected by the kernel: {why}"
                     ) from None
-        self._decoders(probe, retransmit, read_format(events, *DESTROY) if destroy else None)
+        layouts = Layouts(
+            layout, probe, retransmit, read_format(events, *DESTROY) if destroy else None
+        )
+        self.engine = self._engine(layouts)
         self.cpus = sorted(
             int(p.name[3:]) for p in (inst.path / "per_cpu").iterdir() if p.name[3:].isdigit()
         )
-        page = self._layout.page_size
+        page = layout.page_size
         if inst.has("buffer_subbuf_size_kb"):
             page = int(inst.read("buffer_subbuf_size_kb")) * 1024
         self._read_size = page
@@ -159,7 +161,21 @@ class TraceSession:
         for system, name in chosen:
             inst.write(f"events/{system}/{name}/enable", "1")
         inst.write("tracing_on", "1")
-        self.table.clock_offset_ns = self._clock_offset(clocks)
+        self.clock_offset_ns = self._clock_offset(clocks)
+        if isinstance(self.engine, ReferenceEngine):
+            self.engine.table.clock_offset_ns = self.clock_offset_ns
+
+    def _engine(self, layouts: Layouts) -> Engine:
+        if self.engine_name == "fast":
+            return CompiledEngine(
+                layouts,
+                self.emit,
+                lambda: self.clock_offset_ns,
+                accept=self.accept,
+                max_sockets=self.max_sockets,
+            )
+        table = SocketTable(self.emit, accept=self.accept, max_sockets=self.max_sockets)
+        return ReferenceEngine(layouts, table)
 
     def _clock_offset(self, clocks: str) -> int:
         """Unix time minus trace clock, in ns."""
@@ -171,47 +187,6 @@ class TraceSession:
         if m is None:
             return 0
         return time.time_ns() - (int(m.group(1)) * 10**9 + int(m.group(2).ljust(9, "0")))
-
-    def _decoders(
-        self, probe: EventFormat, retransmit: EventFormat, destroy: EventFormat | None
-    ) -> None:
-        """Structs reading each record's type and the numbers the socket table needs.
-
-        The tcp_probe struct skips the two 28-byte addresses: they are sliced out of the page
-        only for a socket seen for the first time.
-        """
-        names = [n for n in PROBE_FIELDS if n in probe.fields]
-        if "sock_cookie" in probe.fields:
-            names.append("sock_cookie")
-        names.sort(key=lambda n: probe.fields[n].offset)
-        self._probe_struct = probe.unpacker(tuple(names))
-        wanted = ["skaddr", "sport", "dport", "snd_una", "snd_nxt", "snd_wnd"]
-        get = itemgetter(*[names.index(n) for n in wanted])
-        if "sock_cookie" in names:
-            at = names.index("sock_cookie")
-            self._probe_args: Callable[[tuple[Any, ...]], tuple[Any, ...]] = itemgetter(
-                *[names.index(n) for n in wanted], at
-            )
-        else:
-            self._probe_args = lambda v: (*get(v), 0)
-        saddr, daddr = probe.fields["saddr"], probe.fields["daddr"]
-        missing = [f.name for f in (saddr, daddr) if not f.array]
-        if missing:
-            raise TreasonError("tcp/tcp_probe", f"unexpected address fields {missing}")
-
-        def addresses(where: tuple[bytes, int]) -> tuple[bytes, bytes]:
-            page, off = where
-            local = page[off + saddr.offset : off + saddr.offset + saddr.size]
-            return local, page[off + daddr.offset : off + daddr.offset + daddr.size]
-
-        self.table.addresses = addresses
-        self._probe_id = probe.id
-        self._retransmit_id = retransmit.id
-        self._retransmit_struct = retransmit.unpacker(("common_type", "skaddr"))
-        self._destroy_id = destroy.id if destroy is not None else -1
-        self._destroy_struct = (
-            destroy.unpacker(("common_type", "skaddr")) if destroy is not None else None
-        )
 
     def close(self) -> None:
         """Stop tracing and remove every trace of it (idempotent)."""
@@ -236,19 +211,11 @@ class TraceSession:
     # -- reading --------------------------------------------------------------------------
 
     def drain(self, final: bool = False) -> None:
-        """Read what every CPU buffer holds and feed it, in time order, to the socket table."""
-        layout = self._layout
-        assert layout is not None
+        """Read what every CPU buffer holds and feed it, in time order, to the engine."""
+        engine = self.engine
+        assert engine is not None
         cutoff = time.monotonic_ns() - ORDER_SLACK_NS
-        batch = self._pending
-        size = self._read_size
-        probe_id, rt_id, destroy_id = self._probe_id, self._retransmit_id, self._destroy_id
-        unpack_probe = self._probe_struct.unpack_from
-        unpack_rt = self._retransmit_struct.unpack_from
-        unpack_destroy = self._destroy_struct.unpack_from if self._destroy_struct else None
-        type_of = _TYPE.unpack_from
-        counters = self.counters
-        append = batch.append
+        size, add_page = self._read_size, engine.add_page
         for fd in self.fds:
             while True:
                 try:
@@ -261,56 +228,16 @@ class TraceSession:
                     raise
                 if not page:
                     break
-                records, missed = page_records(page, layout)
-                counters.lost_pages += missed
-                for ts, off in records:
-                    # Nearly every record is a tcp_probe: read it as one first.
-                    try:
-                        values = unpack_probe(page, off)
-                    except struct.error:  # a shorter record at the end of the page
-                        values = (-1,)
-                    if values[0] == probe_id:
-                        append((ts, values, page, off))
-                        continue
-                    (kind,) = type_of(page, off)
-                    if kind == rt_id:
-                        append((ts, unpack_rt(page, off), None, 0))
-                    elif kind == destroy_id and unpack_destroy is not None:
-                        append((ts, unpack_destroy(page, off), None, 0))
-        if not batch:
-            return
-        batch.sort(key=itemgetter(0))
-        if final or batch[-1][0] <= cutoff:
-            ready, self._pending = batch, []
-        else:
-            n = bisect.bisect_right(batch, cutoff, key=itemgetter(0))
-            ready, self._pending = batch[:n], batch[n:]
-        self._feed(ready)
+                add_page(page)
+        engine.run(cutoff, final)
+        self._sync()
 
-    def _feed(self, ready: list[Record]) -> None:
-        table, counters = self.table, self.counters
-        probe, retransmit, destroy = table.probe, table.retransmit, table.destroy
-        args = self._probe_args
-        probe_id, rt_id = self._probe_id, self._retransmit_id
-        number = counters.records
-        probes = retransmits = 0
-        for ts, values, page, off in ready:
-            number += 1
-            kind = values[0]
-            if kind == probe_id:
-                probes += 1
-                sock, lport, pport, una, nxt, wnd, cookie = args(values)
-                probe(ts, number, sock, cookie, lport, pport, una, nxt, wnd, (page, off))
-            elif kind == rt_id:
-                retransmits += 1
-                retransmit(ts, values[1])
-            else:
-                destroy(values[1])
-        counters.records = number
-        counters.probes += probes
-        counters.retransmits += retransmits
-        if ready:
-            counters.last_ts = ready[-1][0]
+    def _sync(self) -> None:
+        assert self.engine is not None
+        c, e = self.counters, self.engine.counters
+        c.records, c.probes, c.retransmits = e.records, e.probes, e.retransmits
+        c.sockets, c.seen, c.evicted = e.sockets, e.seen, e.evicted
+        c.lost_pages, c.last_ts = e.lost_pages, e.last_ts
 
     def poll(self, wakeup_fd: int, timeout: float) -> None:
         """Wait until a CPU buffer passes its watermark, ``wakeup_fd`` is readable, or timeout."""
@@ -335,10 +262,13 @@ class TraceSession:
 
     def expire(self) -> None:
         """Forget sockets idle past the timeout, by the newest record's time."""
-        self.table.expire(self.counters.last_ts)
+        assert self.engine is not None
+        self.engine.expire(self.counters.last_ts - self.idle_ns)
+        self._sync()
 
     def finish(self) -> None:
         """Tracing over: read what is left, and every held event is final."""
         self.drain(final=True)
         self.update_lost()
-        self.table.flush()
+        assert self.engine is not None
+        self.engine.flush()

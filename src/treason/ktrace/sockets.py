@@ -75,9 +75,8 @@ class SocketTable:
     events carry. ``emit`` gets every class, retractions included. ``accept(local, peer)``,
     when given, picks the sockets to follow by address (asked once per socket);
     ``addresses(where)`` gives a new socket's raw local and peer ``sockaddr`` (by default
-    ``where`` is that pair). Sockets are
-    forgotten when the kernel destroys them, after ``idle_timeout`` seconds without a record,
-    or — least recently seen first — beyond ``max_sockets``.
+    ``where`` is that pair). Sockets are forgotten when the kernel destroys them, when
+    ``expire`` says they are idle, or — least recently seen first — beyond ``max_sockets``.
     """
 
     def __init__(
@@ -88,14 +87,12 @@ class SocketTable:
         accept: Callable[[str, str], bool] | None = None,
         addresses: Callable[[Any], tuple[bytes, bytes]] = tuple,
         max_sockets: int = 1_000_000,
-        idle_timeout: float = 300.0,
     ) -> None:
         self.emit = emit
         self.clock_offset_ns = clock_offset_ns
         self.accept = accept
         self.addresses = addresses
         self.max_sockets = max_sockets
-        self.idle_timeout = idle_timeout
         self.sockets: dict[int, Socket] = {}
         self.seen = 0  # sockets seen since the start
         self.evicted = 0
@@ -197,9 +194,8 @@ class SocketTable:
         if s is not None and s.held is not None:
             self.emit(s.held)
 
-    def expire(self, now: int) -> None:
-        """Forget sockets idle longer than ``idle_timeout`` at trace clock ``now``."""
-        limit = now - int(self.idle_timeout * 1e9)
+    def expire(self, limit: int) -> None:
+        """Forget the sockets last seen before trace clock ``limit`` (held events are final)."""
         for sock in [k for k, s in self.sockets.items() if s.last < limit]:
             self.destroy(sock)
             self.evicted += 1
@@ -254,26 +250,69 @@ class SocketTable:
         retreat: int,
     ) -> Event:
         """The event for socket ``s`` (already updated to the new state)."""
-        return Event(
-            frame=number,
-            time=self._wall(ts),
-            src=sockaddr_text(s.peer),
-            sport=s.pport,
-            dst=sockaddr_text(s.local),
-            dport=s.lport,
-            vlan=(),
-            cls=cls,
-            closing=False,
-            certainty="definite",
-            old_edge=old_edge,
-            new_edge=new_edge,
-            shrink_bytes=retreat,
-            beyond_bytes=max(0, sq.diff(s.snd_nxt, new_edge)),
-            snd_una=s.snd_una,
-            snd_nxt=s.snd_nxt,
-            ack=s.snd_una,
-            win=s.snd_wnd >> s.shift,
-            scale=s.shift,
-            scale_known=False,
-            file=SOURCE,
+        fields: EventFields = (
+            int(cls),
+            number,
+            ts,
+            s.local,
+            s.peer,
+            s.lport,
+            s.pport,
+            old_edge,
+            new_edge,
+            retreat,
+            s.snd_una,
+            s.snd_nxt,
+            s.snd_wnd,
+            s.shift,
         )
+        return make_event(fields, self.clock_offset_ns)
+
+
+#: What the compiled tracer (``treason._ktrace``) hands over for an event: class, record
+#: number, trace clock, raw local and peer ``sockaddr``, local and peer port, old and new
+#: right edge, bytes taken back, snd_una, snd_nxt, snd_wnd, window shift bound.
+EventFields = tuple[int, int, int, bytes, bytes, int, int, int, int, int, int, int, int, int]
+
+
+def make_event(f: EventFields, clock_offset_ns: int) -> Event:
+    """The event record, from either implementation's fields."""
+    (
+        cls,
+        number,
+        ts,
+        local,
+        peer,
+        lport,
+        pport,
+        old_edge,
+        new_edge,
+        retreat,
+        una,
+        nxt,
+        wnd,
+        shift,
+    ) = f
+    return Event(
+        frame=number,
+        time=(ts + clock_offset_ns) / 1e9,
+        src=sockaddr_text(peer),
+        sport=pport,
+        dst=sockaddr_text(local),
+        dport=lport,
+        vlan=(),
+        cls=Severity(cls),
+        closing=False,
+        certainty="definite",
+        old_edge=old_edge,
+        new_edge=new_edge,
+        shrink_bytes=retreat,
+        beyond_bytes=max(0, sq.diff(nxt, new_edge)),
+        snd_una=una,
+        snd_nxt=nxt,
+        ack=una,
+        win=wnd >> shift,
+        scale=shift,
+        scale_known=False,
+        file=SOURCE,
+    )
