@@ -10,9 +10,12 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from treason.errors import TreasonError
 from treason.events import Event, Severity
+from treason.ktrace.engine import compiled_available
 from treason.ktrace.formats import parse_format, parse_header_page
 from treason.ktrace.ringbuf import MISSED_EVENTS, page_records
 from treason.ktrace.session import PortFilter
@@ -254,3 +257,128 @@ def test_port_filter_expression() -> None:
     assert PortFilter(local=[8080], peer=[5001]).expression() == (
         "(sport == 8080) && (dport == 5001)"
     )
+
+
+# -- the compiled tracer against the reference, on the same pages ----------------------------
+
+TCP_RETRANSMIT = """name: tcp_retransmit_skb
+ID: 2281
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:32;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:34;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:38;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:42;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:58;\tsize:16;\tsigned:0;
+\tfield:int err;\toffset:76;\tsize:4;\tsigned:1;
+"""
+
+# (kind, socket, una, nxt, wnd): kind 0 tcp_probe, 1 retransmission, 2 destroy
+Step = tuple[int, int, int, int, int]
+
+
+def _probe_record(sock: int, una: int, nxt: int, wnd: int) -> bytes:
+    p = bytearray(136)
+    struct.pack_into("<H", p, 0, 2273)
+    p[8:36] = LOCAL[:2] + (40000 + sock).to_bytes(2, "big") + LOCAL[4:]
+    p[36:64] = PEER
+    struct.pack_into("<HH", p, 64, 40000 + sock, 443)
+    struct.pack_into("<II", p, 80, nxt, una)
+    struct.pack_into("<I", p, 96, wnd)
+    struct.pack_into("<Q", p, 112, 1000 + sock)  # sock_cookie
+    struct.pack_into("<Q", p, 128, 0xFFFF000000000000 + sock)  # skaddr
+    return _large(0, bytes(p))
+
+
+def _other_record(type_id: int, sock: int) -> bytes:
+    p = bytearray(80)
+    struct.pack_into("<H", p, 0, type_id)
+    struct.pack_into("<Q", p, 16, 0xFFFF000000000000 + sock)
+    return _small(0, bytes(p))
+
+
+def _pages(steps: list[Step], per_page: int) -> list[list[bytes]]:
+    """Two CPUs' pages: steps alternate CPUs in runs, each record 1 µs after the last."""
+    cpus: list[list[tuple[int, bytes]]] = [[], []]
+    for i, (kind, sock, una, nxt, wnd) in enumerate(steps):
+        if kind == 0:
+            rec = _probe_record(sock, una, nxt, wnd)
+        else:
+            rec = _other_record(2281 if kind == 1 else 2290, sock)
+        cpus[(i // 3) % 2].append((1000 * (i + 1), rec))
+    out: list[list[bytes]] = []
+    for recs in cpus:
+        pages = []
+        for start in range(0, len(recs), per_page):
+            chunk = recs[start : start + per_page]
+            page_ts, last, body = chunk[0][0], chunk[0][0], []
+            for ts, rec in chunk:
+                head = struct.unpack_from("<I", rec)[0]
+                body.append(struct.pack("<I", head | ((ts - last) << 5)) + rec[4:])
+                last = ts
+            pages.append(_page(body, ts=page_ts))
+        out.append(pages)
+    return out
+
+
+def _run(engine_name: str, pages: list[list[bytes]], cut: int) -> list[tuple]:
+    from treason.ktrace.engine import CompiledEngine, Layouts, ReferenceEngine
+
+    layouts = Layouts(
+        parse_header_page(HEADER_PAGE),
+        parse_format("tcp", "tcp_probe", TCP_PROBE),
+        parse_format("tcp", "tcp_retransmit_skb", TCP_RETRANSMIT),
+        parse_format(
+            "tcp",
+            "tcp_destroy_sock",
+            TCP_RETRANSMIT.replace("ID: 2281", "ID: 2290"),
+        ),
+    )
+    events: list[Event] = []
+    if engine_name == "fast":
+        engine = CompiledEngine(
+            layouts, events.append, lambda: 0, accept=None, max_sockets=1_000_000
+        )
+    else:
+        engine = ReferenceEngine(layouts, SocketTable(events.append))
+    every = [p for cpu in pages for p in cpu]
+    for i, page in enumerate(every):
+        engine.add_page(page)
+        if i == cut:
+            engine.run(1000 * cut, False)  # a drain in the middle: later records wait
+    engine.run(0, True)
+    fed = len(events)
+    engine.flush()  # held events of several sockets: in no particular order
+    c = engine.counters
+    seen = [(*e.key(), e.time, e.win) for e in events]
+    return [*seen[:fed], *sorted(seen[fed:]), (c.records, c.probes, c.seen)]
+
+
+def _steps() -> st.SearchStrategy[list[Step]]:
+    window = st.sampled_from([0, 0, 128, 256, 1024, 4096, 128 * 300, 65536, 1 << 20])
+    step = st.tuples(
+        st.sampled_from([0, 0, 0, 0, 1, 2]),
+        st.integers(0, 2),
+        st.integers(0, 6).map(lambda n: (0xFFFFF000 + n * 1000) & 0xFFFFFFFF),
+        st.integers(0, 8).map(lambda n: (0xFFFFF000 + n * 1000) & 0xFFFFFFFF),
+        window,
+    )
+    return st.lists(step, min_size=1, max_size=120)
+
+
+@pytest.mark.skipif(not compiled_available(), reason="the compiled tracer is not built")
+@given(steps=_steps(), per_page=st.integers(1, 28), cut=st.integers(0, 8))
+def test_compiled_tracer_agrees_with_the_reference(
+    steps: list[Step], per_page: int, cut: int
+) -> None:
+    pages = _pages(steps, per_page)
+    assert _run("fast", pages, cut) == _run("reference", pages, cut)
