@@ -382,3 +382,15 @@ def test_compiled_tracer_agrees_with_the_reference(
 ) -> None:
     pages = _pages(steps, per_page)
     assert _run("fast", pages, cut) == _run("reference", pages, cut)
+
+
+def test_host_filter_matches_either_end_by_network() -> None:
+    from treason.commands.trace import address_filter, network
+
+    assert address_filter([]) is None
+    accept = address_filter([network("198.51.100.0/24"), network("2001:db8::/32")])
+    assert accept is not None
+    assert accept("192.0.2.1", "198.51.100.7")
+    assert accept("2001:db8::1", "2001:db9::1")
+    assert not accept("192.0.2.1", "203.0.113.9")
+    assert not accept("::ffff:192.0.2.1", "?")

@@ -35,6 +35,7 @@ import oracle
 import treason
 from conftest import require, require_tshark
 from treason.events import Event, Severity
+from treason.ktrace.engine import compiled_available
 from treason.ktrace.tracefs import MOUNT_POINTS, tracefs_available
 
 pytestmark = pytest.mark.netns
@@ -156,7 +157,8 @@ def shown(events: list[Event]) -> list[Event]:
     return [e for e in events if e.cls >= Severity.SHRINK]
 
 
-def test_shrinks_reported_live_match_the_capture(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_shrinks_reported_live_match_the_capture(tmp_path: Path, engine: str) -> None:
     """Slow reader with tcp_shrink_window=1, small writes: trace sees what scan sees.
 
     A bulk iperf3 transfer to a receiver with the sysctl at its default runs at the same time,
@@ -170,8 +172,11 @@ def test_shrinks_reported_live_match_the_capture(tmp_path: Path) -> None:
         pair.sysctl("b", "net.ipv4.tcp_shrink_window", 1)
         pair.sysctl("b", "net.ipv4.tcp_window_scaling", 1)
         metrics = random_port()
+        if engine == "fast" and not compiled_available():
+            pytest.skip("the compiled tracer is not built")
         run = TraceRun(
-            "--port", str(port), "--port", str(bulk), "--metrics", f"127.0.0.1:{metrics}"
+            *("--port", str(port), "--port", str(bulk), "--engine", engine),
+            *("--metrics", f"127.0.0.1:{metrics}"),
         )
         try:
             dump = netns.Tcpdump(pair, "a", capture, snaplen=96, extra=["tcp", "port", str(port)])
