@@ -289,9 +289,9 @@ Step = tuple[int, int, int, int, int]
 def _probe_record(sock: int, una: int, nxt: int, wnd: int) -> bytes:
     p = bytearray(136)
     struct.pack_into("<H", p, 0, 2273)
-    p[8:36] = LOCAL[:2] + (40000 + sock).to_bytes(2, "big") + LOCAL[4:]
+    p[8:36] = LOCAL[:2] + ((40000 + sock) % 65536).to_bytes(2, "big") + LOCAL[4:]
     p[36:64] = PEER
-    struct.pack_into("<HH", p, 64, 40000 + sock, 443)
+    struct.pack_into("<HH", p, 64, (40000 + sock) % 65536, 443)
     struct.pack_into("<II", p, 80, nxt, una)
     struct.pack_into("<I", p, 96, wnd)
     struct.pack_into("<Q", p, 112, 1000 + sock)  # sock_cookie
@@ -330,7 +330,7 @@ def _pages(steps: list[Step], per_page: int) -> list[list[bytes]]:
     return out
 
 
-def _run(engine_name: str, pages: list[list[bytes]], cut: int) -> list[tuple]:
+def _run(engine_name: str, pages: list[list[bytes]], cut: int, cap: int = 1_000_000) -> list[tuple]:
     from treason.ktrace.engine import CompiledEngine, Layouts, ReferenceEngine
 
     layouts = Layouts(
@@ -345,11 +345,9 @@ def _run(engine_name: str, pages: list[list[bytes]], cut: int) -> list[tuple]:
     )
     events: list[Event] = []
     if engine_name == "fast":
-        engine = CompiledEngine(
-            layouts, events.append, lambda: 0, accept=None, max_sockets=1_000_000
-        )
+        engine = CompiledEngine(layouts, events.append, lambda: 0, accept=None, max_sockets=cap)
     else:
-        engine = ReferenceEngine(layouts, SocketTable(events.append))
+        engine = ReferenceEngine(layouts, SocketTable(events.append, max_sockets=cap))
     every = [p for cpu in pages for p in cpu]
     for i, page in enumerate(every):
         engine.add_page(page)
@@ -360,19 +358,19 @@ def _run(engine_name: str, pages: list[list[bytes]], cut: int) -> list[tuple]:
     engine.flush()  # held events of several sockets: in no particular order
     c = engine.counters
     seen = [(*e.key(), e.time, e.win) for e in events]
-    return [*seen[:fed], *sorted(seen[fed:]), (c.records, c.probes, c.seen)]
+    return [*seen[:fed], *sorted(seen[fed:]), (c.records, c.probes, c.seen, c.evicted)]
 
 
-def _steps() -> st.SearchStrategy[list[Step]]:
+def _steps(sockets: int = 2, size: int = 120) -> st.SearchStrategy[list[Step]]:
     window = st.sampled_from([0, 0, 128, 256, 1024, 4096, 128 * 300, 65536, 1 << 20])
     step = st.tuples(
         st.sampled_from([0, 0, 0, 0, 1, 2]),
-        st.integers(0, 2),
+        st.integers(0, sockets),
         st.integers(0, 6).map(lambda n: (0xFFFFF000 + n * 1000) & 0xFFFFFFFF),
         st.integers(0, 8).map(lambda n: (0xFFFFF000 + n * 1000) & 0xFFFFFFFF),
         window,
     )
-    return st.lists(step, min_size=1, max_size=120)
+    return st.lists(step, min_size=1, max_size=size)
 
 
 @pytest.mark.skipif(not compiled_available(), reason="the compiled tracer is not built")
@@ -382,6 +380,14 @@ def test_compiled_tracer_agrees_with_the_reference(
 ) -> None:
     pages = _pages(steps, per_page)
     assert _run("fast", pages, cut) == _run("reference", pages, cut)
+
+
+@pytest.mark.skipif(not compiled_available(), reason="the compiled tracer is not built")
+@given(steps=_steps(sockets=3000, size=600), cap=st.integers(1, 40))
+def test_compiled_socket_table_churn_agrees(steps: list[Step], cap: int) -> None:
+    """Many sockets through a small table: eviction, destruction and reuse in both."""
+    pages = _pages(steps, 28)
+    assert _run("fast", pages, 0, cap) == _run("reference", pages, 0, cap)
 
 
 def test_host_filter_matches_either_end_by_network() -> None:
