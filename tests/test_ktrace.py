@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from treason.errors import TreasonError
 from treason.events import Event, Severity
-from treason.ktrace.engine import compiled_available
+from treason.ktrace.engine import CA_LOSS, compiled_available
 from treason.ktrace.formats import parse_format, parse_header_page
 from treason.ktrace.ringbuf import MISSED_EVENTS, page_records
 from treason.ktrace.session import PortFilter
@@ -184,7 +184,7 @@ def test_zero_window_stall_reported_at_the_probe_retransmission() -> None:
     f.state(1000, 30000, 0)  # zero window, 29000 bytes outstanding
     assert f.events == []  # the kernel prints when its timer sends the probe
     f.table.clock_offset_ns = 1_700_000_000 * 10**9
-    f.table.retransmit(999_000, 0xABC)
+    f.table.timer(999_000, 0xABC)
     (e,) = f.events
     assert e.cls is Severity.KERNEL and (e.snd_una, e.snd_nxt) == (1000, 30000)
     assert e.time == pytest.approx(1_700_000_000 + 999_000 / 1e9)
@@ -193,7 +193,7 @@ def test_zero_window_stall_reported_at_the_probe_retransmission() -> None:
         == "Peer 198.51.100.7:443/40000 unexpectedly shrunk window 1000:30000 (repaired)"
     )
     f.state(1000, 30000, 0)  # the probe's answer: the same stall, no second event
-    f.table.retransmit(1_999_000, 0xABC)
+    f.table.timer(1_999_000, 0xABC)
     assert len(f.events) == 1
 
 
@@ -201,7 +201,7 @@ def test_stall_seen_after_the_probe_is_reported_with_the_probe_time() -> None:
     f = Feed()
     f.state(0, 0, 1024)
     f.state(0, 30000, 128 * 300)
-    f.table.retransmit(2500, 0xABC)
+    f.table.timer(2500, 0xABC)
     f.state(1000, 30000, 0, ts=3000)
     (e,) = f.events
     assert e.cls is Severity.KERNEL and e.time == pytest.approx(2500 / 1e9)
@@ -221,7 +221,7 @@ def test_zero_window_with_nothing_outstanding_is_no_stall() -> None:
     f.state(0, 0, 1024)
     f.state(0, 1000, 128 * 300)
     f.state(1000 + 128 * 300, 1000 + 128 * 300, 0)  # all acknowledged, edge where it was
-    f.table.retransmit(10**9, 0xABC)
+    f.table.timer(10**9, 0xABC)
     assert f.events == []
 
 
@@ -282,7 +282,18 @@ format:
 \tfield:int err;\toffset:76;\tsize:4;\tsigned:1;
 """
 
-# (kind, socket, una, nxt, wnd): kind 0 tcp_probe, 1 retransmission, 2 destroy
+TCP_CONG_STATE = """name: tcp_cong_state_set
+ID: 2271
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:__u16 sport;\toffset:16;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:18;\tsize:2;\tsigned:0;
+\tfield:__u8 cong_state;\toffset:62;\tsize:1;\tsigned:0;
+"""
+
+# (kind, socket, una, nxt, wnd): kind 0 tcp_probe, 1 retransmission, 2 destroy, 3 the timer's
+# entry into Loss, 4 another congestion state
 Step = tuple[int, int, int, int, int]
 
 
@@ -306,14 +317,24 @@ def _other_record(type_id: int, sock: int) -> bytes:
     return _small(0, bytes(p))
 
 
+def _loss_record(sock: int, state: int) -> bytes:
+    p = bytearray(64)
+    struct.pack_into("<H", p, 0, 2271)
+    struct.pack_into("<Q", p, 8, 0xFFFF000000000000 + sock)
+    p[62] = state
+    return _small(0, bytes(p))
+
+
 def _pages(steps: list[Step], per_page: int) -> list[list[bytes]]:
     """Two CPUs' pages: steps alternate CPUs in runs, each record 1 µs after the last."""
     cpus: list[list[tuple[int, bytes]]] = [[], []]
     for i, (kind, sock, una, nxt, wnd) in enumerate(steps):
         if kind == 0:
             rec = _probe_record(sock, una, nxt, wnd)
-        else:
+        elif kind in (1, 2):
             rec = _other_record(2281 if kind == 1 else 2290, sock)
+        else:
+            rec = _loss_record(sock, CA_LOSS if kind == 3 else 1)
         cpus[(i // 3) % 2].append((1000 * (i + 1), rec))
     out: list[list[bytes]] = []
     for recs in cpus:
@@ -330,7 +351,9 @@ def _pages(steps: list[Step], per_page: int) -> list[list[bytes]]:
     return out
 
 
-def _run(engine_name: str, pages: list[list[bytes]], cut: int, cap: int = 1_000_000) -> list[tuple]:
+def _run(
+    engine_name: str, pages: list[list[bytes]], cut: int, cap: int = 1_000_000, loss: bool = True
+) -> list[tuple]:
     from treason.ktrace.engine import CompiledEngine, Layouts, ReferenceEngine
 
     layouts = Layouts(
@@ -342,6 +365,7 @@ def _run(engine_name: str, pages: list[list[bytes]], cut: int, cap: int = 1_000_
             "tcp_destroy_sock",
             TCP_RETRANSMIT.replace("ID: 2281", "ID: 2290"),
         ),
+        parse_format("tcp", "tcp_cong_state_set", TCP_CONG_STATE) if loss else None,
     )
     events: list[Event] = []
     if engine_name == "fast":
@@ -364,7 +388,7 @@ def _run(engine_name: str, pages: list[list[bytes]], cut: int, cap: int = 1_000_
 def _steps(sockets: int = 2, size: int = 120) -> st.SearchStrategy[list[Step]]:
     window = st.sampled_from([0, 0, 128, 256, 1024, 4096, 128 * 300, 65536, 1 << 20])
     step = st.tuples(
-        st.sampled_from([0, 0, 0, 0, 1, 2]),
+        st.sampled_from([0, 0, 0, 0, 0, 1, 2, 3, 4]),
         st.integers(0, sockets),
         st.integers(0, 6).map(lambda n: (0xFFFFF000 + n * 1000) & 0xFFFFFFFF),
         st.integers(0, 8).map(lambda n: (0xFFFFF000 + n * 1000) & 0xFFFFFFFF),
@@ -374,12 +398,13 @@ def _steps(sockets: int = 2, size: int = 120) -> st.SearchStrategy[list[Step]]:
 
 
 @pytest.mark.skipif(not compiled_available(), reason="the compiled tracer is not built")
-@given(steps=_steps(), per_page=st.integers(1, 28), cut=st.integers(0, 8))
+@given(steps=_steps(), per_page=st.integers(1, 28), cut=st.integers(0, 8), loss=st.booleans())
 def test_compiled_tracer_agrees_with_the_reference(
-    steps: list[Step], per_page: int, cut: int
+    steps: list[Step], per_page: int, cut: int, loss: bool
 ) -> None:
+    """With tcp_cong_state_set (the timer) and without (each retransmission stands for it)."""
     pages = _pages(steps, per_page)
-    assert _run("fast", pages, cut) == _run("reference", pages, cut)
+    assert _run("fast", pages, cut, loss=loss) == _run("reference", pages, cut, loss=loss)
 
 
 @pytest.mark.skipif(not compiled_available(), reason="the compiled tracer is not built")
@@ -400,3 +425,17 @@ def test_host_filter_matches_either_end_by_network() -> None:
     assert accept("2001:db8::1", "2001:db9::1")
     assert not accept("192.0.2.1", "203.0.113.9")
     assert not accept("::ffff:192.0.2.1", "?")
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_the_timer_not_any_retransmission_marks_the_kernel_message(engine: str) -> None:
+    """A tail loss probe retransmits too, without the message: with tcp_cong_state_set the
+    stall is reported at the timer's entry into Loss; without it, at the first retransmission."""
+    if engine == "fast" and not compiled_available():
+        pytest.skip("the compiled tracer is not built")
+    stall = [(0, 0, 0, 0, 1024), (0, 0, 0, 30000, 128 * 300), (0, 0, 1000, 30000, 0)]
+    pages = _pages([*stall, (1, 0, 0, 0, 0), (4, 0, 0, 0, 0), (3, 0, 0, 0, 0)], 28)
+    (with_timer, *_), (without, *_) = _run(engine, pages, 99), _run(engine, pages, 99, loss=False)
+    assert with_timer[6] == without[6] == int(Severity.KERNEL)  # Event.key(): class at 6
+    assert with_timer[-2] == pytest.approx(6000 / 1e9)  # the Loss record, sixth
+    assert without[-2] == pytest.approx(4000 / 1e9)  # the retransmission, fourth

@@ -26,7 +26,8 @@
 #define ABS_MASK ((1ull << 59) - 1)
 #define MAX_SHIFT 14
 
-enum { KIND_PROBE, KIND_RETRANSMIT, KIND_DESTROY };
+enum { KIND_PROBE, KIND_RETRANSMIT, KIND_DESTROY, KIND_LOSS };
+#define CA_LOSS 4 /* tcp_cong_state_set's cong_state when the retransmission timer fires */
 enum { CLS_RETRACTION = 1, CLS_SHRINK, CLS_BEYOND, CLS_KERNEL };
 
 typedef struct {
@@ -48,7 +49,7 @@ typedef struct {
 typedef struct {
     uint64_t key; /* skaddr; 0 = empty slot */
     uint64_t cookie;
-    int64_t last, retransmitted; /* retransmitted: -1 = none since the last record */
+    int64_t last, fired; /* fired: the timer's time since the last record, -1 = none */
     uint32_t una, nxt, wnd;
     uint16_t lport, pport;
     uint8_t shift, stalled, followed, has_held;
@@ -61,9 +62,9 @@ typedef struct {
     /* page layout */
     Py_ssize_t data_offset, data_size, commit_offset, commit_size;
     /* record layouts */
-    int probe_id, rt_id, destroy_id;
+    int probe_id, rt_id, destroy_id, loss_id;
     Py_ssize_t p_sport, p_dport, p_nxt, p_una, p_wnd, p_cookie, p_sk, p_saddr, p_daddr, addr_size;
-    Py_ssize_t p_min, rt_sk, destroy_sk;
+    Py_ssize_t p_min, rt_sk, destroy_sk, loss_sk, loss_state;
     /* records waiting to be fed */
     Rec *recs;
     Py_ssize_t nrecs, caprecs;
@@ -209,7 +210,7 @@ static int add_sock(Tracer *t, const Rec *r) {
     s->nxt = r->nxt;
     s->wnd = r->wnd;
     s->last = r->ts;
-    s->retransmitted = -1;
+    s->fired = -1;
     s->shift = MAX_SHIFT; /* the first window may be the handshake's, never scaled */
     s->followed = 1;
     memcpy(s->local, r->local, ADDR_MAX);
@@ -243,8 +244,8 @@ static int probe(Tracer *t, const Rec *r, int64_t number) {
     s->nxt = r->nxt;
     s->wnd = r->wnd;
     s->last = r->ts;
-    int64_t retransmitted = s->retransmitted;
-    s->retransmitted = -1;
+    int64_t fired = s->fired;
+    s->fired = -1;
     if (r->wnd) {
         if (r->wnd & ((1u << s->shift) - 1)) s->shift = (uint8_t)__builtin_ctz(r->wnd);
     } else if (before32(r->una, r->nxt)) {
@@ -254,11 +255,11 @@ static int probe(Tracer *t, const Rec *r, int64_t number) {
             int32_t d = diff32(old_edge, new_edge);
             Ev e;
             make_ev(&e, s, number, r->ts, CLS_KERNEL, old_edge, new_edge, d > 0 ? (uint32_t)d : 0);
-            if (retransmitted < 0) {
-                s->held = e;
+            if (fired < 0) {
+                s->held = e; /* the kernel prints when its retransmission timer fires */
                 s->has_held = 1;
             } else {
-                e.ts = retransmitted;
+                e.ts = fired;
                 return emit(t, s, &e);
             }
         }
@@ -283,14 +284,15 @@ static int probe(Tracer *t, const Rec *r, int64_t number) {
     return emit(t, s, &e);
 }
 
-static int retransmit(Tracer *t, const Rec *r) {
+/* the retransmission timer fired: in a stall, the zero-window probe, where the kernel logs */
+static int timer(Tracer *t, const Rec *r) {
     Sock *s = sock_find(t, r->sk);
     if (!s) return 0;
     if (s->has_held) {
         s->held.ts = r->ts;
         return emit_held(t, s);
     }
-    if (s->retransmitted < 0) s->retransmitted = r->ts;
+    if (s->fired < 0) s->fired = r->ts;
     return 0;
 }
 
@@ -333,6 +335,13 @@ static int take(Tracer *t, const uint8_t *p, Py_ssize_t avail, int64_t ts) {
         r->kind = type == t->rt_id ? KIND_RETRANSMIT : KIND_DESTROY;
         r->ts = ts;
         r->sk = rd(p + (type == t->rt_id ? t->rt_sk : t->destroy_sk), 8);
+    } else if (type == t->loss_id && t->loss_id >= 0 && avail >= t->loss_sk + 8 &&
+               avail > t->loss_state && p[t->loss_state] == CA_LOSS) {
+        Rec *r = new_rec(t);
+        if (!r) return -1;
+        r->kind = KIND_LOSS;
+        r->ts = ts;
+        r->sk = rd(p + t->loss_sk, 8);
     }
     return 0;
 }
@@ -429,7 +438,10 @@ static PyObject *Tracer_run(Tracer *t, PyObject *args) {
             rc = probe(t, r, number);
         } else if (r->kind == KIND_RETRANSMIT) {
             t->retransmits++;
-            rc = retransmit(t, r);
+            /* without tcp_cong_state_set, each retransmission stands for the timer */
+            if (t->loss_id < 0) rc = timer(t, r);
+        } else if (r->kind == KIND_LOSS) {
+            rc = timer(t, r);
         } else {
             Sock *s = sock_find(t, r->sk);
             if (s) rc = destroy(t, s);
@@ -474,16 +486,16 @@ static PyObject *Tracer_counters(Tracer *t, PyObject *Py_UNUSED(ignored)) {
 }
 
 static int Tracer_init(Tracer *t, PyObject *args, PyObject *kw) {
-    static char *names[] = {"page", "probe", "retransmit", "destroy", "max_sockets", "accept",
-                            NULL};
+    static char *names[] = {"page",        "probe",  "retransmit", "destroy", "loss",
+                            "max_sockets", "accept", NULL};
     PyObject *accept;
     Py_ssize_t max_sockets;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kw, "(nnnn)(innnnnnnnnn)(in)(in)nO", names, &t->data_offset, &t->data_size,
-            &t->commit_offset, &t->commit_size, &t->probe_id, &t->p_sport, &t->p_dport, &t->p_nxt,
-            &t->p_una, &t->p_wnd, &t->p_cookie, &t->p_sk, &t->p_saddr, &t->p_daddr,
-            &t->addr_size, &t->rt_id, &t->rt_sk, &t->destroy_id, &t->destroy_sk, &max_sockets,
-            &accept))
+            args, kw, "(nnnn)(innnnnnnnnn)(in)(in)(inn)nO", names, &t->data_offset,
+            &t->data_size, &t->commit_offset, &t->commit_size, &t->probe_id, &t->p_sport,
+            &t->p_dport, &t->p_nxt, &t->p_una, &t->p_wnd, &t->p_cookie, &t->p_sk, &t->p_saddr,
+            &t->p_daddr, &t->addr_size, &t->rt_id, &t->rt_sk, &t->destroy_id, &t->destroy_sk,
+            &t->loss_id, &t->loss_sk, &t->loss_state, &max_sockets, &accept))
         return -1;
     if (t->addr_size > ADDR_MAX || t->addr_size < 8 || (t->commit_size != 4 && t->commit_size != 8)) {
         PyErr_SetString(PyExc_ValueError, "unexpected record layout");
@@ -535,6 +547,7 @@ static PyTypeObject TracerType = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "treason._ktrace",
     "The hot loop of treason trace: ring-buffer pages to window-shrink events.", -1, NULL,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__ktrace(void) {

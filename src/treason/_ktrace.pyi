@@ -10,6 +10,7 @@ class Tracer:
         probe: tuple[int, int, int, int, int, int, int, int, int, int, int],
         retransmit: tuple[int, int],
         destroy: tuple[int, int],
+        loss: tuple[int, int, int],
         max_sockets: int,
         accept: Callable[[bytes, bytes], bool] | None,
     ) -> None: ...

@@ -25,6 +25,8 @@ from treason.ktrace.sockets import SocketTable, make_event, sockaddr_text
 #: tcp_probe fields read from every record (``sock_cookie`` too where the kernel has it).
 PROBE_FIELDS = ("common_type", "sport", "dport", "snd_nxt", "snd_una", "snd_wnd", "skaddr")
 _TYPE = struct.Struct("=H")
+#: ``tcp_cong_state_set``'s ``cong_state`` when the retransmission timer fires (TCP_CA_Loss).
+CA_LOSS = 4
 #: A decoded record waiting to be fed: trace clock ns, the fields unpacked from its payload
 #: (the event type first), and for tcp_probe the page and offset its addresses are in.
 Record = tuple[int, tuple[Any, ...], bytes | None, int]
@@ -38,6 +40,7 @@ class Layouts:
     probe: EventFormat
     retransmit: EventFormat
     destroy: EventFormat | None
+    loss: EventFormat | None = None  # tcp_cong_state_set: the timer's entry into Loss
 
 
 @dataclass
@@ -117,6 +120,15 @@ class ReferenceEngine:
         self._destroy = (
             destroy.unpacker(("common_type", "skaddr")).unpack_from if destroy is not None else None
         )
+        loss = layouts.loss
+        self._loss_id = loss.id if loss is not None else -1
+        self._loss = (
+            loss.unpacker(("common_type", "skaddr", "cong_state")).unpack_from
+            if loss is not None
+            else None
+        )
+        # Without tcp_cong_state_set, each retransmission stands for the timer firing.
+        self._rt_is_timer = loss is None
 
     def add_page(self, page: bytes) -> None:
         records, missed = page_records(page, self.layout)
@@ -137,6 +149,10 @@ class ReferenceEngine:
                 append((ts, self._rt(page, off), None, 0))
             elif kind == self._destroy_id and self._destroy is not None:
                 append((ts, self._destroy(page, off), None, 0))
+            elif kind == self._loss_id and self._loss is not None:
+                values = self._loss(page, off)
+                if values[2] == CA_LOSS:
+                    append((ts, values, None, 0))
 
     def run(self, cutoff: int, final: bool) -> None:
         batch = self._pending
@@ -149,8 +165,9 @@ class ReferenceEngine:
             n = bisect.bisect_right(batch, cutoff, key=itemgetter(0))
             ready, self._pending = batch[:n], batch[n:]
         table, c = self.table, self.counters
-        probe, retransmit, destroy = table.probe, table.retransmit, table.destroy
-        args, probe_id, rt_id = self._args, self._probe_id, self._rt_id
+        probe, timer, destroy = table.probe, table.timer, table.destroy
+        args, probe_id, rt_id, loss_id = self._args, self._probe_id, self._rt_id, self._loss_id
+        rt_is_timer = self._rt_is_timer
         number = c.records
         for ts, values, page, off in ready:
             number += 1
@@ -161,7 +178,10 @@ class ReferenceEngine:
                 probe(ts, number, sock, cookie, lport, pport, una, nxt, wnd, (page, off))
             elif kind == rt_id:
                 c.retransmits += 1
-                retransmit(ts, values[1])
+                if rt_is_timer:
+                    timer(ts, values[1])
+            elif kind == loss_id:
+                timer(ts, values[1])
             else:
                 destroy(values[1])
         c.records = number
@@ -220,6 +240,10 @@ class CompiledEngine:
         )
         rt = layouts.retransmit
         destroy = layouts.destroy
+        loss = layouts.loss
+        loss_layout = (-1, 0, 0)
+        if loss is not None:
+            loss_layout = (loss.id, loss.fields["skaddr"].offset, loss.fields["cong_state"].offset)
         by_raw = None
         if accept is not None:
             check = accept
@@ -232,6 +256,7 @@ class CompiledEngine:
             probe_layout,
             (rt.id, rt.fields["skaddr"].offset),
             (destroy.id, destroy.fields["skaddr"].offset) if destroy is not None else (-1, 0),
+            loss_layout,
             max_sockets,
             by_raw,
         )

@@ -18,10 +18,12 @@ import select
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from treason.errors import TreasonError
 from treason.events import Event
 from treason.ktrace.engine import (
+    CA_LOSS,
     CompiledEngine,
     Engine,
     EngineCounters,
@@ -36,6 +38,7 @@ from treason.ktrace.tracefs import Instance, Tracefs
 PROBE = ("tcp", "tcp_probe")
 RETRANSMIT = ("tcp", "tcp_retransmit_skb")
 DESTROY = ("tcp", "tcp_destroy_sock")
+LOSS = ("tcp", "tcp_cong_state_set")
 WAKE_PERCENT = 5
 ORDER_SLACK_NS = 2_000_000
 DEFAULT_BUFFER_KB = 4096
@@ -126,7 +129,7 @@ class TraceSession:
         events = inst.path / "events"
         probe = read_format(events, *PROBE)
         retransmit = read_format(events, *RETRANSMIT)
-        destroy = (events / "/".join(DESTROY)).is_dir()
+        optional = {e: read_format(events, *e) for e in (DESTROY, LOSS) if self._has(events, e)}
         layout = parse_header_page((fs.root / "events" / "header_page").read_text())
         clocks = inst.read("trace_clock")
         if re.search(r"\bmono\b", clocks):
@@ -134,19 +137,14 @@ class TraceSession:
         inst.write("buffer_size_kb", str(self.buffer_kb))
         if inst.has("buffer_percent"):
             inst.write("buffer_percent", str(WAKE_PERCENT))
-        chosen = [PROBE, RETRANSMIT] + ([DESTROY] if destroy else [])
+        chosen = [PROBE, RETRANSMIT, *optional]
         for system, name in chosen:
-            if self.filter is not None:
-                try:
-                    inst.write(f"events/{system}/{name}/filter", self.filter)
-                except TreasonError:
-                    why = inst.filter_error(f"{system}/{name}")
-                    raise TreasonError(
-                        f"{system}:{name} filter {self.filter!r}", f"rejected by the kernel: {why}"
-                    ) from None
-        layouts = Layouts(
-            layout, probe, retransmit, read_format(events, *DESTROY) if destroy else None
-        )
+            terms = [self.filter] if self.filter is not None else []
+            if (system, name) == LOSS:
+                terms.append(f"cong_state == {CA_LOSS}")  # only the timer's entries into Loss
+            if terms:
+                self._filter(inst, f"{system}/{name}", " && ".join(terms))
+        layouts = Layouts(layout, probe, retransmit, optional.get(DESTROY), optional.get(LOSS))
         self.engine = self._engine(layouts)
         self.cpus = sorted(
             int(p.name[3:]) for p in (inst.path / "per_cpu").iterdir() if p.name[3:].isdigit()
@@ -176,6 +174,20 @@ class TraceSession:
             )
         table = SocketTable(self.emit, accept=self.accept, max_sockets=self.max_sockets)
         return ReferenceEngine(layouts, table)
+
+    @staticmethod
+    def _has(events: Path, event: tuple[str, str]) -> bool:
+        return (events / event[0] / event[1]).is_dir()
+
+    @staticmethod
+    def _filter(inst: Instance, event: str, expression: str) -> None:
+        try:
+            inst.write(f"events/{event}/filter", expression)
+        except TreasonError:
+            why = inst.filter_error(event)
+            raise TreasonError(
+                f"{event.replace('/', ':')} filter {expression!r}", f"rejected by the kernel: {why}"
+            ) from None
 
     def _clock_offset(self, clocks: str) -> int:
         """Unix time minus trace clock, in ns."""

@@ -14,9 +14,12 @@ is a ``retraction``; the event says ``scale_known: false``.
 
 A zero window with data outstanding (``snd_wnd == 0``, ``snd_una < snd_nxt``) is the
 condition of the kernel's own message, which its retransmission timer prints when it sends the
-zero-window probe. That probe is a ``tcp:tcp_retransmit_skb`` record; the stall's event is
-reported then, with the retransmission's time — or, when the window reopens before any
-probe (the kernel then printed nothing), at the reopening, as ``scan`` reports it.
+zero-window probe (``tcp_retransmit_timer``: the message, ``tcp_enter_loss``, then the head
+segment retransmitted). The timer's firing is the ``tcp:tcp_cong_state_set`` record to the Loss
+state; a retransmission alone is not enough, as a tail loss probe also retransmits, earlier and
+without the message. The stall's event is reported then, with that time — or, when the window
+reopens before the timer fires (the kernel then printed nothing), at the reopening, as ``scan``
+reports it.
 """
 
 from __future__ import annotations
@@ -64,8 +67,8 @@ class Socket:
     followed: bool = True  # False: outside the address filter, only kept to be recognised
     shift: int = MAX_SHIFT  # bound on the peer's window shift (see module docstring)
     stalled: bool = False  # in a zero-window stall with data outstanding
-    held: Event | None = None  # the stall's event, until the probe retransmission
-    retransmitted: int | None = None  # trace clock of a retransmission since the last record
+    held: Event | None = None  # the stall's event, until the retransmission timer fires
+    timer_fired: int | None = None  # trace clock of a timeout since the last record
 
 
 class SocketTable:
@@ -127,13 +130,13 @@ class SocketTable:
         old_edge = (s.snd_una + s.snd_wnd) & sq.MASK
         new_edge = (snd_una + snd_wnd) & sq.MASK
         s.snd_una, s.snd_nxt, s.snd_wnd, s.last = snd_una, snd_nxt, snd_wnd, ts
-        retransmitted, s.retransmitted = s.retransmitted, None
+        fired, s.timer_fired = s.timer_fired, None
         if snd_wnd:
             if snd_wnd & ((1 << s.shift) - 1):
                 s.shift = _trailing_zeros(snd_wnd)
         elif sq.before(snd_una, snd_nxt):
             if not s.stalled:
-                self._stall(ts, number, s, old_edge, new_edge, retransmitted)
+                self._stall(ts, number, s, old_edge, new_edge, fired)
             return
         if s.stalled:
             self._reopened(s)
@@ -157,16 +160,16 @@ class SocketTable:
         s: Socket,
         old_edge: int,
         new_edge: int,
-        retransmitted: int | None,
+        fired: int | None,
     ) -> None:
         """A zero window with data outstanding begins: the kernel's message condition."""
         s.stalled = True
         retreat = max(0, sq.diff(old_edge, new_edge))
         event = self._event(ts, number, s, Severity.KERNEL, old_edge, new_edge, retreat)
-        if retransmitted is None:
-            s.held = event  # the kernel prints at its probe retransmission
+        if fired is None:
+            s.held = event  # the kernel prints when its retransmission timer fires
         else:
-            event.time = self._wall(retransmitted)
+            event.time = self._wall(fired)
             self.emit(event)
 
     def _reopened(self, s: Socket) -> None:
@@ -176,8 +179,10 @@ class SocketTable:
             self.emit(s.held)  # reopened before the timer fired
             s.held = None
 
-    def retransmit(self, ts: int, sock: int) -> None:
-        """``tcp_retransmit_skb``: in a stall, the zero-window probe, where the kernel logs."""
+    def timer(self, ts: int, sock: int) -> None:
+        """The retransmission timer fired: in a stall, the zero-window probe, where the kernel
+        logs its message (``tcp_cong_state_set`` to Loss, or ``tcp_retransmit_skb`` where the
+        kernel lacks that tracepoint)."""
         s = self.sockets.get(sock)
         if s is None:
             return
@@ -185,8 +190,8 @@ class SocketTable:
             s.held.time = self._wall(ts)
             self.emit(s.held)
             s.held = None
-        elif s.retransmitted is None:
-            s.retransmitted = ts
+        elif s.timer_fired is None:
+            s.timer_fired = ts
 
     def destroy(self, sock: int) -> None:
         """``tcp_destroy_sock``: the socket is gone; a held stall event is final."""
