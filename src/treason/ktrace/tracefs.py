@@ -106,9 +106,6 @@ class Tracefs:
                     removed.append(entry.name)
         return removed
 
-    def event_dir(self, system: str, name: str) -> Path:
-        return self.root / "events" / system / name
-
 
 class Instance:
     """A private trace instance: its own buffer, events, filters and clock."""
