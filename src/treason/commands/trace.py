@@ -60,30 +60,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog="exit status: 0 stopped by SIGINT/SIGTERM, 2 error (no tracefs, no privilege)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--port",
-        type=port,
-        action="append",
-        default=[],
-        metavar="N",
-        help="only sockets with N at either end (repeatable; filtered in the kernel)",
-    )
-    p.add_argument(
-        "--local-port",
-        type=port,
-        action="append",
-        default=[],
-        metavar="N",
-        help="only local sockets on port N (repeatable; in the kernel)",
-    )
-    p.add_argument(
-        "--peer-port",
-        type=port,
-        action="append",
-        default=[],
-        metavar="N",
-        help="only connections to peer port N (repeatable; in the kernel)",
-    )
+    for flag, which in (
+        ("--port", "sockets with N at either end"),
+        ("--local-port", "local sockets on port N"),
+        ("--peer-port", "connections to peer port N"),
+    ):
+        p.add_argument(
+            flag,
+            type=port,
+            action="append",
+            default=[],
+            metavar="N",
+            help=f"only {which} (repeatable; filtered in the kernel)",
+        )
     p.add_argument(
         "--host",
         type=network,
