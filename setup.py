@@ -50,6 +50,12 @@ setup(
             extra_compile_args=["-O3", "-std=gnu11"],
             optional=True,
         ),
+        Extension(
+            "treason._ktrace",
+            sources=["src/treason/_ktrace.c"],
+            extra_compile_args=["-O2", "-std=gnu11"],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )
