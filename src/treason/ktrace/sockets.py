@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from treason import seq as sq
-from treason.events import Event, Severity
+from treason.events import Certainty, Event, Severity
 
 MAX_SHIFT = 14
 AF_INET = 2
@@ -308,7 +308,7 @@ def make_event(f: EventFields, clock_offset_ns: int) -> Event:
         vlan=(),
         cls=Severity(cls),
         closing=False,
-        certainty="definite",
+        certainty=Certainty.DEFINITE,
         old_edge=old_edge,
         new_edge=new_edge,
         shrink_bytes=retreat,
