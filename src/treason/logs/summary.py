@@ -124,6 +124,23 @@ def summarise(
     return list(hosts.values())
 
 
+def _extent(h: HostSummary, episodes: int) -> str:
+    """How many connections, stall episodes and peers the reports show.
+
+    Reports whose addresses were redacted cannot be told apart by connection or peer: they are
+    never counted as one, only said to come from an unknown number of them.
+    """
+    named = [c for c in h.connections.values() if not c.redacted]
+    hidden = len(named) < len(h.connections)
+    conns = f"{len(named)} connection(s)" if named or not hidden else ""
+    peers = f"{len({c.peer for c in named})} peer(s)" if named or not hidden else ""
+    if hidden:
+        unknown = "an unknown number of connections and peers (addresses redacted)"
+        conns = f"{conns} plus {unknown}" if conns else unknown
+        return f"{episodes} stall episode(s), {conns}" + (f", {peers} named" if peers else "")
+    return f"{conns}, {episodes} stall episode(s), {peers}"
+
+
 def _when(ln: LogLine) -> str:
     if ln.time_text:
         return ln.time_text
@@ -191,13 +208,9 @@ def render_text(
         out.append("No window-shrink reports found.")
     for h in hosts:
         lines = h.lines
-        peers = {c.peer for c in h.connections.values()}
         n_ep = sum(len(c.episodes) for c in h.connections.values())
         name = safe(h.host) if h.host else "(this machine / no host name in the log)"
-        out.append(
-            f"Host {name}: {h.count} report(s), {len(h.connections)} connection(s), "
-            f"{n_ep} stall episode(s), {len(peers)} peer(s)"
-        )
+        out.append(f"Host {name}: {h.count} report(s), {_extent(h, n_ep)}")
         out.append(f"  kernel era (from the wording): {', '.join(_era(k) for k in h.eras())}")
         out.append(f"  seen {_span(sorted(lines, key=_sort_key))}")
         if h.suppressed:
@@ -306,8 +319,7 @@ def render_logwatch(scan: LogScan, detail: int = 0) -> str:
             peers[_peer(c)] = peers.get(_peer(c), 0) + c.count
         n_ep = sum(len(c.episodes) for c in h.connections.values())
         out.append(
-            f"{name}: {h.count} report(s), {len(h.connections)} connection(s), "
-            f"{n_ep} stall episode(s), {len(peers)} peer(s) "
+            f"{name}: {h.count} report(s), {_extent(h, n_ep)} "
             f"({', '.join(_era(k) for k in h.eras())})"
         )
         top, more = _top(list(peers.items()), 5, lambda kv: kv[1])
