@@ -227,9 +227,10 @@ def render_text(
         for conns in groups:
             plines = sorted((ln for c in conns for ln in c.lines), key=_sort_key)
             ports = sorted({c.local_port for c in conns}, key=lambda p: -1 if p is None else p)
+            how_many = "unknown" if conns[0].redacted else str(len(conns))
             out.append(
                 f"    {_peer(conns[0])}: {sum(c.count for c in conns)} report(s), "
-                f"{len(conns)} connection(s), local port(s) "
+                f"{how_many} connection(s), local port(s) "
                 f"{', '.join(_port(p) for p in ports)}; {_span(plines)}"
             )
         out.extend(_more(more, "peer(s)"))
@@ -241,7 +242,8 @@ def render_text(
         port_groups, more = _top(ordered, limit, lambda kv: sum(c.count for c in kv[1]))
         for port, conns in port_groups:
             n = sum(c.count for c in conns)
-            npeers = len({c.peer for c in conns})
+            hidden = any(c.redacted for c in conns)
+            npeers = "an unknown number of" if hidden else len({c.peer for c in conns})
             out.append(f"    {_port(port)}: {n} report(s) from {npeers} peer(s)")
         out.extend(_more(more, "local port(s)"))
         out.append("  Per connection and stall episode (X = first unacknowledged byte):")
