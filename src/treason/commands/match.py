@@ -10,7 +10,7 @@ from treason.errors import TreasonError
 from treason.logs import LogScan, scan_records
 from treason.logs.formats import read_file
 from treason.logs.match import MatchResult, match
-from treason.logs.output import write_atomic
+from treason.output.atomic import output_text
 from treason.terminal import safe
 
 
@@ -94,10 +94,8 @@ def run(args: argparse.Namespace) -> int:
         cap_error = exc
     result = match(scan.lines, events)
     text = render_json(result) if args.format == "json" else render_text(result)
-    if args.output:
-        write_atomic(args.output, text)
-    else:
-        sys.stdout.write(text)
+    with output_text(args.output, newline="", inputs=(args.logfile, args.capture)) as out:
+        out.write(text)
     if log_error and cap_error:
         print(f"treason: {log_error}", file=sys.stderr)
     if cap_error or log_error:

@@ -7,13 +7,12 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 
 from treason.commands.common import add_model_options, positive_int
 from treason.errors import TreasonError
 from treason.events import Event
 from treason.output import progress
-from treason.output.atomic import atomic_text
+from treason.output.atomic import output_text
 from treason.output.progress import open_with_progress
 from treason.output.records import write_csv, write_jsonl
 from treason.output.text import summary_lines, write_report
@@ -125,8 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if error:
             errors.append(error)
     if total.frames or not errors:  # a file that is not a capture at all gets its one line only
-        target = atomic_text(args.output, newline="") if args.output else nullcontext(sys.stdout)
-        with target as out:
+        with output_text(args.output, newline="", inputs=args.files) as out:
             _write(args, events, total, out)
     for message in errors:
         print(f"treason: {safe(message)}", file=sys.stderr)
