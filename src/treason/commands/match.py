@@ -7,10 +7,13 @@ import json
 import sys
 
 from treason.errors import TreasonError
+from treason.events import Event
 from treason.logs import LogScan, scan_records
 from treason.logs.formats import read_file
 from treason.logs.match import MatchResult, match
 from treason.output.atomic import output_text
+from treason.output.present import event_flow
+from treason.scanner import ScanStats
 from treason.terminal import safe
 
 
@@ -32,14 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _line(ln) -> str:
-    return f"{ln.record.source}:{ln.record.lineno}: {safe(ln.record.raw.rstrip())}"
+    return f"{safe(ln.record.source)}:{ln.record.lineno}: {safe(ln.record.raw.rstrip())}"
 
 
-def _event(ev) -> str:
-    return (
-        f"frame {ev.frame}: {ev.src}:{ev.sport} -> {ev.dst}:{ev.dport} "
-        f"X:Y {ev.snd_una}:{ev.snd_nxt}"
-    )
+def _event(ev: Event) -> str:
+    """The event as a Linux log names it: peer, ports and X:Y (``snd_una:snd_nxt``)."""
+    return f"frame {ev.frame}: {event_flow(ev)} X:Y {ev.snd_una}:{ev.snd_nxt}"
 
 
 def render_text(result: MatchResult) -> str:
@@ -86,12 +87,15 @@ def run(args: argparse.Namespace) -> int:
     except TreasonError as exc:
         log_error = exc
     events = []
+    stats = ScanStats()
     cap_error: TreasonError | None = None
     try:
-        for ev in treason.scan(args.capture):
+        for ev in treason.scan(args.capture, stats=stats):
             events.append(ev)
     except TreasonError as exc:
         cap_error = exc
+    for warning in stats.warnings:  # a cut capture: its last events may be missing
+        print(f"treason: warning: {safe(warning)}", file=sys.stderr)
     result = match(scan.lines, events)
     text = render_json(result) if args.format == "json" else render_text(result)
     with output_text(args.output, newline="", inputs=(args.logfile, args.capture)) as out:

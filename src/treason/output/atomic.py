@@ -47,6 +47,11 @@ _PENDING: set[str] = set()
 _FATAL = (signal.SIGTERM, signal.SIGHUP)
 
 
+class Abandon(Exception):
+    """Raised inside an output block when there is nothing worth writing after all (every
+    input failed before its first packet): the block ends quietly and a previous file stays."""
+
+
 class _Raw(io.FileIO):
     """A file whose write errors name the output: ``TreasonError``, or ``BrokenPipeError``."""
 
@@ -164,6 +169,8 @@ def atomic_binary(path: PathLike, *, inputs: Iterable[PathLike] = ()) -> Iterato
     try:
         yield output.stream
         output.commit()
+    except Abandon:
+        output.discard()
     except BaseException:
         output.discard()
         raise
@@ -184,6 +191,8 @@ def atomic_text(
         text.flush()
         text.detach()
         output.commit()
+    except Abandon:
+        output.discard()
     except BaseException:
         output.discard()
         raise
@@ -202,7 +211,8 @@ def stdout_text(newline: str | None = None) -> Iterator[TextIO]:
     try:
         fd = sys.stdout.fileno()
     except (OSError, ValueError):  # replaced by an in-memory stream (an embedding program)
-        yield sys.stdout
+        with contextlib.suppress(Abandon):
+            yield sys.stdout
         return
     raw = _Raw(fd, "<stdout>", closefd=False)
     text = io.TextIOWrapper(
@@ -215,6 +225,8 @@ def stdout_text(newline: str | None = None) -> Iterator[TextIO]:
     try:
         yield text
         text.flush()
+    except Abandon:
+        pass
     finally:
         with contextlib.suppress(OSError, TreasonError, ValueError):
             text.detach()
