@@ -8,7 +8,7 @@ import sys
 
 from treason.errors import TreasonError
 from treason.events import Event
-from treason.logs import LogScan, scan_records
+from treason.logs import LogLine, LogScan, scan_records
 from treason.logs.formats import read_file
 from treason.logs.match import MatchResult, match
 from treason.output.atomic import output_text
@@ -17,7 +17,7 @@ from treason.scanner import ScanStats
 from treason.terminal import safe
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "match",
         help="pair kernel log lines with the shrink events of a capture",
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _line(ln) -> str:
+def _line(ln: LogLine) -> str:
     return f"{safe(ln.record.source)}:{ln.record.lineno}: {safe(ln.record.raw.rstrip())}"
 
 
@@ -61,7 +61,7 @@ def render_text(result: MatchResult) -> str:
 
 
 def render_json(result: MatchResult) -> str:
-    rows = []
+    rows: list[dict[str, object]] = []
     for ln, ev in result.pairs:
         rows.append({"status": "matched", "log": ln.to_dict(), "event": ev.to_dict()})
     for ln, near in result.unmatched_lines:

@@ -164,32 +164,31 @@ class Output:
 
 @contextlib.contextmanager
 def atomic_binary(path: PathLike, *, inputs: Iterable[PathLike] = ()) -> Iterator[BinaryIO]:
-    """Open ``path`` for writing bytes; it appears only if the block completes."""
-    output = Output(path, inputs=inputs)
-    try:
+    """Open ``path`` for writing bytes; it appears only if the block completes.
+
+    ``inputs`` are the files the command reads: writing over one of them is refused.
+    """
+    with _placed(Output(path, inputs=inputs)) as output:
         yield output.stream
-        output.commit()
-    except Abandon:
-        output.discard()
-    except BaseException:
-        output.discard()
-        raise
 
 
 @contextlib.contextmanager
 def atomic_text(
     path: PathLike, newline: str | None = None, *, inputs: Iterable[PathLike] = ()
 ) -> Iterator[TextIO]:
-    """Open ``path`` for writing UTF-8 text; it appears only if the block completes.
-
-    ``inputs`` are the files the command reads: writing over one of them is refused.
-    """
-    output = Output(path, inputs=inputs)
-    try:
+    """Open ``path`` for writing UTF-8 text; it appears only if the block completes."""
+    with _placed(Output(path, inputs=inputs)) as output:
         text = io.TextIOWrapper(output.stream, encoding="utf-8", newline=newline)
         yield text
         text.flush()
         text.detach()
+
+
+@contextlib.contextmanager
+def _placed(output: Output) -> Iterator[Output]:
+    """Commit ``output`` when the block completes, discard it otherwise (quietly on Abandon)."""
+    try:
+        yield output
         output.commit()
     except Abandon:
         output.discard()
