@@ -170,6 +170,50 @@ def test_parallel_scans_leave_no_spool_behind(tmp_path: Path) -> None:
     assert list(spool.iterdir()) == []
 
 
+def test_sigterm_during_a_parallel_scan_leaves_no_spool_behind(tmp_path: Path) -> None:
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    files = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.pcap"
+        path.write_bytes(shrinking(60_000))
+        files.append(str(path))
+    target = tmp_path / "out.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "treason",
+            "scan",
+            "-f",
+            "json",
+            "-j",
+            "2",
+            "-o",
+            str(target),
+            *files,
+        ],
+        env={**os.environ, "TMPDIR": str(spool)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Both workers have opened their spool files: SIGTERM now lands mid-scan.
+        for _ in range(6000):  # a hang guard (60 s), not a timing
+            if len(list(spool.glob("treason-scan-*/*.events"))) == 2 or proc.poll() is not None:
+                break
+            threading.Event().wait(0.01)
+        assert proc.poll() is None, "the scan ended before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list(spool.iterdir()) == []
+    assert not target.exists() and leftovers(tmp_path) == []
+
+
 # --------------------------------------------------------------------------- Parquet
 
 

@@ -6,7 +6,6 @@ import argparse
 import os
 import pickle
 import sys
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager
@@ -17,7 +16,7 @@ from treason.commands.common import add_model_options, positive_int
 from treason.errors import TreasonError
 from treason.events import Event
 from treason.output import progress
-from treason.output.atomic import Abandon, atomic_binary, output_text
+from treason.output.atomic import Abandon, atomic_binary, output_text, scratch_directory
 from treason.output.parquet import Parquet, require_pyarrow
 from treason.output.progress import open_with_progress
 from treason.output.records import Csv, EventWriter, JsonLines
@@ -151,7 +150,7 @@ def _results(args: argparse.Namespace, options: dict[str, Any]) -> Iterator[File
             yield _scan_one(path, options, show_progress=True)
         return
     with (
-        tempfile.TemporaryDirectory(prefix="treason-scan-") as spool_dir,
+        scratch_directory("treason-scan-") as spool_dir,
         ProcessPoolExecutor(max_workers=min(args.jobs, len(files))) as pool,
     ):
         spools = [os.path.join(spool_dir, f"{n}.events") for n in range(len(files))]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 
 PathLike = str | os.PathLike[str]
 
-#: Temporary files being written, removed by the signal handler below before the process ends.
+#: Temporary files (and scratch directories) in use, removed by the signal handler below before
+#: the process ends.
 _PENDING: set[str] = set()
 #: The signals that end a process without unwinding its stack (SIGINT raises and unwinds).
 _FATAL = (signal.SIGTERM, signal.SIGHUP)
@@ -268,10 +270,25 @@ def _track(tmp: str) -> None:
             signal.signal(signum, _remove_and_die)
 
 
+@contextlib.contextmanager
+def scratch_directory(prefix: str) -> Iterator[str]:
+    """A private temporary directory, removed at the end and on SIGTERM/SIGHUP too."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    _track(path)
+    try:
+        yield path
+    finally:
+        _PENDING.discard(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _remove_and_die(signum: int, _frame: object) -> None:
-    for tmp in list(_PENDING):
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    for path in list(_PENDING):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     _PENDING.clear()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)

@@ -78,7 +78,7 @@ class TextReport:
         head = ["file", *EVENT_HEAD, "class"] if self.with_file else [*EVENT_HEAD, "class"]
         self.head = head
         self.widths = [len(h) for h in head]
-        self._rows = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed by finish or close
+        self._rows = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed by finish
 
     def add(self, e: Event) -> None:
         self.events += 1
@@ -148,10 +148,6 @@ class TextReport:
             "past the edge;\nws: window shift used (? = inferred, handshake not captured); "
             "class ? = possible under some shifts only.\n"
         )
-
-    def close(self) -> None:
-        """Drop the spooled rows (also done by ``finish``)."""
-        self._rows.close()
 
 
 def _table(
