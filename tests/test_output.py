@@ -300,3 +300,21 @@ def test_binary_output_appears_whole(tmp_path: Path) -> None:
         out.write(b"\x00\xff" * 10)
         assert not target.exists()
     assert target.read_bytes() == b"\x00\xff" * 10
+
+
+def test_sigterm_before_live_takes_over_its_signals_leaves_no_temporary_file(
+    tmp_path: Path,
+) -> None:
+    """``live --write`` opens its pcap before it installs its own SIGTERM handling."""
+    code = (
+        "import os, signal, time\n"
+        "from treason.live.pcapout import PcapSink\n"
+        f"sink = PcapSink({str(tmp_path / 'live.pcap')!r}, 1, 65535)\n"
+        f"print(sorted(os.listdir({str(tmp_path)!r})), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(30)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert res.returncode == -signal.SIGTERM, res.stderr
+    assert b".treason-" in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
