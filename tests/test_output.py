@@ -318,3 +318,16 @@ def test_sigterm_before_live_takes_over_its_signals_leaves_no_temporary_file(
     assert res.returncode == -signal.SIGTERM, res.stderr
     assert b".treason-" in res.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_failed_rename_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """The target became a directory while the report was written: one error, nothing left."""
+    target = tmp_path / "report.txt"
+    with (
+        pytest.raises(TreasonError, match="cannot write: Is a directory"),
+        atomic_text(target) as out,
+    ):
+        out.write("report\n")
+        target.mkdir()
+        (target / "keep").write_text("x")
+    assert leftovers(tmp_path) == [] and (target / "keep").exists()

@@ -124,9 +124,9 @@ class Output:
                     os.chown(self.tmp, *self._owner)
             os.replace(self.tmp, self.target)
         except OSError as exc:
+            self.discard()
             raise TreasonError(self.name, f"cannot write: {exc.strerror}") from None
-        finally:
-            self._forget()
+        self._forget()
         _sync_directory(os.path.dirname(self.target))
 
     def keep_partial(self) -> int:
