@@ -102,7 +102,9 @@ class _Peer:
     kernel: int = 0
     bytes_back: int = 0
     max_beyond: int = 0
-    flows: set[int] = field(default_factory=set)  # hashes of (file, sport, dst, dport, vlan)
+    # A 64-bit hash per flow (file, sport, dst, dport, vlan), not the key itself: a key with a
+    # deep VLAN stack is large, and collisions among a few million flows are negligible.
+    flows: set[int] = field(default_factory=set)
     worst: Severity = Severity.RETRACTION
 
 
