@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
 from treason.errors import TreasonError
@@ -37,33 +36,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run)
 
 
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
 def run(args: argparse.Namespace) -> int:
     from treason.compare import compare
     from treason.compare.report import render_json, render_text
-    from treason.output.atomic import atomic_text
+    from treason.output.atomic import output_text
 
     if args.near == "-" and args.far == "-":
         raise TreasonError("-", "only one of NEAR and FAR can be standard input")
     if not (args.window > 0 and math.isfinite(args.window)):
         raise TreasonError("--window", f"must be a positive number of seconds, not {args.window}")
-    if args.output:
-        for given in (args.near, args.far):
-            if given != "-" and _same_file(args.output, given):
-                raise TreasonError(args.output, "is an input capture; refusing to overwrite it")
     result = compare(args.near, args.far, window=args.window, retractions=args.all)
     text = render_json(result) if args.format == "json" else render_text(result)
-    if args.output:
-        with atomic_text(args.output) as out:
-            out.write(text)
-    else:
-        sys.stdout.write(text)
+    with output_text(args.output, inputs=(args.near, args.far)) as out:
+        out.write(text)
     if result.errors:
         for extra in result.errors[1:]:
             print(f"treason: {extra}", file=sys.stderr)
