@@ -9,6 +9,7 @@ each limit tested here.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import pty
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLE
-from treason.cli import main
+from treason.cli import build_parser, main
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
@@ -174,7 +175,7 @@ def test_nothing_heavy_is_imported_before_the_boundary() -> None:
 #: first tens of milliseconds, made exact instead of timed.
 INTERRUPT_AT_IMPORT = """
 import os, signal, sys
-from treason.cli import main
+from treason.cli import build_parser, main
 n, imports = int(sys.argv[1]), 0
 def hook(event, _args):
     global imports
@@ -218,3 +219,105 @@ def test_sigint_during_any_import_is_one_line(argv: tuple[str, ...]) -> None:
         assert "Traceback" not in res.stderr, f"import {n} of {total}: {res.stderr}"
         assert res.returncode in (130, -signal.SIGINT), f"import {n}: {res.stderr}"
         assert "treason: interrupted" in res.stderr.splitlines()
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Option values, checked when they are parsed
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_no_command_takes_an_unchecked_number() -> None:
+    """A bare ``type=int``/``type=float`` lets ``nan``, ``inf`` and 10^11 through to the model."""
+    for name, parser in subcommands().items():
+        for action in parser._actions:
+            assert action.type not in (int, float), f"treason {name} {action.option_strings}"
+
+
+OUT_OF_RANGE = [
+    ("scan", "--idle-timeout", "nan", "is not a number of seconds above 0 and at most 1000000000"),
+    ("scan", "--idle-timeout", "inf", "above 0 and at most 1000000000"),
+    ("scan", "--idle-timeout", "-1", "above 0 and at most 1000000000"),
+    ("scan", "--idle-timeout", "0", "above 0 and at most 1000000000"),
+    ("scan", "--idle-timeout", "1e400", "above 0 and at most 1000000000"),
+    ("scan", "--max-flows", "99999999999", "from 1 to 50000000 (the flow table limit)"),
+    ("scan", "--max-flows", "0", "from 1 to 50000000 (the flow table limit)"),
+    ("scan", "--max-flows", "1e3", "from 1 to 50000000"),
+    ("scan", "--jobs", "0", "from 1 to 2147483647"),
+    ("scan", "--jobs", "9" * 5000, "from 1 to 2147483647"),
+    ("plot", "--max-graphs", "99999999999", "from 1 to 2147483647"),
+    ("live", "--snaplen", "99999999999", "from 1 to 262144 (as tcpdump)"),
+    ("live", "--snaplen", "0", "from 1 to 262144"),
+    ("live", "--ring", "1e20", "from 1 to 1024 (packets kept per flow)"),
+    ("live", "--ring", "2000", "from 1 to 1024"),
+    ("live", "--status-interval", "nan", "from 0 to 86400"),
+    ("live", "--status-interval", "-inf", "from 0 to 86400"),
+    ("live", "--idle-timeout", "inf", "above 0 and at most 1000000000"),
+    ("live", "--max-flows", "99999999999", "from 1 to 50000000"),
+    ("live", "--rotate", "1k", "is out of range (sizes from 64k to 1T, times from 1s to 366d)"),
+    ("live", "--rotate", "99999999999999999999T", "is out of range (sizes from 64k to 1T"),
+    ("live", "--rotate", "0.5", "is out of range (sizes from 64k to 1T, times from 1s to 366d)"),
+    ("live", "--rotate", "400d", "is out of range"),
+    ("live", "--rotate", "9" * 400, "is out of range"),
+    ("live", "--rotate", "9" * 5000 + "x", "is not a size such as 100M or a time such as 3600"),
+    ("live", "--metrics", "x" * 5000, "expected HOST:PORT, :PORT or PORT"),
+    ("live", "--metrics", "99999", "port out of range: 99999"),
+    ("live", "--metrics", "[::1]:x", "expected HOST:PORT"),
+    ("simulate", "--window", "99999999999", "from 0 to 65535 (an unscaled TCP window)"),
+    ("simulate", "--window", "-5", "from 0 to 65535"),
+]
+
+NEEDED = {
+    "scan": [str(EXAMPLE)],
+    "plot": [str(EXAMPLE)],
+    "live": ["-i", "lo"],
+    "simulate": [],
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value", "message"),
+    OUT_OF_RANGE,
+    ids=[f"{c} {o}={v[:20]}" for c, o, v, _ in OUT_OF_RANGE],
+)
+def test_an_out_of_range_option_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], command: str, option: str, value: str, message: str
+) -> None:
+    """argparse's usage line and one line naming the option and its range; exit 2."""
+    with pytest.raises(SystemExit) as stop:
+        main([command, *NEEDED[command], f"{option}={value}"])
+    assert stop.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    usage, error = err.rstrip("\n").rsplit("\n", 1)
+    assert usage.startswith(f"usage: treason {command}")
+    assert error.startswith(f"treason {command}: error: argument ")
+    assert option in error.split(":")[2]
+    assert message in error and len(error) < 300
+
+
+@pytest.mark.parametrize("ack", ["99999999999:5", "-1:5", "2147483648:5", "5:65536", "5:-1"])
+def test_simulate_acks_out_of_range(capsys: pytest.CaptureFixture[str], ack: str) -> None:
+    """An ACK beyond 2^31 - 1 would wrap sequence space: the replay would invent a shrink."""
+    with pytest.raises(SystemExit) as stop:
+        main(["simulate", "--", "1:5", ack])
+    assert stop.value.code == 2
+    assert "ACK must be from 0 to 2147483647 and WIN from 0 to 65535" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--idle-timeout", "0.5"], 0.5),
+        (["--idle-timeout", "1e9"], 1e9),
+        (["--max-flows", "50000000"], 50_000_000),
+        (["--max-flows", " 7 "], 7),
+    ],
+)
+def test_values_at_the_limits_are_accepted(argv: list[str], expected: float) -> None:
+    args = subcommands()["scan"].parse_args([str(EXAMPLE), *argv])
+    assert expected in (args.idle_timeout, args.max_flows)

@@ -26,7 +26,8 @@ def parse_address(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not port_text.isdigit() or re.search(r"[\s\[\]/]", host):
-        raise ValueError(f"expected HOST:PORT, :PORT or PORT, got {text!r}")
+        shown = repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
+        raise ValueError(f"expected HOST:PORT, :PORT or PORT, got {shown}")
     port = int(port_text)
     if not 0 < port < 65536:
         raise ValueError(f"port out of range: {port}")
@@ -90,12 +91,11 @@ class LiveCollector:
         yield peers
 
 
-def serve(stats: LiveStats, address: str) -> object:
-    """Start the endpoint in a background thread; returns the server (``shutdown()`` stops it)."""
-    try:
-        host, port = parse_address(address)
-    except ValueError as exc:
-        raise TreasonError("--metrics", str(exc)) from None
+def serve(stats: LiveStats, address: tuple[str, int]) -> object:
+    """Start the endpoint in a background thread; returns the server (``shutdown()`` stops it).
+
+    ``address`` is what ``parse_address`` made of ``--metrics`` when the options were parsed."""
+    host, port = address
     try:
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError:
