@@ -10,18 +10,25 @@ each limit tested here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import pty
+import select
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import EXAMPLE
 from treason.cli import build_parser, main
+from treason.live.metrics import MAX_CONNECTIONS
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
@@ -176,6 +183,7 @@ def test_nothing_heavy_is_imported_before_the_boundary() -> None:
 INTERRUPT_AT_IMPORT = """
 import os, signal, sys
 from treason.cli import build_parser, main
+from treason.live.metrics import MAX_CONNECTIONS
 n, imports = int(sys.argv[1]), 0
 def hook(event, _args):
     global imports
@@ -252,8 +260,8 @@ OUT_OF_RANGE = [
     ("plot", "--max-graphs", "99999999999", "from 1 to 2147483647"),
     ("live", "--snaplen", "99999999999", "from 1 to 262144 (as tcpdump)"),
     ("live", "--snaplen", "0", "from 1 to 262144"),
-    ("live", "--ring", "1e20", "from 1 to 1024 (packets kept per flow)"),
-    ("live", "--ring", "2000", "from 1 to 1024"),
+    ("live", "--ring", "1e20", "from 1 to 1000000 (packets kept per flow)"),
+    ("live", "--ring", "1000001", "from 1 to 1000000"),
     ("live", "--status-interval", "nan", "from 0 to 86400"),
     ("live", "--status-interval", "-inf", "from 0 to 86400"),
     ("live", "--idle-timeout", "inf", "above 0 and at most 1000000000"),
@@ -321,3 +329,111 @@ def test_simulate_acks_out_of_range(capsys: pytest.CaptureFixture[str], ack: str
 def test_values_at_the_limits_are_accepted(argv: list[str], expected: float) -> None:
     args = subcommands()["scan"].parse_args([str(EXAMPLE), *argv])
     assert expected in (args.idle_timeout, args.max_flows)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. The --metrics server under a flood of idle connections
+
+METRICS_SERVER = """
+import sys
+from prometheus_client import CollectorRegistry
+from treason.live.metrics import LiveCollector, MetricsServer, serve
+from treason.live.stats import LiveStats
+
+stats = LiveStats(interface="flood0")
+stats.scan.frames = 1234
+timeout = float(sys.argv[1])
+if timeout:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LiveCollector(stats))
+    server = MetricsServer(("127.0.0.1", 0), registry, request_timeout=timeout)
+    import threading
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+else:
+    server = serve(stats, ("127.0.0.1", 0))
+print(server.server_address[1], flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+@contextlib.contextmanager
+def metrics_server(request_timeout: float = 0) -> Iterator[tuple[int, int]]:
+    """A real server in its own process (its threads countable in /proc): (pid, port)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", METRICS_SERVER, str(request_timeout)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.pid, int(proc.stdout.readline())
+    finally:
+        _, stderr = proc.communicate("", timeout=60)
+        assert proc.returncode == 0 and stderr == "", stderr
+
+
+def scrape_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+        assert answer.status == 200
+        return str(answer.read().decode())
+
+
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+#: The main and the accepting thread, plus two whose slot was just freed and that are returning.
+THREADS_BEYOND_THE_CAP = 4
+
+
+def test_idle_connections_hold_a_bounded_number_of_threads_and_a_scrape_still_works() -> None:
+    """Connections that send half a request and wait: prometheus_client's own server held a
+    thread for each, forever (2,000 of them, 2,000 threads). 600, 75 times the cap, show the
+    bound without spending half a minute of a CI run on connects."""
+    with metrics_server() as (pid, port):
+        idle = []
+        for n in range(600):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # no blank line: never complete
+            idle.append(s)
+            if n % 50 == 0:
+                assert threads(pid) <= MAX_CONNECTIONS + THREADS_BEYOND_THE_CAP
+        assert len(os.listdir(f"/proc/{pid}/fd")) < MAX_CONNECTIONS + 20
+        text = scrape_text(port)
+        assert 'treason_packets_total{interface="flood0"} 1234.0' in text
+        assert threads(pid) <= MAX_CONNECTIONS + THREADS_BEYOND_THE_CAP
+        for s in idle:
+            s.close()
+
+
+def test_a_request_dribbled_byte_by_byte_is_cut_off() -> None:
+    """A per-read timeout never fires on a client sending a byte every little while; the
+    deadline covers the whole request."""
+    with metrics_server(request_timeout=1.0) as (_pid, port):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        request = b"GET /metrics HTTP/1.1\r\n" + b"X: " + b"y" * 10_000
+        closed = False
+        for byte in request:
+            try:
+                s.send(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            readable, _, _ = select.select([s], [], [], 0.05)
+            if readable:
+                assert s.recv(100) == b""  # closed without an answer
+                closed = True
+                break
+        assert closed, "the server still waited after 10,000 bytes over 500 s"
+        s.close()
+        assert "treason_packets_total" in scrape_text(port)
+
+
+def test_other_paths_are_not_found() -> None:
+    with metrics_server() as (_pid, port), pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=30)
+    assert err.value.code == 404

@@ -35,8 +35,9 @@ Needs CAP_NET_RAW (root, or the capability granted to the process; see docs/live
 
 #: ``--snaplen`` at most this, as tcpdump: no link carries a larger packet.
 MAX_SNAPLEN = 262_144
-#: ``--ring`` at most this: the rings of 4096 flows then hold up to 4 M packets.
-MAX_RING = 1024
+#: ``--ring`` at most a million packets per flow (a whole flow, handshake included, as the
+#: live tests keep); beyond, the number is a typo, not a plan.
+MAX_RING = 1_000_000
 #: ``--status-interval`` at most a day.
 MAX_STATUS_INTERVAL = 86_400.0
 #: ``--rotate`` sizes and ages: a piece is fsynced and renamed, so not for every packet.
@@ -127,11 +128,13 @@ def _rotation(text: str) -> Rotation:
     return rotation
 
 
-def _address(text: str) -> tuple[str, int]:
+def _address(text: str) -> str:
+    """Checked now, with the other options; ``run`` parses it again to serve."""
     try:
-        return parse_address(text)
+        parse_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         if args.metrics:
             from treason.live.metrics import serve
 
-            server = serve(stats, args.metrics)
+            server = serve(stats, parse_address(args.metrics))
         return _capture(args, source, stats, sink, recorder)
     except BaseException:
         if sink is not None:
@@ -164,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         source.close()
         if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
+            server.stop()
 
 
 def _capture(
