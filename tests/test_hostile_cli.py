@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import os
 import pty
 import select
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE
+import netns
+from conftest import EXAMPLE, require
 from treason.cli import build_parser, main
 from treason.live.metrics import MAX_CONNECTIONS
 
@@ -437,3 +439,53 @@ def test_other_paths_are_not_found() -> None:
     with metrics_server() as (_pid, port), pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=30)
     assert err.value.code == 404
+
+
+# --------------------------------------------------------------------------------------------
+# 4. live: the interface going down or away under the capture
+
+
+LIVE = [sys.executable, "-m", "treason", "live"]
+
+
+@pytest.mark.parametrize(("how", "what"), [("down", "went down"), ("del", "disappeared")])
+def test_live_reports_what_it_saw_when_the_interface_goes(
+    tmp_path: Path, how: str, what: str
+) -> None:
+    """A real kernel shrinking a window on a veth, then `ip link set down` / `ip link del` on
+    that veth while treason watches: the events, the summary, the written capture, then one
+    line and exit 2 (tcpdump too ends there), never a traceback."""
+    require()
+    written = tmp_path / "flows.pcap"
+    with netns.veth_pair("hl") as pair:
+        pair.sysctl("b", "net.ipv4.tcp_shrink_window", 1)
+        pair.sysctl("b", "net.ipv4.tcp_window_scaling", 1)
+        dev = pair.dev("b")
+        # --ring: whole flows in the --write file (handshakes too), so it holds live's events
+        live = pair.popen(
+            "b",
+            [*LIVE, "-i", dev, "-f", "json", "-w", str(written), "--ring", "1000000"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert live.stderr is not None
+        first = live.stderr.readline()
+        assert "listening on" in first, first + live.stderr.read()
+        netns.slow_reader_exchange(pair, knobs=netns.ShrinkTraffic(duration=1.0))
+        pair.run(
+            "b", ["ip", "link", "set", dev, "down"] if how == "down" else ["ip", "link", "del", dev]
+        )
+        out, err = live.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert live.returncode == 2, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events, "the exchange shrank no window: nothing to report before the loss"
+    lines = err.splitlines()
+    assert lines[-1] == (
+        f"treason: live capture on {dev}: the interface {what} (Network is down); capture stopped"
+    )
+    assert f"Capture: {dev} (live" in err and f"Wrote {written}" in err
+    rescan = treason("scan", "-f", "json", "-q", str(written))
+    assert rescan.returncode == 1, rescan.stderr
+    assert len(rescan.stdout.splitlines()) == len(events)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
+import socket
 import sys
 import time
 
 from treason.commands.common import IntRange, SecondsRange, add_model_options, shown
+from treason.errors import TreasonError
 from treason.events import Event
 from treason.live import capture as cap
 from treason.live import report
@@ -51,7 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "live",
         help="watch an interface and report window shrinks as they happen",
         description=DESCRIPTION,
-        epilog="exit status: 0 stopped by SIGINT/SIGTERM, 2 error (no privilege, no interface)",
+        epilog="exit status: 0 stopped by SIGINT/SIGTERM, 2 error (no privilege, no interface; "
+        "the interface going down or away ends the capture with its summary, then exit 2)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-i", "--interface", required=True, metavar="IFACE", help="interface")
@@ -245,6 +249,7 @@ def _capture(
         file=sys.stderr,
         flush=True,
     )
+    lost: TreasonError | None = None
     try:
         capture_loop(
             source,
@@ -254,6 +259,12 @@ def _capture(
             every=every,
             periodic=periodic,
         )
+    except OSError as exc:
+        if exc.errno not in INTERFACE_LOST:
+            raise
+        # As tcpdump: the capture ends, but what it saw is still reported (pending events,
+        # the summary, the --write file) before the one line that says why it ended.
+        lost = _interface_lost(source, exc)
     finally:
         signal.set_wakeup_fd(old_wakeup)
         for s, handler in previous.items():
@@ -273,4 +284,22 @@ def _capture(
     with contextlib.suppress(BrokenPipeError):
         sys.stdout.flush()
     print("\n".join(lines), file=sys.stderr, flush=True)
+    if lost is not None:
+        raise lost
     return 0
+
+
+#: What the packet socket answers once its interface is down or deleted.
+INTERFACE_LOST = (errno.ENETDOWN, errno.ENODEV, errno.ENXIO)
+
+
+def _interface_lost(source: cap.PacketSocket, exc: OSError) -> TreasonError:
+    try:
+        still_there = socket.if_nametoindex(source.interface) == source.ifindex
+    except OSError:
+        still_there = False
+    what = "went down" if still_there else "disappeared"
+    return TreasonError(
+        f"live capture on {source.interface}",
+        f"the interface {what} ({exc.strerror or exc}); capture stopped",
+    )
