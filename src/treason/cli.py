@@ -24,6 +24,7 @@ from treason.errors import TreasonError
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing itself is an import worth avoiding here
     import argparse
+    from typing import NoReturn
 
     from _typeshed import ReadableBuffer
 
@@ -41,13 +42,30 @@ EXIT_STATUS = """exit status:
 EXIT_INTERRUPTED = 130
 
 
+#: An argparse error line longer than this keeps its start and end (which name the option and
+#: its range) and drops the middle: a 5,000-digit value stays one readable line.
+MAX_USAGE_ERROR = 300
+
+
 def build_parser() -> argparse.ArgumentParser:
     import argparse
     import importlib
 
     from treason import __version__
+    from treason.terminal import safe
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        """argparse, with its error line escaped and cut to ``MAX_USAGE_ERROR`` characters
+        whatever value a type function quoted (subcommands inherit the class)."""
+
+        def error(self, message: str) -> NoReturn:
+            message = safe(message)
+            if len(message) > MAX_USAGE_ERROR:
+                cut = len(message) - MAX_USAGE_ERROR
+                message = f"{message[:180]}...({cut} more)...{message[-100:]}"
+            super().error(message)
+
+    parser = Parser(
         prog="treason",
         description="Find, explain and show TCP peers that shrink their receive window.",
         epilog=EXIT_STATUS,
