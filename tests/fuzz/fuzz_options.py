@@ -82,7 +82,11 @@ def typed_options() -> dict[str, list[argparse.Action]]:
 
 
 def random_value(rnd: random.Random) -> str:
-    pick = rnd.randrange(6)
+    pick = rnd.randrange(8)
+    if pick == 6:  # plausible values, so that runs past parsing happen too
+        return str(rnd.randrange(1, 2000))
+    if pick == 7:
+        return f"{rnd.uniform(0.001, 5000):.3f}"
     if pick == 0:
         return rnd.choice(SPECIAL)
     if pick == 1:
