@@ -137,8 +137,24 @@ def test_a_closed_pipe_stays_quiet() -> None:
         ),
         (KeyboardInterrupt(), "treason: interrupted", 130),
         (ValueError("\x1b]0;pwned\x07"), "treason: value out of range: \\x1b]0;pwned\\x07", 2),
+        (ValueError("two\nlines"), "treason: value out of range: two\\nlines", 2),
+        (
+            UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed"),
+            "treason: text encoding: 'utf-8' codec can't encode character '\\udcff' in "
+            "position 0: surrogates not allowed",
+            2,
+        ),
     ],
-    ids=["EIO", "ENXIO-with-file", "overflow", "value", "interrupt", "escape-in-message"],
+    ids=[
+        "EIO",
+        "ENXIO-with-file",
+        "overflow",
+        "value",
+        "interrupt",
+        "escape-in-message",
+        "newline-in-message",
+        "encoding",
+    ],
 )
 def test_every_error_class_becomes_one_line(
     monkeypatch: pytest.MonkeyPatch,

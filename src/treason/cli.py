@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         whatever value a type function quoted (subcommands inherit the class)."""
 
         def error(self, message: str) -> NoReturn:
-            message = safe(message)
+            message = safe(message).replace("\n", "\\n")
             if len(message) > MAX_USAGE_ERROR:
                 cut = len(message) - MAX_USAGE_ERROR
                 message = f"{message[:180]}...({cut} more)...{message[-100:]}"
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             _settle_stdout()
             return _fail(_os_message(exc))
+        except UnicodeError as exc:
+            _settle_stdout()
+            return _fail(f"text encoding: {exc}")
         except (OverflowError, ValueError) as exc:
             _settle_stdout()
             return _fail(f"value out of range: {exc}")
@@ -111,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         import signal
 
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second ^C must not cut this short
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second ^C must wait
         _settle_stdout()
         _fail("interrupted")
+        signal.signal(signal.SIGINT, previous)
         return EXIT_INTERRUPTED
 
 
@@ -123,8 +127,9 @@ def _fail(message: str) -> int:
 
     from treason.terminal import safe
 
+    line = safe(message).replace("\n", "\\n")
     with contextlib.suppress(OSError, ValueError):
-        print(f"treason: {safe(message)}", file=sys.stderr, flush=True)
+        print(f"treason: {line}", file=sys.stderr, flush=True)
     return 2
 
 
