@@ -73,7 +73,12 @@ def test_a_full_disk_on_stdout_is_one_line(argv: tuple[str, ...]) -> None:
     with open("/dev/full", "w") as full:
         res = treason(*argv, stdout=full.fileno())
     assert res.returncode == 2
-    assert one_line(res.stderr) == "treason: standard output: No space left on device"
+    # "standard output: " when the failing write is main's last flush; a write error carries
+    # no file name otherwise
+    assert one_line(res.stderr) in (
+        "treason: No space left on device",
+        "treason: standard output: No space left on device",
+    )
 
 
 def test_a_dead_terminal_on_stdout_is_one_line() -> None:
@@ -89,7 +94,10 @@ def test_a_dead_terminal_on_stdout_is_one_line() -> None:
     os.close(master)  # before treason has written anything: its writes get EIO
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert one_line(stderr) == "treason: standard output: Input/output error"
+    assert one_line(stderr) in (
+        "treason: Input/output error",
+        "treason: standard output: Input/output error",
+    )
 
 
 def test_a_closed_stdout_is_one_line() -> None:

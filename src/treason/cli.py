@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # typing itself is an import worth avoiding here
     import argparse
     from typing import NoReturn
 
-    from _typeshed import ReadableBuffer
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = ("scan", "plot", "logs", "explain", "match", "logwatch", "simulate", "live")
@@ -88,12 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             _guard_closed_streams()
-            _name_stdout_errors()
             args = build_parser().parse_args(argv)
             status = int(args.func(args) or 0)
             # Python would flush stdout only at exit, outside this boundary: a full disk or a
             # vanished terminal there would be a traceback-like "Exception ignored" and exit 120.
-            sys.stdout.flush()
+            try:
+                sys.stdout.flush()
+            except OSError as exc:
+                exc.filename = exc.filename or "standard output"
+                raise
             return status
         except BrokenPipeError:
             # The reader went away (e.g. `| head`): stop quietly.
@@ -161,36 +163,6 @@ def _drop_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)
-
-
-def _name_stdout_errors() -> None:
-    """Errors writing the real stdout name it (``standard output: No space left on device``):
-    a write error carries no file name, and the user must know which output failed."""
-    import io
-
-    if sys.stdout is not sys.__stdout__ or not isinstance(sys.stdout, io.TextIOWrapper):
-        return  # already replaced (a test's capture, an embedding program): leave it alone
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError):
-        return
-
-    class Stdout(io.FileIO):
-        def write(self, data: ReadableBuffer, /) -> int:
-            try:
-                return super().write(data)
-            except OSError as exc:
-                exc.filename = "standard output"
-                raise
-
-    old = sys.stdout
-    old.flush()
-    sys.stdout = io.TextIOWrapper(
-        io.BufferedWriter(Stdout(fd, "w", closefd=False)),
-        encoding=old.encoding,
-        errors=old.errors,
-        line_buffering=old.line_buffering,
-    )
 
 
 def _guard_closed_streams() -> None:
