@@ -22,7 +22,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,16 +36,19 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 def treason(
-    *args: str, stdin: int | None = None, stdout: int | None = subprocess.PIPE, **kw: object
+    *args: str,
+    stdin: int | None = None,
+    stdout: int | None = subprocess.PIPE,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "treason", *args],
         stdin=stdin,
         stdout=stdout,
         stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
         text=True,
         timeout=120,
-        **kw,  # type: ignore[arg-type]
     )
 
 
