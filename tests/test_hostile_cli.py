@@ -147,6 +147,7 @@ def test_a_closed_pipe_stays_quiet() -> None:
             2,
         ),
         (KeyboardInterrupt(), "treason: interrupted", 130),
+        (MemoryError(), "treason: out of memory", 2),
         (ValueError("\x1b]0;pwned\x07"), "treason: value out of range: \\x1b]0;pwned\\x07", 2),
         (ValueError("two\nlines"), "treason: value out of range: two\\nlines", 2),
         (
@@ -162,6 +163,7 @@ def test_a_closed_pipe_stays_quiet() -> None:
         "overflow",
         "value",
         "interrupt",
+        "memory",
         "escape-in-message",
         "newline-in-message",
         "encoding",

@@ -5,8 +5,9 @@ Each subcommand lives in its own module under ``treason.commands`` exposing
 input, environment or keyboard does, the result is one line on stderr and a status, never a
 traceback (see docs/robustness.md, "Errors, options and the environment"):
 
-- ``TreasonError``, any ``OSError`` (EIO, ENOSPC, ENXIO... also on stdout), and
-  ``OverflowError``/``ValueError`` from values out of range: ``treason: ...``, exit 2;
+- ``TreasonError``, any ``OSError`` (EIO, ENOSPC, ENXIO... also on stdout),
+  ``OverflowError``/``ValueError`` from values out of range, and ``MemoryError``:
+  ``treason: ...``, exit 2;
 - SIGINT at any moment, the imports included: ``treason: interrupted``, exit 130;
 - a closed pipe on stdout (``treason scan big.pcap | head``): a quiet exit 0.
 
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         except TreasonError as exc:
             _settle_stdout()
             return _fail(str(exc))
+        except MemoryError:
+            _settle_stdout()
+            return _fail("out of memory")
     except KeyboardInterrupt:
         import signal
 
