@@ -19,9 +19,9 @@ EXAMPLES = int(os.environ.get("TREASON_FUZZ_EXAMPLES", "60"))
 OPTIONS = fo.typed_options()
 
 
-def test_every_command_is_fuzzed_or_says_why_not() -> None:
-    """A command added later must be given its arguments here, not skipped by accident."""
-    assert set(OPTIONS) == set(fo.NEEDS) | set(fo.NOT_FUZZED)
+def test_the_commands_run_by_the_fuzzer_exist() -> None:
+    """A renamed command would silently drop from the runs to parsing only."""
+    assert set(fo.NEEDS) <= set(OPTIONS)
 
 
 def test_the_numeric_options_are_found() -> None:
@@ -45,12 +45,13 @@ def test_the_numeric_options_are_found() -> None:
 @pytest.mark.parametrize("value", fo.SPECIAL, ids=repr)
 def test_every_special_value_in_every_option(value: str) -> None:
     """Each value that broke a parser before, in each typed option of each command, alone."""
-    for command in fo.NEEDS:
-        for action in OPTIONS.get(command, []):
+    for command, actions in OPTIONS.items():
+        needs = fo.NEEDS.get(command, [])
+        for action in actions:
             if action.option_strings:
-                fo.check([command, *fo.NEEDS[command], f"{action.option_strings[-1]}={value}"])
+                fo.check([command, *needs, f"{action.option_strings[-1]}={value}"])
             else:
-                fo.check([command, *fo.NEEDS[command], "--", value])
+                fo.check([command, *needs, "--", value])
 
 
 @settings(
