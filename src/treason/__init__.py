@@ -9,16 +9,37 @@ Library API (the CLI is a thin layer over it)::
     # rotated pieces read as one capture (docs/capture-sets.md)
     for event in treason.scan_sets(["cap_2.pcap", "cap_10.pcap"]):
         print(event.file, event.frame, event.capture_set)
+
+The names below are imported on first use, not with the package: ``treason`` the command
+imports this package before its error boundary is in place, so a SIGINT in its first
+milliseconds must find nothing here to interrupt but a few assignments.
 """
 
 from __future__ import annotations
 
-from treason.errors import CaptureError, TreasonError, TruncatedCapture
-from treason.events import Event, Severity
-from treason.scanner import ScanStats, scan
-from treason.sets import plan_sets, scan_set, scan_sets
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from treason.errors import CaptureError, TreasonError, TruncatedCapture
+    from treason.events import Event, Severity
+    from treason.scanner import ScanStats, scan
+    from treason.sets import plan_sets, scan_set, scan_sets
 
 __version__ = "0.1.0"
+
+_HOME = {
+    "CaptureError": "treason.errors",
+    "TreasonError": "treason.errors",
+    "TruncatedCapture": "treason.errors",
+    "Event": "treason.events",
+    "Severity": "treason.events",
+    "ScanStats": "treason.scanner",
+    "scan": "treason.scanner",
+    "plan_sets": "treason.sets",
+    "scan_set": "treason.sets",
+    "scan_sets": "treason.sets",
+}
 
 __all__ = [
     "CaptureError",
@@ -33,3 +54,14 @@ __all__ = [
     "scan_set",
     "scan_sets",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, from their modules (PEP 562); submodules resolve as usual."""
+    if name in _HOME:
+        import importlib
+
+        value = getattr(importlib.import_module(_HOME[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'treason' has no attribute {name!r}")
