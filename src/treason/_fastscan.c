@@ -1140,6 +1140,18 @@ static int mark_segment(Scanner *S, Conn *c, uint64_t q_before)
 
 /* -- flow table (treason.model.FlowTable) --------------------------------------------------- */
 
+/* The flow key's endpoints, the lower (address, port) first: one key for both directions. */
+static inline void flow_ends(const Seg *g, const uint8_t **lo, uint16_t *lo_port,
+                             const uint8_t **hi, uint16_t *hi_port)
+{
+    int c0 = addr_cmp(g->src, g->dst);
+    if (c0 < 0 || (c0 == 0 && g->sport <= g->dport)) {
+        *lo = g->src, *lo_port = g->sport, *hi = g->dst, *hi_port = g->dport;
+    } else {
+        *lo = g->dst, *lo_port = g->dport, *hi = g->src, *hi_port = g->sport;
+    }
+}
+
 static inline uint64_t mix64(uint64_t h)
 {
     h ^= h >> 33;
@@ -1295,12 +1307,7 @@ static int table_process(Scanner *S, const Seg *g)
     expire(S);
     const uint8_t *lo, *hi;
     uint16_t lo_port, hi_port;
-    int c0 = addr_cmp(g->src, g->dst);
-    if (c0 < 0 || (c0 == 0 && g->sport <= g->dport)) {
-        lo = g->src, lo_port = g->sport, hi = g->dst, hi_port = g->dport;
-    } else {
-        lo = g->dst, lo_port = g->dport, hi = g->src, hi_port = g->sport;
-    }
+    flow_ends(g, &lo, &lo_port, &hi, &hi_port);
     uint32_t hash = 0;
     uint32_t idx = NIL;
     /* most segments belong to the flow of the one before: the most recent entry */
@@ -1528,12 +1535,7 @@ static int split_frame(Scanner *S, Seg *g, uint32_t lt, const uint8_t *d, int64_
     g->clock = S->now;
     const uint8_t *lo, *hi;
     uint16_t lo_port, hi_port;
-    int c0 = addr_cmp(g->src, g->dst);
-    if (c0 < 0 || (c0 == 0 && g->sport <= g->dport)) {
-        lo = g->src, lo_port = g->sport, hi = g->dst, hi_port = g->dport;
-    } else {
-        lo = g->dst, lo_port = g->dport, hi = g->src, hi_port = g->sport;
-    }
+    flow_ends(g, &lo, &lo_port, &hi, &hi_port);
     uint32_t h = key_hash(0, lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
     if (bucket_put(S, h % n, g) < 0) {
         S->py_error = 1;
