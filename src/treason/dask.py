@@ -29,13 +29,12 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from treason.engine.choose import new_engine, resolve
-from treason.engine.segrec import position
+from treason.engine.segrec import EARLIEST, heads, position
 from treason.engine.stats import ScanStats
 from treason.errors import CaptureError, TreasonError, TruncatedCapture
 from treason.events import Event, Severity
@@ -124,10 +123,6 @@ def _bucket_task(
     return events, stats, stats.flows
 
 
-#: The clock before any segment: records carry their own.
-_EARLIEST = -(1 << 127)
-
-
 def scan(
     client: Any,
     sources: Sequence[str],
@@ -192,12 +187,12 @@ def _analyse(
     stats: ScanStats,
 ) -> list[Event]:
     """Every event of one set, bucket by bucket; the counters added to ``stats``."""
-    bases, clock = [], _EARLIEST
+    bases, clock = [], EARLIEST
     for split in done:
         bases.append(clock)
         if split.clock is not None:
             clock = max(clock, split.clock)
-    final = None if clock == _EARLIEST else clock
+    final = None if clock == EARLIEST else clock
     parts = [[client.submit(_records, f, b) for f in futures] for b in range(buckets)]
     tasks = [
         client.submit(_bucket_in, kind, max_flows, idle_ns, part, bases, final, pure=False)
@@ -226,20 +221,10 @@ def _all_records(split: _Split) -> bytes:
     return _merge_by_frame(split.buckets)
 
 
-#: A segment record's size and frame number (the first fields of ``segrec.FORMAT``).
-_HEAD = struct.Struct("=IHBBQ")
-
-
 def _merge_by_frame(parts: list[bytes]) -> bytes:
-    head = _HEAD
-    runs = []
-    for data in parts:
-        run, pos = [], 0
-        while pos < len(data):
-            size, _n, _v6, _fl, frame = head.unpack_from(data, pos)
-            run.append((frame, data[pos : pos + size]))
-            pos += size
-        runs.append(run)
+    runs = [
+        [(frame, data[pos : pos + size]) for pos, size, frame, _ in heads(data)] for data in parts
+    ]
     return b"".join(record for _, record in heapq.merge(*runs))
 
 

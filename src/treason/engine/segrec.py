@@ -36,6 +36,10 @@ POSITION_BITS = 40
 FRAME_MASK = (1 << POSITION_BITS) - 1
 
 
+#: An analyser's outside clock when there is none: records carry their own.
+EARLIEST = -(1 << 127)
+
+
 def position(index: int, frame: int = 0) -> int:
     """The frame number an engine uses for frame ``frame`` of the ``index``-th capture."""
     return (index << POSITION_BITS) | frame
@@ -132,6 +136,23 @@ def unpack(records: bytes | bytearray | memoryview) -> Iterator[tuple[Segment, i
             tsval=tsval if opts & _OPT_TSVAL else None,
         )
         yield seg, _signed128(ck_lo, ck_hi)
+        pos += size
+
+
+#: The first fields of a record: size, VLAN count, v6, flags, frame, time (two halves).
+_HEAD = struct.Struct("=IHBBQQQ")
+
+
+def heads(records: bytes | bytearray | memoryview) -> Iterator[tuple[int, int, int, int]]:
+    """(offset, size, frame, time) of each record, without decoding the rest (to merge or
+    reorder records as bytes)."""
+    data = memoryview(records)
+    pos = 0
+    while pos < len(data):
+        size, _nvlan, _v6, _flags, frame, lo, hi = _HEAD.unpack_from(data, pos)
+        if size < _REC.size or pos + size > len(data):
+            raise ValueError(f"malformed segment record at byte {pos}")
+        yield pos, size, frame, _signed128(lo, hi)
         pos += size
 
 

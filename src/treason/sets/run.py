@@ -11,20 +11,17 @@ with the next one, as if the capture had a gap there.
 from __future__ import annotations
 
 import heapq
-import struct
 from collections.abc import Iterator
 
 from treason.engine.choose import new_engine
 from treason.engine.protocol import Engine
-from treason.engine.segrec import position, unposition
+from treason.engine.segrec import EARLIEST, heads, position, unposition
 from treason.engine.stats import ScanStats
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Event
 from treason.sets.plan import CaptureSet
 from treason.sets.source import StorageOptions, opened
 
-#: A segment record's size and capture time (the first fields of ``segrec.FORMAT``).
-_HEAD = struct.Struct("=IHBBQQQ")
 #: Records analysed per call when interleaving.
 _BATCH = 4096
 
@@ -96,13 +93,9 @@ def _interleaved(
     for *_, record in heapq.merge(*streams):
         batch.append(record)
         if len(batch) == _BATCH:
-            yield from engine.feed_segments(b"".join(batch), _EARLIEST)
+            yield from engine.feed_segments(b"".join(batch), EARLIEST)
             batch.clear()
-    yield from engine.feed_segments(b"".join(batch), _EARLIEST)
-
-
-#: No outside clock: records carry their own.
-_EARLIEST = -(1 << 127)
+    yield from engine.feed_segments(b"".join(batch), EARLIEST)
 
 
 def _records(
@@ -120,15 +113,9 @@ def _records(
     try:
         with opened(source, storage_options) as capture:
             for (records,) in splitter.split(capture, 1, position(index)):
-                view = memoryview(records)
-                pos = 0
-                while pos < len(view):
-                    size, _n, _v6, _fl, _frame, lo, hi = _HEAD.unpack_from(view, pos)
-                    ts = hi << 64 | lo
-                    ts = ts - (1 << 128) if ts >> 127 else ts
-                    yield ts, index, order, bytes(view[pos : pos + size])
+                for pos, size, _frame, ts in heads(records):
+                    yield ts, index, order, records[pos : pos + size]
                     order += 1
-                    pos += size
     except TruncatedCapture as exc:
         stats.warnings.append(str(exc))
     except CaptureError as exc:
