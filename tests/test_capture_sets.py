@@ -319,3 +319,36 @@ def test_cli_scheduler_local_equals_plain_scan(tmp_path: Path) -> None:
     assert plain.returncode == 1 and dask.returncode == 1, dask.stderr
     assert dask.stdout == plain.stdout
     assert plain.stderr in dask.stderr  # the summary; a busy machine may add a Dask warning
+
+
+def test_damaged_piece_ends_that_piece_only(dask_client: Any, tmp_path: Path) -> None:
+    """A piece cut inside a record and a piece with a broken record header: each piece is read
+    up to its damage and the set goes on with the next; the plain scan, the set scan and the
+    cluster agree on events, counters, the warning and the error, and the CLI exits 2."""
+    blob = CORPUS["shrink.pcap"]
+    header, records, _ = records_of(blob)
+    groups = split_at(records, [40, 80, 120, 160])
+    paths = write_pieces(tmp_path, header, groups)
+    paths[1].write_bytes(paths[1].read_bytes()[:-7])  # cut inside its last record
+    broken = bytearray(paths[3].read_bytes())
+    at = 24 + sum(len(r) for r in groups[3][:5])  # the sixth record's header
+    broken[at + 8 : at + 12] = (10**7).to_bytes(4, "little")  # caplen beyond any limit
+    paths[3].write_bytes(bytes(broken))
+    named = [str(p) for p in paths[::-1]]
+    for engine in ENGINES:
+        stats = ScanStats()
+        errors: list[Any] = []
+        events = [e.to_dict() for e in scan_sets(named, engine=engine, stats=stats, errors=errors)]
+        assert len(stats.warnings) == 1 and str(paths[1]) in stats.warnings[0]
+        assert [e.source for e in errors] == [str(paths[3])]
+        assert stats.frames == sum(map(len, groups)) - 1 - (len(groups[3]) - 5)
+        from treason import dask as tdask
+
+        done = tdask.scan(dask_client, named, engine=engine)
+        assert [e.to_dict() for e in done.events] == events
+        assert done.stats.to_dict() == stats.to_dict()
+        assert done.errors == [str(e) for e in errors]
+    res = treason_cli("scan", "-f", "json", "-q", *named)
+    assert res.returncode == 2
+    assert f"treason: {errors[0]}" in res.stderr and "warning" in res.stderr
+    assert len(res.stdout.splitlines()) == len(events) > 0

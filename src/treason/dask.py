@@ -30,7 +30,7 @@ import heapq
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from treason.engine.choose import new_engine, resolve
@@ -41,7 +41,7 @@ from treason.events import Event, Severity
 from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
 from treason.sets.plan import CaptureSet, Piece, plan, span
 from treason.sets.run import name
-from treason.sets.source import StorageOptions, opened
+from treason.sets.source import StorageOptions, is_url, opened
 
 __all__ = ["DaskScan", "scan", "scan_on"]
 
@@ -140,17 +140,23 @@ def scan(
     and damage, computed by the workers. ``buckets`` defaults to the cluster's threads."""
     if mode == "merge":
         raise TreasonError("--merge", "interleaving by time is not available on a cluster yet")
+    if "-" in sources:
+        raise TreasonError("-", "standard input cannot be read by a cluster's workers")
     kind = resolve(engine)
     if buckets is None:
         buckets = max(1, sum(client.nthreads().values()))
+    # Workers open what they are given: local paths absolute (their working directory is
+    # not ours), reported as the user named them.
+    where = {s: s if is_url(s) else os.path.abspath(s) for s in sources}
     if mode == "each":
         pieces = [Piece(s, n) for n, s in enumerate(sources)]
     else:
         futures = client.map(
-            _span_task, list(sources), range(len(sources)), [storage_options] * len(sources),
-            pure=False,
+            _span_task, [where[s] for s in sources], range(len(sources)),
+            [storage_options] * len(sources), pure=False,
         )  # fmt: skip
-        pieces = client.gather(futures)
+        spans: list[Piece] = client.gather(futures)
+        pieces = [replace(p, source=s) for p, s in zip(spans, sources, strict=True)]
     sets = plan(pieces, mode)
     result = DaskScan(sets)
     idle_ns = int(idle_timeout * 1e9)
@@ -158,7 +164,9 @@ def scan(
     for capture_set in sets:
         splits.append(
             [
-                client.submit(_split_task, p.source, i, buckets, kind, storage_options, pure=False)
+                client.submit(
+                    _split_task, where[p.source], i, buckets, kind, storage_options, pure=False
+                )
                 for i, p in enumerate(capture_set.pieces)
             ]
         )

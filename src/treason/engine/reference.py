@@ -21,6 +21,7 @@ from treason.engine.protocol import (
     count_events,
 )
 from treason.engine.stats import ScanStats
+from treason.errors import CaptureError
 from treason.events import Event, Severity
 from treason.model import FlowTable
 from treason.packets import Frame
@@ -58,28 +59,36 @@ class ReferenceEngine:
                 yield from count_events(self.stats, final)
 
     def split(self, capture: Capture, buckets: int, base: int = 0) -> Iterator[list[bytes]]:
-        stats = self.stats
         out = [bytearray() for _ in range(buckets)]
-        for n, frame in enumerate(frames(capture), 1):
-            stats.frames += 1
-            if self._first is None:
-                self._first = (frame.ts_ns, frame.linktype)
-            self._latest = frame.ts_ns if self._latest is None else max(self._latest, frame.ts_ns)
-            if not buckets:
-                continue
-            seg = decode(replace(frame, number=base + frame.number))
-            if isinstance(seg, str):
-                stats.skipped[seg] += 1
-                continue
-            stats.segments += 1
-            latest = self._split_latest
-            clock = seg.ts_ns if latest is None else max(latest, seg.ts_ns)
-            self._split_latest = clock
-            out[segrec.bucket(seg, buckets)] += segrec.pack(seg, clock)
-            if n % _SPLIT_BATCH == 0:
-                yield [bytes(b) for b in out]
-                out = [bytearray() for _ in range(buckets)]
+        try:
+            for n, frame in enumerate(frames(capture), 1):
+                self._split_frame(frame, out, base)
+                if n % _SPLIT_BATCH == 0:
+                    yield [bytes(b) for b in out]
+                    out = [bytearray() for _ in range(buckets)]
+        except CaptureError:
+            yield [bytes(b) for b in out]  # every record before the damage, then the damage
+            raise
         yield [bytes(b) for b in out]
+
+    def _split_frame(self, frame: Frame, out: list[bytearray], base: int) -> None:
+        """Count one frame, add it to the span and its segment's record to its bucket."""
+        stats = self.stats
+        stats.frames += 1
+        if self._first is None:
+            self._first = (frame.ts_ns, frame.linktype)
+        self._latest = frame.ts_ns if self._latest is None else max(self._latest, frame.ts_ns)
+        if not out:
+            return
+        seg = decode(replace(frame, number=base + frame.number))
+        if isinstance(seg, str):
+            stats.skipped[seg] += 1
+            return
+        stats.segments += 1
+        latest = self._split_latest
+        clock = seg.ts_ns if latest is None else max(latest, seg.ts_ns)
+        self._split_latest = clock
+        out[segrec.bucket(seg, len(out))] += segrec.pack(seg, clock)
 
     def span(self) -> tuple[int, int, int, int | None] | None:
         if self._first is None or self._latest is None:
