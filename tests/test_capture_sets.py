@@ -10,9 +10,11 @@ within that piece. Interleaving (``--merge``) is held to ``mergecap``'s output.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import io
 import itertools
 import json
+import random
 import struct
 import subprocess
 import sys
@@ -24,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from captures import MS, Packets, pcap_records, tools_missing
+from captures import MS, Packets, epb, idb, pcap_records, shb, tools_missing
 from strategies import conversations, to_pcap
 from treason import scan
 from treason.scanner import ScanStats, fast_available
@@ -352,3 +354,46 @@ def test_damaged_piece_ends_that_piece_only(dask_client: Any, tmp_path: Path) ->
     assert res.returncode == 2
     assert f"treason: {errors[0]}" in res.stderr and "warning" in res.stderr
     assert len(res.stdout.splitlines()) == len(events) > 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_pcapng_and_gzip_pieces(tmp_path: Path, engine: str) -> None:
+    """Pieces in pcapng (each with its own section and interface, nanosecond times) and
+    gzip-compressed pcap, mixed in one set: the whole capture's events and counters."""
+    blob = CORPUS["handmade"]
+    _, records, times = records_of(blob)
+    groups = split_at(records, [3, 6, 10, 13])
+    paths = []
+    for n, group in enumerate(groups):
+        if n % 2:
+            data = (
+                shb()
+                + idb(1, tsresol=9)
+                + b"".join(epb(0, times[records.index(r)], r[16:]) for r in group)
+            )
+            path = tmp_path / f"piece_{n}.pcapng"
+            path.write_bytes(data)
+        else:
+            path = tmp_path / f"piece_{n}.pcap.gz"
+            path.write_bytes(gzip.compress(records_of(blob)[0] + b"".join(group)))
+        paths.append(path)
+    events, stats = outcome([str(p) for p in paths[::-1]], engine)
+    want_events, want_stats = whole(blob, engine)
+    assert stats == want_stats
+    assert as_whole(events, paths, groups) == [{**e, "file": "<whole>"} for e in want_events]
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("fixture", ["shrink_capture", "noshrink_capture", "iperf3_capture"])
+def test_kernel_captures_cut_anywhere(fixture: str, request: pytest.FixtureRequest) -> None:
+    """The real kernel captures of the test session, cut at random packet boundaries (seeded)
+    and named in random order: the whole capture's events and counters, on both engines."""
+    blob = request.getfixturevalue(fixture).read_bytes()
+    header, records, _ = records_of(blob)
+    rnd = random.Random(fixture)
+    for _ in range(3):
+        at = sorted(rnd.sample(range(1, len(records)), min(len(records) - 1, rnd.randint(1, 12))))
+        groups = split_at(records, at)
+        order = list(range(len(groups)))
+        rnd.shuffle(order)
+        check_pieces(blob, groups, order, header)
