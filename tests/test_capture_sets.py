@@ -397,3 +397,28 @@ def test_kernel_captures_cut_anywhere(fixture: str, request: pytest.FixtureReque
         order = list(range(len(groups)))
         rnd.shuffle(order)
         check_pieces(blob, groups, order, header)
+
+
+@pytest.mark.skipif(not fast_available(), reason="the compiled scanner is not built")
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_both_engines_split_into_the_same_records(name: str) -> None:
+    """Segment records are one format: the compiled and the reference split write the same
+    bytes, the same counters and the same span, and reading them back gives the segments the
+    decoder makes."""
+    from treason.decode import decode
+    from treason.engine.choose import new_engine
+    from treason.engine.segrec import position, unpack
+    from treason.readers import frames, open_capture
+
+    out = {}
+    for engine in ("fast", "reference"):
+        stats = ScanStats()
+        splitter = new_engine(engine, stats, 1, 0)
+        with open_capture(io.BytesIO(CORPUS[name]), name) as capture:
+            parts = [b[0] for b in splitter.split(capture, 1, position(3))]
+        out[engine] = (b"".join(parts), stats.to_dict(), splitter.span())
+    assert out["fast"] == out["reference"]
+    with open_capture(io.BytesIO(CORPUS[name]), name) as capture:
+        segments = [s for s in map(decode, frames(capture)) if not isinstance(s, str)]
+    back = [seg for seg, _ in unpack(out["fast"][0])]
+    assert back == [dataclasses.replace(s, frame=position(3, s.frame)) for s in segments]
