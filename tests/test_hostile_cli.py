@@ -76,11 +76,11 @@ def test_a_full_disk_on_stdout_is_one_line(argv: tuple[str, ...]) -> None:
     with open("/dev/full", "w") as full:
         res = treason(*argv, stdout=full.fileno())
     assert res.returncode == 2
-    # "standard output: " when the failing write is main's last flush; a write error carries
-    # no file name otherwise
+    # "<stdout>: cannot write: " when the failing write is the output policy's or main's last
+    # flush; a write error from inside a command carries no file name
     assert one_line(res.stderr) in (
         "treason: No space left on device",
-        "treason: standard output: No space left on device",
+        "treason: <stdout>: cannot write: No space left on device",
     )
 
 
@@ -99,7 +99,7 @@ def test_a_dead_terminal_on_stdout_is_one_line() -> None:
     assert proc.returncode == 2
     assert one_line(stderr) in (
         "treason: Input/output error",
-        "treason: standard output: Input/output error",
+        "treason: <stdout>: cannot write: Input/output error",
     )
 
 

@@ -105,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             # vanished terminal there would be a traceback-like "Exception ignored" and exit 120.
             try:
                 sys.stdout.flush()
-            except OSError as exc:
-                exc.filename = exc.filename or "standard output"
+            except BrokenPipeError:
                 raise
+            except OSError as exc:  # worded as the output policy words it (output.atomic)
+                reason = exc.strerror or type(exc).__name__
+                raise TreasonError("<stdout>", f"cannot write: {reason}") from None
             return status
         except BrokenPipeError:
             # The reader went away (e.g. `| head`): stop quietly.

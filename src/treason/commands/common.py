@@ -86,6 +86,40 @@ def _why(why: str) -> str:
 positive_int = IntRange(1, MAX_COUNT)
 
 
+MAX_STATUS_INTERVAL = 86_400.0
+
+
+def metrics_address(text: str) -> tuple[str, int]:
+    """``--metrics HOST:PORT`` checked with the other options (``live.metrics.parse_address``)."""
+    from treason.live.metrics import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_watch_options(p: argparse.ArgumentParser) -> None:
+    """``-f``, ``--status-interval`` and ``--metrics`` of the commands that watch a running
+    system (``live``, ``trace``), with the same meaning in both."""
+    p.add_argument(
+        "-f", "--format", choices=("text", "json"), default="text", help="event output format"
+    )
+    p.add_argument(
+        "--status-interval",
+        type=SecondsRange(0, MAX_STATUS_INTERVAL),
+        default=10.0,
+        metavar="SEC",
+        help="status line on stderr every SEC seconds (0: none; default 10)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=metrics_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (HOST defaults to 127.0.0.1)",
+    )
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """``--all``, ``--max-flows`` and ``--idle-timeout``, with the same meaning everywhere."""
     p.add_argument("--all", action="store_true", help="also report sub-granularity retractions")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
+from treason.commands.common import SecondsRange
 from treason.errors import TreasonError
+
+#: Longer waits only hold more packets: the pairing offset is found in the first seconds.
+MAX_WINDOW = 3600.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,14 +26,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("near", metavar="NEAR", help="capture at one point (e.g. at the data sender)")
     p.add_argument("far", metavar="FAR", help="capture at another point (e.g. at the receiver)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("-f", "--format", choices=("text", "json"), default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically)")
     p.add_argument(
         "--window",
-        type=float,
+        type=SecondsRange(0, MAX_WINDOW, above_low=True),
         default=2.0,
         metavar="SECONDS",
-        help="how long a packet waits for its twin at the other point (default 2)",
+        help="how long a packet waits for its twin at the other point "
+        f"(default 2, at most {MAX_WINDOW:.0f})",
     )
     p.add_argument("--all", action="store_true", help="also attribute retractions")
     p.set_defaults(func=run)
@@ -43,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.near == "-" and args.far == "-":
         raise TreasonError("-", "only one of NEAR and FAR can be standard input")
-    if not (args.window > 0 and math.isfinite(args.window)):
-        raise TreasonError("--window", f"must be a positive number of seconds, not {args.window}")
     result = compare(args.near, args.far, window=args.window, retractions=args.all)
     text = render_json(result) if args.format == "json" else render_text(result)
     with output_text(args.output, inputs=(args.near, args.far)) as out:

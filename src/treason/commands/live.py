@@ -11,12 +11,11 @@ import socket
 import sys
 import time
 
-from treason.commands.common import IntRange, SecondsRange, add_model_options, shown
+from treason.commands.common import IntRange, add_model_options, add_watch_options, shown
 from treason.errors import TreasonError
 from treason.events import Event
 from treason.live import capture as cap
 from treason.live import report
-from treason.live.metrics import parse_address
 from treason.live.pcapout import DEFAULT_RING, FlowRecorder, PcapSink, Rotation, parse_rotation
 from treason.live.session import LiveSession, capture_loop
 from treason.live.stats import LiveStats
@@ -42,7 +41,6 @@ MAX_SNAPLEN = 262_144
 #: live tests keep); beyond, the number is a typo, not a plan.
 MAX_RING = 1_000_000
 #: ``--status-interval`` at most a day.
-MAX_STATUS_INTERVAL = 86_400.0
 #: ``--rotate`` sizes and ages: a piece is fsynced and renamed, so not for every packet.
 MIN_ROTATE_SIZE = 64 << 10
 MAX_ROTATE_SIZE = 1 << 40
@@ -64,16 +62,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="BPF",
         help="tcpdump filter expression, applied in the kernel as 'tcp and (BPF)'",
     )
-    p.add_argument(
-        "-f", "--format", choices=("text", "json"), default="text", help="event output format"
-    )
-    p.add_argument(
-        "--status-interval",
-        type=SecondsRange(0, MAX_STATUS_INTERVAL),
-        default=10.0,
-        metavar="SEC",
-        help="status line on stderr every SEC seconds (0: none; default 10)",
-    )
+    add_watch_options(p)
     p.add_argument(
         "-w", "--write", metavar="FILE", help="save the packets of flows with events (pcap)"
     )
@@ -91,12 +80,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="with --write: packets kept per flow before its first event "
         f"(default {DEFAULT_RING}, at most {MAX_RING})",
-    )
-    p.add_argument(
-        "--metrics",
-        type=_address,
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics (HOST defaults to 127.0.0.1)",
     )
     p.add_argument(
         "--snaplen",
@@ -132,15 +115,6 @@ def _rotation(text: str) -> Rotation:
     return rotation
 
 
-def _address(text: str) -> str:
-    """Checked now, with the other options; ``run`` parses it again to serve."""
-    try:
-        parse_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
 def run(args: argparse.Namespace) -> int:
     if args.rotate is not None and not args.write:
         print("treason: --rotate needs --write FILE", file=sys.stderr)
@@ -158,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         if args.metrics:
             from treason.live.metrics import serve
 
-            server = serve(stats, parse_address(args.metrics))
+            server = serve(stats, args.metrics)
         return _capture(args, source, stats, sink, recorder)
     except BaseException:
         if sink is not None:
