@@ -170,54 +170,75 @@ def scan(
                 for i, p in enumerate(capture_set.pieces)
             ]
         )
-    for capture_set, futures in zip(sets, splits, strict=True):
-        # Only the counters, damage and clocks come here; the records stay on the workers.
-        done: list[_Summary] = client.gather([client.submit(_summary, f) for f in futures])
+    # Only the counters, damage and clocks come here; the records stay on the workers.
+    summaries: list[list[_Summary]] = client.gather(
+        [[client.submit(_summary, f) for f in futures] for futures in splits]
+    )
+    plans = []
+    for futures, done in zip(splits, summaries, strict=True):
         for summary in done:
             result.stats.merge(summary.stats)
             if summary.error is not None:
                 result.errors.append(summary.error)
-        events = _analyse(client, kind, max_flows, idle_ns, futures, done, buckets, result.stats)
+        plans.append(_Analysis(futures, *_clocks(done)))
+    # Every set's buckets are submitted before any is waited for: sets run side by side.
+    for analysis in plans:
+        for b in range(buckets):
+            part = [client.submit(_records, f, b) for f in analysis.splits]
+            analysis.tasks.append(
+                client.submit(
+                    _bucket_in,
+                    kind,
+                    max_flows,
+                    idle_ns,
+                    part,
+                    analysis.bases,
+                    analysis.final,
+                    pure=False,
+                )
+            )
+    for capture_set, analysis in zip(sets, plans, strict=True):
+        results = client.gather(analysis.tasks)
+        if sum(flows for _, _, flows in results) > max_flows and buckets > 1:
+            # A table may have reached the cap, which is global: analyse as one table.
+            whole = [client.submit(_all_records, f) for f in analysis.splits]
+            results = [
+                client.gather(
+                    client.submit(
+                        _bucket_in, kind, max_flows, idle_ns, whole, analysis.bases, analysis.final
+                    )
+                )
+            ]
+        events: list[Event] = []
+        for bucket_events, bucket_stats, _ in results:
+            events += bucket_events
+            result.stats.merge(bucket_stats)
         for event in sorted(events, key=lambda e: e.frame):
             if retractions or event.cls is not Severity.RETRACTION:
                 result.events.append(name(event, capture_set))
     return result
 
 
-def _analyse(
-    client: Any,
-    kind: str,
-    max_flows: int,
-    idle_ns: int,
-    futures: list[Any],
-    done: list[_Summary],
-    buckets: int,
-    stats: ScanStats,
-) -> list[Event]:
-    """Every event of one set, bucket by bucket; the counters added to ``stats``."""
+@dataclass
+class _Analysis:
+    """One set's analysis: its files' split futures, the clock each file starts from, the
+    set's final clock, and the bucket tasks once submitted."""
+
+    splits: list[Any]
+    bases: list[int]
+    final: int | None
+    tasks: list[Any] = field(default_factory=list)
+
+
+def _clocks(done: list[_Summary]) -> tuple[list[int], int | None]:
+    """The clock each file of a set starts from (the latest segment time of the files before
+    it) and the set's final clock (None: no segment at all)."""
     bases, clock = [], EARLIEST
     for split in done:
         bases.append(clock)
         if split.clock is not None:
             clock = max(clock, split.clock)
-    final = None if clock == EARLIEST else clock
-    parts = [[client.submit(_records, f, b) for f in futures] for b in range(buckets)]
-    tasks = [
-        client.submit(_bucket_in, kind, max_flows, idle_ns, part, bases, final, pure=False)
-        for part in parts
-    ]
-    results = client.gather(tasks)
-    if sum(flows for _, _, flows in results) > max_flows and buckets > 1:
-        # A table may have reached the cap, which is global: analyse as one table.
-        whole = [client.submit(_all_records, f) for f in futures]
-        results = [
-            client.gather(client.submit(_bucket_in, kind, max_flows, idle_ns, whole, bases, final))
-        ]
-    events: list[Event] = []
-    for bucket_events, bucket_stats, _ in results:
-        events += bucket_events
-        stats.merge(bucket_stats)
-    return events
+    return bases, None if clock == EARLIEST else clock
 
 
 def _records(split: _Split, bucket: int) -> bytes:
