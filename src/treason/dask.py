@@ -3,13 +3,15 @@
 A capture set is partitioned by flow, not by file: the flow table's state is per flow, so a
 flow's segments must meet in one place, in capture order, while files can be read anywhere.
 
-1. Span (one task per file): the first and latest frame times, to plan the sets as the plain
-   scan does (``treason.sets.plan``).
-2. Split (one task per file; the worker opens the path or fsspec URL itself): frames are
+1. Split (one task per file; the worker opens the path or fsspec URL itself): frames are
    decoded once, in the compiled engine, into segment records (``treason.engine.segrec``) in
    N buckets by a hash of the flow key that is the same in both directions. Frames, skipped
    frames and segments are counted here, once. Each record keeps its file (the frame number's
-   position) and frame number, its time, and the flow table's clock at it within its file.
+   position: the file's place in the argument list) and frame number, its time, and the flow
+   table's clock at it within its file. The split also gives the file's span (first and
+   latest frame times), so no file is read twice.
+2. Plan: the sets, from the spans, exactly as the plain scan plans them
+   (``treason.sets.plan``).
 3. Analyse (one task per bucket and set): the bucket's records of every file of the set, in set
    order, go through one engine. The flow table's clock is global, not the bucket's: each
    file's records carry the clock within the file and the task adds the clock the files before
@@ -34,12 +36,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from treason.engine.choose import new_engine, resolve
-from treason.engine.segrec import EARLIEST, heads, position
+from treason.engine.segrec import EARLIEST, heads, position, unposition
 from treason.engine.stats import ScanStats
 from treason.errors import CaptureError, TreasonError, TruncatedCapture
 from treason.events import Event, Severity
 from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
-from treason.sets.plan import CaptureSet, Piece, plan, span
+from treason.sets.plan import CaptureSet, Piece, plan
 from treason.sets.run import name
 from treason.sets.source import StorageOptions, is_url, opened
 
@@ -58,50 +60,52 @@ class DaskScan:
 
 
 @dataclass
-class _Split:
-    """One file's split: records per bucket, counters, damage, the latest segment time."""
+class _Summary:
+    """What the client needs of a file's split: its span (to plan the sets), counters,
+    damage, and its latest segment time (the clock the next file of its set starts from)."""
 
-    buckets: list[bytes]
+    piece: Piece
     stats: ScanStats
     error: str | None
     clock: int | None
 
 
 @dataclass
-class _Summary:
-    """What the scan needs of a split on the client: counters, damage, latest segment time."""
+class _Split:
+    """One file's split: records per bucket, and its summary."""
 
-    stats: ScanStats
-    error: str | None
-    clock: int | None
+    buckets: list[bytes]
+    summary: _Summary
 
 
 def _summary(split: _Split) -> _Summary:
-    return _Summary(split.stats, split.error, split.clock)
-
-
-def _span_task(source: str, argument: int, storage_options: StorageOptions | None) -> Piece:
-    return span(source, argument, storage_options)
+    return split.summary
 
 
 def _split_task(
-    source: str, index: int, buckets: int, kind: str, storage_options: StorageOptions | None
+    source: str, argument: int, buckets: int, kind: str, storage_options: StorageOptions | None
 ) -> _Split:
+    """Decode one file into segment records by bucket; frames numbered from its argument's
+    position, so the split need not wait for the plan (which needs every file's span)."""
     stats = ScanStats()
     splitter = new_engine(kind, stats, 1, 0)
-    parts = [bytearray() for _ in range(buckets)]
+    parts: list[list[bytes]] = [[] for _ in range(buckets)]
     error = None
-    try:
-        with opened(source, storage_options) as capture:
-            for batch in splitter.split(capture, buckets, position(index)):
-                for b, records in enumerate(batch):
-                    parts[b] += records
-    except TruncatedCapture as exc:
-        stats.warnings.append(str(exc))
-    except CaptureError as exc:
-        error = str(exc)
+    if source != "-":
+        try:
+            with opened(source, storage_options) as capture:
+                for batch in splitter.split(capture, buckets, position(argument)):
+                    for b, records in enumerate(batch):
+                        if records:
+                            parts[b].append(records)
+        except TruncatedCapture as exc:
+            stats.warnings.append(str(exc))
+        except CaptureError as exc:
+            error = str(exc)
     got = splitter.span()
-    return _Split([bytes(p) for p in parts], stats, error, None if got is None else got[3])
+    piece = Piece(source, argument) if got is None else Piece(source, argument, *got[:3])
+    clock = None if got is None else got[3]
+    return _Split([b"".join(p) for p in parts], _Summary(piece, stats, error, clock))
 
 
 def _bucket_task(
@@ -147,39 +151,27 @@ def scan(
         buckets = max(1, sum(client.nthreads().values()))
     # Workers open what they are given: local paths absolute (their working directory is
     # not ours), reported as the user named them.
-    where = {s: s if is_url(s) else os.path.abspath(s) for s in sources}
+    where = [s if is_url(s) else os.path.abspath(s) for s in sources]
+    splits = [
+        client.submit(_split_task, path, n, buckets, kind, storage_options, pure=False)
+        for n, path in enumerate(where)
+    ]
+    # Only spans, counters, damage and clocks come here; the records stay on the workers.
+    summaries: list[_Summary] = client.gather([client.submit(_summary, f) for f in splits])
+    pieces = [replace(x.piece, source=s) for x, s in zip(summaries, sources, strict=True)]
     if mode == "each":
-        pieces = [Piece(s, n) for n, s in enumerate(sources)]
-    else:
-        futures = client.map(
-            _span_task, [where[s] for s in sources], range(len(sources)),
-            [storage_options] * len(sources), pure=False,
-        )  # fmt: skip
-        spans: list[Piece] = client.gather(futures)
-        pieces = [replace(p, source=s) for p, s in zip(spans, sources, strict=True)]
+        pieces = [Piece(p.source, p.argument) for p in pieces]
     sets = plan(pieces, mode)
     result = DaskScan(sets)
     idle_ns = int(idle_timeout * 1e9)
-    splits = []
-    for capture_set in sets:
-        splits.append(
-            [
-                client.submit(
-                    _split_task, where[p.source], i, buckets, kind, storage_options, pure=False
-                )
-                for i, p in enumerate(capture_set.pieces)
-            ]
-        )
-    # Only the counters, damage and clocks come here; the records stay on the workers.
-    summaries: list[list[_Summary]] = client.gather(
-        [[client.submit(_summary, f) for f in futures] for futures in splits]
-    )
     plans = []
-    for futures, done in zip(splits, summaries, strict=True):
+    for capture_set in sets:
+        done = [summaries[p.argument] for p in capture_set.pieces]
         for summary in done:
             result.stats.merge(summary.stats)
             if summary.error is not None:
                 result.errors.append(summary.error)
+        futures = [splits[p.argument] for p in capture_set.pieces]
         plans.append(_Analysis(futures, *_clocks(done)))
     # Every set's buckets are submitted before any is waited for: sets run side by side.
     for analysis in plans:
@@ -213,10 +205,21 @@ def scan(
         for bucket_events, bucket_stats, _ in results:
             events += bucket_events
             result.stats.merge(bucket_stats)
-        for event in sorted(events, key=lambda e: e.frame):
+        for event in _in_capture_order(events, capture_set):
             if retractions or event.cls is not Severity.RETRACTION:
                 result.events.append(name(event, capture_set))
     return result
+
+
+def _in_capture_order(events: list[Event], capture_set: CaptureSet) -> list[Event]:
+    """The buckets' events in the order the set is read: file by file, frame by frame."""
+    rank = {p.argument: n for n, p in enumerate(capture_set.pieces)}
+
+    def order(event: Event) -> tuple[int, int]:
+        argument, frame = unposition(event.frame)
+        return rank[argument], frame
+
+    return sorted(events, key=order)
 
 
 @dataclass

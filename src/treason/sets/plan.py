@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from treason.engine.choose import new_engine
 from treason.engine.stats import ScanStats
@@ -59,6 +60,11 @@ class CaptureSet:
     @property
     def sources(self) -> list[str]:
         return [p.source for p in self.pieces]
+
+    @cached_property
+    def by_argument(self) -> dict[int, Piece]:
+        """The pieces by their place in the argument list (what events' positions hold)."""
+        return {p.argument: p for p in self.pieces}
 
 
 def span(source: str, argument: int, storage_options: StorageOptions | None = None) -> Piece:

@@ -51,9 +51,10 @@ def run_set(
 
 
 def name(event: Event, capture_set: CaptureSet) -> Event:
-    """Turn an event's position back into its file and frame, and say which set it is of."""
-    index, frame = unposition(event.frame)
-    event.file = capture_set.pieces[index].source
+    """Turn an event's position (its file's place in the argument list, its frame) back into
+    its file and frame, and say which set it is of."""
+    argument, frame = unposition(event.frame)
+    event.file = capture_set.by_argument[argument].source
     event.frame = frame
     event.capture_set = capture_set.number
     return event
@@ -66,10 +67,10 @@ def _consecutive(
     errors: list[CaptureError],
     storage_options: StorageOptions | None,
 ) -> Iterator[Event]:
-    for index, piece in enumerate(capture_set.pieces):
+    for piece in capture_set.pieces:
         try:
             with opened(piece.source, storage_options) as capture:
-                yield from engine.read(capture, position(index))
+                yield from engine.read(capture, position(piece.argument))
         except TruncatedCapture as exc:
             stats.warnings.append(str(exc))
         except CaptureError as exc:
@@ -86,7 +87,7 @@ def _interleaved(
     """mergecap's order: always the piece whose next packet is earliest (ties: the earlier
     piece of the set)."""
     streams = [
-        _records(index, piece.source, kind, engine.stats, errors, storage_options)
+        _records(index, piece.argument, piece.source, kind, engine.stats, errors, storage_options)
         for index, piece in enumerate(capture_set.pieces)
     ]
     batch: list[bytes] = []
@@ -100,6 +101,7 @@ def _interleaved(
 
 def _records(
     index: int,
+    argument: int,
     source: str,
     kind: str,
     stats: ScanStats,
@@ -112,7 +114,7 @@ def _records(
     order = 0
     try:
         with opened(source, storage_options) as capture:
-            for (records,) in splitter.split(capture, 1, position(index)):
+            for (records,) in splitter.split(capture, 1, position(argument)):
                 for pos, size, _frame, ts in heads(records):
                     yield ts, index, order, records[pos : pos + size]
                     order += 1
