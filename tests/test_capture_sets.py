@@ -422,3 +422,17 @@ def test_both_engines_split_into_the_same_records(name: str) -> None:
         segments = [s for s in map(decode, frames(capture)) if not isinstance(s, str)]
     back = [seg for seg, _ in unpack(out["fast"][0])]
     assert back == [dataclasses.replace(s, frame=position(3, s.frame)) for s in segments]
+
+
+def test_cluster_refuses_what_it_cannot_do_before_starting() -> None:
+    """--merge and standard input on a cluster: one line, exit 2, no cluster started."""
+    pytest.importorskip("distributed", reason="treason[dask] not installed")
+    ex = [str(p) for p in EXAMPLES]
+    merged = treason_cli("scan", "--scheduler", "local", "--merge", *ex)
+    assert merged.returncode == 2
+    assert merged.stderr == "treason: --merge: interleaving by time is not available on a " + (
+        "cluster yet\n"
+    )
+    stdin = treason_cli("scan", "--scheduler", "local", "-")
+    assert stdin.returncode == 2 and stdin.stderr.count("\n") == 1
+    assert "standard input cannot be read by a cluster's workers" in stdin.stderr

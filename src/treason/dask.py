@@ -142,10 +142,7 @@ def scan(
     """Scan ``sources`` as capture sets on the cluster of ``client`` (a
     ``distributed.Client``): the plain scan's events (``treason.sets.scan_sets``), counters
     and damage, computed by the workers. ``buckets`` defaults to the cluster's threads."""
-    if mode == "merge":
-        raise TreasonError("--merge", "interleaving by time is not available on a cluster yet")
-    if "-" in sources:
-        raise TreasonError("-", "standard input cannot be read by a cluster's workers")
+    _check(sources, mode)
     kind = resolve(engine)
     if buckets is None:
         buckets = max(1, sum(client.nthreads().values()))
@@ -271,6 +268,14 @@ def _bucket_in(
     return _bucket_task(kind, max_flows, idle_ns, list(zip(part, bases, strict=True)), final)
 
 
+def _check(sources: Sequence[str], mode: str) -> None:
+    """What a cluster cannot do, said before any work starts."""
+    if mode == "merge":
+        raise TreasonError("--merge", "interleaving by time is not available on a cluster yet")
+    if "-" in sources:
+        raise TreasonError("-", "standard input cannot be read by a cluster's workers")
+
+
 def scan_on(
     address: str, sources: Sequence[str], **options: Any
 ) -> tuple[list[CaptureSet], list[Event], ScanStats, list[str]]:
@@ -282,6 +287,7 @@ def scan_on(
         raise TreasonError(
             "--scheduler", "Dask is not installed: pip install 'treason[dask]'"
         ) from None
+    _check(sources, options.get("mode", "continue"))
     dist: Any = distributed  # untyped
     Client, LocalCluster = dist.Client, dist.LocalCluster
     if address == "local":
@@ -298,7 +304,7 @@ def scan_on(
             done = scan(client, sources, **options)
     else:
         try:
-            client = Client(address, timeout=30)
+            client = Client(address, timeout=10)
         except (OSError, ValueError) as exc:
             raise TreasonError("--scheduler", f"cannot reach {address}: {exc}") from None
         with client:
