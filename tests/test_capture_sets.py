@@ -436,3 +436,15 @@ def test_cluster_refuses_what_it_cannot_do_before_starting() -> None:
     stdin = treason_cli("scan", "--scheduler", "local", "-")
     assert stdin.returncode == 2 and stdin.stderr.count("\n") == 1
     assert "standard input cannot be read by a cluster's workers" in stdin.stderr
+
+
+def test_urls_that_cannot_be_opened_are_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("fsspec", reason="treason[dask] not installed")
+    missing = treason_cli("scan", (tmp_path / "none.pcap").as_uri())
+    assert missing.returncode == 2
+    assert missing.stderr == f"treason: {(tmp_path / 'none.pcap').as_uri()}: " + (
+        "No such file or directory\n"
+    )
+    unknown = treason_cli("scan", "nosuch://x/y.pcap")
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+    assert unknown.stderr.startswith("treason: nosuch://x/y.pcap: ")

@@ -38,7 +38,9 @@ def opened(source: str, storage_options: StorageOptions | None = None) -> Iterat
         raise CaptureError(source, "URLs need fsspec: pip install 'treason[dask]'") from None
     try:
         stream = cast(BinaryIO, fsspec.open(source, "rb", **(storage_options or {})).open())
-    except (OSError, ValueError, ImportError) as exc:
+    except OSError as exc:
+        raise CaptureError(source, exc.strerror or str(exc) or type(exc).__name__) from None
+    except (ValueError, ImportError) as exc:  # unknown protocol, its package missing
         raise CaptureError(source, str(exc) or type(exc).__name__) from None
     try:
         with open_capture(stream, source) as capture:
