@@ -145,6 +145,24 @@ def split_at(records: list[bytes], at: list[int]) -> list[list[bytes]]:
     return [records[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
+def intervals(times: list[int]) -> st.SearchStrategy[int]:
+    span = max(times) - times[0] + 1
+    return st.integers(max(1, span // 40), span)
+
+
+def by_time(records: list[bytes], times: list[int], interval: int) -> list[list[bytes]]:
+    """Records cut every ``interval`` ns of capture time (as ``editcap -i``)."""
+    groups: list[list[bytes]] = []
+    last = None
+    for rec, ts in zip(records, times, strict=True):
+        slot = (ts - times[0]) // interval
+        if slot != last:
+            groups.append([])
+            last = slot
+        groups[-1].append(rec)
+    return groups
+
+
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 
 
@@ -163,16 +181,7 @@ def test_cut_at_packet_boundaries_is_the_whole(name: str, data: st.DataObject) -
 def test_cut_by_time_is_the_whole(name: str, data: st.DataObject) -> None:
     blob = CORPUS[name]
     header, records, times = records_of(blob)
-    span = max(times) - times[0] + 1
-    interval = data.draw(st.integers(max(1, span // 40), span))
-    groups: list[list[bytes]] = []
-    last = None
-    for rec, ts in zip(records, times, strict=True):
-        slot = (ts - times[0]) // interval
-        if slot != last:
-            groups.append([])
-            last = slot
-        groups[-1].append(rec)
+    groups = by_time(records, times, data.draw(intervals(times)))
     order = data.draw(st.permutations(range(len(groups))))
     check_pieces(blob, groups, list(order), header)
 
@@ -278,13 +287,17 @@ def on_dask(client: Any, sources: list[str], engine: str, **kw: Any) -> tuple[li
     return [e.to_dict() for e in done.events], done.stats.to_dict()
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(name=st.sampled_from(sorted(CORPUS)), data=st.data())
 def test_dask_scan_of_pieces_is_the_whole(dask_client: Any, name: str, data: st.DataObject) -> None:
-    """Cut anywhere, any order, both engines, 1 to 5 buckets: the plain scan's result."""
+    """Cut anywhere or by time, any order, both engines, 1 to 5 buckets: the plain scan's
+    result."""
     blob = CORPUS[name]
-    header, records, _ = records_of(blob)
-    groups = split_at(records, data.draw(cuts(len(records))))
+    header, records, times = records_of(blob)
+    if data.draw(st.booleans()):
+        groups = by_time(records, times, data.draw(intervals(times)))
+    else:
+        groups = split_at(records, data.draw(cuts(len(records))))
     order = list(data.draw(st.permutations(range(len(groups)))))
     buckets = data.draw(st.integers(1, 5))
     with tempfile.TemporaryDirectory() as tmp:
