@@ -437,18 +437,28 @@ def test_both_engines_split_into_the_same_records(name: str) -> None:
     assert back == [dataclasses.replace(s, frame=position(3, s.frame)) for s in segments]
 
 
-def test_cluster_refuses_what_it_cannot_do_before_starting() -> None:
-    """--merge and standard input on a cluster: one line, exit 2, no cluster started."""
+def test_cluster_refuses_stdin_before_starting() -> None:
+    """Standard input on a cluster: one line, exit 2, no cluster started."""
     pytest.importorskip("distributed", reason="treason[dask] not installed")
-    ex = [str(p) for p in EXAMPLES]
-    merged = treason_cli("scan", "--scheduler", "local", "--merge", *ex)
-    assert merged.returncode == 2
-    assert merged.stderr == "treason: --merge: interleaving by time is not available on a " + (
-        "cluster yet\n"
-    )
     stdin = treason_cli("scan", "--scheduler", "local", "-")
     assert stdin.returncode == 2 and stdin.stderr.count("\n") == 1
     assert "standard input cannot be read by a cluster's workers" in stdin.stderr
+
+
+@pytest.mark.skipif(bool(tools_missing("mergecap")), reason="mergecap (wireshark) not installed")
+def test_dask_merge_is_the_plain_merge(dask_client: Any, tmp_path: Path) -> None:
+    """--merge on the cluster: the plain interleaved scan's events (in its order), counters."""
+    header, records, _ = records_of(CORPUS["handmade"])
+    left = [r for i, r in enumerate(records) if i % 3 != 1]
+    right = [r for i, r in enumerate(records) if i % 3 == 1]
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    a.write_bytes(header + b"".join(left))
+    b.write_bytes(header + b"".join(right))
+    named = [str(b), str(a), *(str(p) for p in EXAMPLES)]
+    for engine in ENGINES:
+        want = outcome(named, engine, mode="merge")
+        assert want[0], "the interleaved set should have events"
+        assert on_dask(dask_client, named, engine, mode="merge", buckets=3) == want
 
 
 def test_urls_that_cannot_be_opened_are_one_line(tmp_path: Path) -> None:

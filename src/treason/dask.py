@@ -24,6 +24,10 @@ The one global rule a bucket cannot see is ``--max-flows``: the plain scan evict
 recently active flow of all. When the buckets together made no more flows than the cap, no
 table ever reached it and the result is exact; otherwise the set is analysed again as one
 bucket (one task), which is the plain scan itself. See ``docs/capture-sets.md``.
+
+Interleaved sets (``--merge``) are split in parallel but analysed in one task: each file's
+records back in file order, interleaved as the plain scan does (``sets.run.interleave``);
+interleaving bucket by bucket would be the same order only for files in time order.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from treason.errors import CaptureError, TreasonError, TruncatedCapture
 from treason.events import Event, Severity
 from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
 from treason.sets.plan import CaptureSet, Piece, plan
-from treason.sets.run import name
+from treason.sets.run import interleave, name
 from treason.sets.source import StorageOptions, is_url, opened
 
 __all__ = ["DaskScan", "scan", "scan_on"]
@@ -142,7 +146,7 @@ def scan(
     """Scan ``sources`` as capture sets on the cluster of ``client`` (a
     ``distributed.Client``): the plain scan's events (``treason.sets.scan_sets``), counters
     and damage, computed by the workers. ``buckets`` defaults to the cluster's threads."""
-    _check(sources, mode)
+    _check(sources)
     kind = resolve(engine)
     if buckets is None:
         buckets = max(1, sum(client.nthreads().values()))
@@ -171,7 +175,13 @@ def scan(
         futures = [splits[p.argument] for p in capture_set.pieces]
         plans.append(_Analysis(futures, *_clocks(done)))
     # Every set's buckets are submitted before any is waited for: sets run side by side.
-    for analysis in plans:
+    for capture_set, analysis in zip(sets, plans, strict=True):
+        if capture_set.merged:
+            # Interleaved: one table over every file's records in mergecap's order.
+            analysis.tasks.append(
+                client.submit(_merged_in, kind, max_flows, idle_ns, analysis.splits, pure=False)
+            )
+            continue
         for b in range(buckets):
             part = [client.submit(_records, f, b) for f in analysis.splits]
             analysis.tasks.append(
@@ -188,7 +198,7 @@ def scan(
             )
     for capture_set, analysis in zip(sets, plans, strict=True):
         results = client.gather(analysis.tasks)
-        if sum(flows for _, _, flows in results) > max_flows and buckets > 1:
+        if len(results) > 1 and sum(flows for _, _, flows in results) > max_flows:
             # A table may have reached the cap, which is global: analyse as one table.
             whole = [client.submit(_all_records, f) for f in analysis.splits]
             results = [
@@ -202,7 +212,9 @@ def scan(
         for bucket_events, bucket_stats, _ in results:
             events += bucket_events
             result.stats.merge(bucket_stats)
-        for event in _in_capture_order(events, capture_set):
+        # An interleaved set's one table already hands them out in the order it read them.
+        ordered = events if capture_set.merged else _in_capture_order(events, capture_set)
+        for event in ordered:
             if retractions or event.cls is not Severity.RETRACTION:
                 result.events.append(name(event, capture_set))
     return result
@@ -257,6 +269,15 @@ def _merge_by_frame(parts: list[bytes]) -> bytes:
     return b"".join(record for _, record in heapq.merge(*runs))
 
 
+def _merged_in(
+    kind: str, max_flows: int, idle_ns: int, splits: list[_Split]
+) -> tuple[list[Event], ScanStats, int]:
+    """An interleaved set in one table: each file's records back in file order, then every
+    file's interleaved by time as the plain scan interleaves them (``sets.run.interleave``)."""
+    records = b"".join(interleave([[_merge_by_frame(s.buckets)] for s in splits]))
+    return _bucket_task(kind, max_flows, idle_ns, [(records, EARLIEST)], None)
+
+
 def _bucket_in(
     kind: str,
     max_flows: int,
@@ -268,10 +289,8 @@ def _bucket_in(
     return _bucket_task(kind, max_flows, idle_ns, list(zip(part, bases, strict=True)), final)
 
 
-def _check(sources: Sequence[str], mode: str) -> None:
+def _check(sources: Sequence[str]) -> None:
     """What a cluster cannot do, said before any work starts."""
-    if mode == "merge":
-        raise TreasonError("--merge", "interleaving by time is not available on a cluster yet")
     if "-" in sources:
         raise TreasonError("-", "standard input cannot be read by a cluster's workers")
 
@@ -287,7 +306,7 @@ def scan_on(
         raise TreasonError(
             "--scheduler", "Dask is not installed: pip install 'treason[dask]'"
         ) from None
-    _check(sources, options.get("mode", "continue"))
+    _check(sources)
     dist: Any = distributed  # untyped
     Client, LocalCluster = dist.Client, dist.LocalCluster
     if address == "local":

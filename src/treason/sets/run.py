@@ -11,7 +11,7 @@ with the next one, as if the capture had a gap there.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from treason.engine.choose import new_engine
 from treason.engine.protocol import Engine
@@ -84,14 +84,13 @@ def _interleaved(
     errors: list[CaptureError],
     storage_options: StorageOptions | None,
 ) -> Iterator[Event]:
-    """mergecap's order: always the piece whose next packet is earliest (ties: the earlier
-    piece of the set)."""
-    streams = [
-        _records(index, piece.argument, piece.source, kind, engine.stats, errors, storage_options)
-        for index, piece in enumerate(capture_set.pieces)
+    """The pieces split one batch at a time, their segments interleaved (``interleave``)."""
+    files = [
+        _batches(piece.argument, piece.source, kind, engine.stats, errors, storage_options)
+        for piece in capture_set.pieces
     ]
     batch: list[bytes] = []
-    for *_, record in heapq.merge(*streams):
+    for record in interleave(files):
         batch.append(record)
         if len(batch) == _BATCH:
             yield from engine.feed_segments(b"".join(batch), EARLIEST)
@@ -99,25 +98,35 @@ def _interleaved(
     yield from engine.feed_segments(b"".join(batch), EARLIEST)
 
 
-def _records(
-    index: int,
+def interleave(files: Sequence[Iterable[bytes]]) -> Iterator[bytes]:
+    """mergecap's order over each file's segment records (given in batches, in file order):
+    always the file whose next segment is earliest; ties go to the earlier file of the set."""
+
+    def keyed(index: int, batches: Iterable[bytes]) -> Iterator[tuple[int, int, int, bytes]]:
+        order = 0
+        for records in batches:
+            for pos, size, _frame, ts in heads(records):
+                yield ts, index, order, records[pos : pos + size]
+                order += 1
+
+    for *_, record in heapq.merge(*(keyed(n, b) for n, b in enumerate(files))):
+        yield record
+
+
+def _batches(
     argument: int,
     source: str,
     kind: str,
     stats: ScanStats,
     errors: list[CaptureError],
     storage_options: StorageOptions | None,
-) -> Iterator[tuple[int, int, int, bytes]]:
-    """(time, piece index, order in the piece, record) of each segment of one piece, split one
-    batch at a time."""
+) -> Iterator[bytes]:
+    """One piece's segment records, split one batch at a time; its damage ends it."""
     splitter = new_engine(kind, stats, 1, 0)
-    order = 0
     try:
         with opened(source, storage_options) as capture:
             for (records,) in splitter.split(capture, 1, position(argument)):
-                for pos, size, _frame, ts in heads(records):
-                    yield ts, index, order, records[pos : pos + size]
-                    order += 1
+                yield records
     except TruncatedCapture as exc:
         stats.warnings.append(str(exc))
     except CaptureError as exc:
