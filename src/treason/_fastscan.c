@@ -39,7 +39,34 @@ typedef unsigned __int128 u128;
 #define F_ACK 0x10
 
 /* Skip reasons, in the order of treason.fastpath.SKIP_ORDER. */
-enum { SK_NOT_IP, SK_NOT_TCP, SK_FRAGMENT, SK_UNKNOWN_LT, SK_MALFORMED, SK_TRUNC, SK_N };
+enum {
+    SK_NOT_IP,
+    SK_NOT_TCP,
+    SK_FRAGMENT,
+    SK_UNKNOWN_LT,
+    SK_MALFORMED,
+    SK_TRUNC,
+    SK_TUNNEL_OTHER,
+    SK_MANY_TAGS,
+    SK_MANY_TUNNELS,
+    SK_N
+};
+
+/* treason.decode: nesting caps, and the tunnel kinds of a flow key's tag path. */
+#define MAX_TAGS 16
+#define MAX_TUNNELS 8
+#define PATH_WORDS (3 * (MAX_TAGS + MAX_TUNNELS))
+enum {
+    TUNNEL_VXLAN = 1,
+    TUNNEL_GENEVE,
+    TUNNEL_GRE,
+    TUNNEL_GRE_KEY,
+    TUNNEL_ERSPAN,
+    TUNNEL_GTP,
+    TUNNEL_IP,
+    TUNNEL_PPPOE,
+    TUNNEL_MPLS
+};
 
 /* Model anomaly counters, in the order of treason.fastpath.MODEL_ORDER. */
 enum {
@@ -115,11 +142,16 @@ typedef struct {
     uint16_t win;
     int64_t payload_len;
     int ws; /* -1: option absent */
-    uint32_t nvlan;
+    uint32_t nvlan; /* words of the tag path (VLAN ids, tunnel entries): the flow key's */
     const uint16_t *vlan;
     uint16_t ip_id, checksum;
     int has_tsval;
     uint32_t tsval;
+    /* decoder state (treason.decode._Stack) */
+    uint32_t tags, tunnels, nouter;
+    uint16_t path[PATH_WORDS];
+    uint8_t outer_v6[MAX_TUNNELS + 1];
+    uint8_t outer[MAX_TUNNELS + 1][2][16]; /* enclosing IP headers' source, destination */
 } Seg;
 
 /* What a side needs only while its peer's window scale is unknown. */
@@ -191,6 +223,7 @@ typedef struct {
     uint32_t nvlan;
     uint16_t vlan_in[VLAN_INLINE];
     uint16_t *vlan_ext;
+    PyObject *outer; /* bytes: per enclosing IP header, v6 flag, source, destination; or NULL */
 } EvRec;
 
 typedef struct {
@@ -231,9 +264,6 @@ typedef struct {
     uint64_t hash_seed; /* random per scanner: crafted flow keys cannot pile onto one slot */
     uint32_t n_slots; /* power of two */
     uint32_t lru_head, lru_tail;
-    /* decoder scratch */
-    uint16_t *vlan_buf;
-    uint32_t vlan_cap;
     /* events not yet final or not yet behind every open one: ids q_head..q_tail-1, a ring */
     EvRec *queue;
     uint64_t q_head, q_tail, q_cap; /* q_cap: a power of two (or 0) */
@@ -259,19 +289,56 @@ static void set_error(Scanner *S, int kind, int64_t offset, const char *fmt, ...
 
 /* -- decoder (treason.decode) --------------------------------------------------------------- */
 
-static int vlan_push(Scanner *S, uint32_t n, uint16_t id)
+/*
+ * The flow key's tag path (treason.decode._Stack.path) as 16-bit words: a VLAN id is one word
+ * (< 0x1000); a tunnel entry (kind << 32 | id) is the word 0x8000 | kind and the id's two
+ * halves. Equal word strings are equal Python tuples; ev_tuple turns them back.
+ */
+#define PATH_TUNNEL 0x8000
+
+static int path_tag(Seg *g, uint16_t vlan)
 {
-    if (n >= S->vlan_cap) {
-        uint32_t cap = S->vlan_cap ? S->vlan_cap * 2 : 16;
-        uint16_t *p = realloc(S->vlan_buf, cap * sizeof *p);
-        if (!p)
-            return -1;
-        S->vlan_buf = p;
-        S->vlan_cap = cap;
-    }
-    S->vlan_buf[n] = id;
-    return 0;
+    if (++g->tags > MAX_TAGS)
+        return SK_MANY_TAGS;
+    g->path[g->nvlan++] = vlan;
+    return -1;
 }
+
+static int path_entry(Seg *g, uint32_t kind, uint32_t id)
+{
+    g->path[g->nvlan++] = (uint16_t)(PATH_TUNNEL | kind);
+    g->path[g->nvlan++] = (uint16_t)(id >> 16);
+    g->path[g->nvlan++] = (uint16_t)id;
+    return -1;
+}
+
+static int path_label(Seg *g, uint32_t label)
+{
+    if (++g->tags > MAX_TAGS)
+        return SK_MANY_TAGS;
+    return path_entry(g, TUNNEL_MPLS, label);
+}
+
+static int path_tunnel(Seg *g, uint32_t kind, uint32_t id)
+{
+    if (++g->tunnels > MAX_TUNNELS)
+        return SK_MANY_TUNNELS;
+    return path_entry(g, kind, id);
+}
+
+static void push_outer(Seg *g, int v6, const uint8_t *src, const uint8_t *dst)
+{
+    int alen = v6 ? 16 : 4;
+    g->outer_v6[g->nouter] = (uint8_t)v6;
+    memcpy(g->outer[g->nouter][0], src, alen);
+    memcpy(g->outer[g->nouter][1], dst, alen);
+    g->nouter++;
+}
+
+static int dec_ipv4(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g);
+static int dec_ipv6(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g);
+static int dec_ethertype(const uint8_t *d, int64_t len, int64_t off, uint16_t etype,
+                         uint32_t orig_len, Seg *g);
 
 /* Returns a skip reason, or -1 when g holds a segment. */
 static int dec_tcp(const uint8_t *d, int64_t len, int64_t off, int64_t ip_payload, int more_frag,
@@ -346,6 +413,231 @@ static int dec_tcp(const uint8_t *d, int64_t len, int64_t off, int64_t ip_payloa
     return -1;
 }
 
+static int dec_ether(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    if (len < off + 14)
+        return SK_TRUNC;
+    return dec_ethertype(d, len, off + 14, be16(d + off + 12), orig_len, g);
+}
+
+static int dec_ip_by_version(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len,
+                             Seg *g)
+{
+    if (len < off + 1)
+        return SK_TRUNC;
+    if (d[off] >> 4 == 4)
+        return dec_ipv4(d, len, off, orig_len, g);
+    if (d[off] >> 4 == 6)
+        return dec_ipv6(d, len, off, orig_len, g);
+    return SK_TUNNEL_OTHER;
+}
+
+static int dec_mpls(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    for (;;) {
+        if (len < off + 4)
+            return SK_TRUNC;
+        uint32_t entry = be32(d + off);
+        int why = path_label(g, entry >> 12);
+        if (why >= 0)
+            return why;
+        off += 4;
+        if (entry & 0x100)
+            return dec_ip_by_version(d, len, off, orig_len, g);
+    }
+}
+
+static int dec_pppoe(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    if (len < off + 8)
+        return SK_TRUNC;
+    if (d[off] != 0x11 || d[off + 1] != 0)
+        return SK_MALFORMED;
+    int why = path_tunnel(g, TUNNEL_PPPOE, be16(d + off + 2));
+    if (why >= 0)
+        return why;
+    uint16_t proto = be16(d + off + 6);
+    if (proto == 0x0021)
+        return dec_ipv4(d, len, off + 8, orig_len, g);
+    if (proto == 0x0057)
+        return dec_ipv6(d, len, off + 8, orig_len, g);
+    return SK_NOT_IP;
+}
+
+static int dec_ethertype(const uint8_t *d, int64_t len, int64_t off, uint16_t etype,
+                         uint32_t orig_len, Seg *g)
+{
+    while (etype == 0x8100 || etype == 0x88A8 || etype == 0x9100) {
+        if (len < off + 4)
+            return SK_TRUNC;
+        int why = path_tag(g, be16(d + off) & 0x0FFF);
+        if (why >= 0)
+            return why;
+        etype = be16(d + off + 2);
+        off += 4;
+    }
+    if (etype == 0x0800)
+        return dec_ipv4(d, len, off, orig_len, g);
+    if (etype == 0x86DD)
+        return dec_ipv6(d, len, off, orig_len, g);
+    if (etype == 0x8847 || etype == 0x8848)
+        return dec_mpls(d, len, off, orig_len, g);
+    if (etype == 0x8864)
+        return dec_pppoe(d, len, off, orig_len, g);
+    return SK_NOT_IP;
+}
+
+static int dec_gtpu(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    if (len < off + 8)
+        return SK_TRUNC;
+    uint8_t flags = d[off];
+    if (flags >> 5 != 1 || !(flags & 0x10) || d[off + 1] != 255)
+        return SK_TUNNEL_OTHER;
+    uint32_t teid = be32(d + off + 4);
+    int64_t pos = off + 8;
+    if (flags & 0x07) {
+        if (len < pos + 4)
+            return SK_TRUNC;
+        uint8_t next_ext = d[pos + 3];
+        pos += 4;
+        while (next_ext) {
+            if (len < pos + 1)
+                return SK_TRUNC;
+            int64_t size = (int64_t)d[pos] * 4;
+            if (size == 0)
+                return SK_MALFORMED;
+            if (len < pos + size)
+                return SK_TRUNC;
+            next_ext = d[pos + size - 1];
+            pos += size;
+        }
+    }
+    int why = path_tunnel(g, TUNNEL_GTP, teid);
+    if (why >= 0)
+        return why;
+    return dec_ip_by_version(d, len, pos, orig_len, g);
+}
+
+static int dec_udp(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g,
+                   int v6, const uint8_t *src, const uint8_t *dst)
+{
+    if (len < off + 8)
+        return SK_TRUNC;
+    uint16_t dport = be16(d + off + 2);
+    if (dport != 4789 && dport != 8472 && dport != 6081 && dport != 2152)
+        return SK_NOT_TCP;
+    push_outer(g, v6, src, dst);
+    off += 8;
+    if (dport == 2152)
+        return dec_gtpu(d, len, off, orig_len, g);
+    if (len < off + 8)
+        return SK_TRUNC;
+    uint32_t vni = be32(d + off + 4) >> 8;
+    int why;
+    if (dport == 6081) {
+        if (d[off] >> 6)
+            return SK_TUNNEL_OTHER;
+        uint16_t etype = be16(d + off + 2);
+        why = path_tunnel(g, TUNNEL_GENEVE, vni);
+        if (why >= 0)
+            return why;
+        int64_t payload = off + 8 + (int64_t)(d[off] & 0x3F) * 4;
+        if (etype == 0x6558)
+            return dec_ether(d, len, payload, orig_len, g);
+        if (etype == 0x0800)
+            return dec_ipv4(d, len, payload, orig_len, g);
+        if (etype == 0x86DD)
+            return dec_ipv6(d, len, payload, orig_len, g);
+        return SK_TUNNEL_OTHER;
+    }
+    why = path_tunnel(g, TUNNEL_VXLAN, vni);
+    if (why >= 0)
+        return why;
+    return dec_ether(d, len, off + 8, orig_len, g);
+}
+
+static int dec_erspan(const uint8_t *d, int64_t len, int64_t off, int version, int64_t hlen,
+                      uint32_t orig_len, Seg *g)
+{
+    if (len < off + hlen)
+        return SK_TRUNC;
+    if (d[off] >> 4 != version)
+        return SK_TUNNEL_OTHER;
+    if (version == 2) {
+        if ((d[off + 10] >> 2) & 0x1F)
+            return SK_TUNNEL_OTHER;
+        if (d[off + 11] & 1)
+            hlen += 8;
+    }
+    int why = path_tunnel(g, TUNNEL_ERSPAN, be16(d + off + 2) & 0x3FF);
+    if (why >= 0)
+        return why;
+    return dec_ether(d, len, off + hlen, orig_len, g);
+}
+
+static int dec_gre(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    if (len < off + 4)
+        return SK_TRUNC;
+    uint16_t flags = be16(d + off);
+    uint16_t proto = be16(d + off + 2);
+    if (flags & (0x4000 | 0x0007))
+        return SK_TUNNEL_OTHER;
+    int64_t hlen =
+        4 + 4 * (((flags & 0x8000) != 0) + ((flags & 0x2000) != 0) + ((flags & 0x1000) != 0));
+    if (len < off + hlen)
+        return SK_TRUNC;
+    int why;
+    if (flags & 0x2000)
+        why = path_tunnel(g, TUNNEL_GRE_KEY, be32(d + off + ((flags & 0x8000) ? 8 : 4)));
+    else
+        why = path_tunnel(g, TUNNEL_GRE, 0);
+    if (why >= 0)
+        return why;
+    int64_t pos = off + hlen;
+    switch (proto) {
+    case 0x0800:
+        return dec_ipv4(d, len, pos, orig_len, g);
+    case 0x86DD:
+        return dec_ipv6(d, len, pos, orig_len, g);
+    case 0x6558:
+        return dec_ether(d, len, pos, orig_len, g);
+    case 0x8847:
+    case 0x8848:
+        return dec_mpls(d, len, pos, orig_len, g);
+    case 0x88BE:
+        if (!(flags & 0x1000))
+            return dec_ether(d, len, pos, orig_len, g);
+        return dec_erspan(d, len, pos, 1, 8, orig_len, g);
+    case 0x22EB:
+        return dec_erspan(d, len, pos, 2, 12, orig_len, g);
+    default:
+        return SK_TUNNEL_OTHER;
+    }
+}
+
+/* treason.decode._tunnel: an IP packet carrying IP, UDP or GRE. */
+static int dec_tunnel(const uint8_t *d, int64_t len, int64_t off, uint8_t proto, int more_frag,
+                      uint32_t orig_len, Seg *g, int v6, const uint8_t *src, const uint8_t *dst)
+{
+    if (more_frag)
+        return SK_FRAGMENT;
+    if (proto == 17)
+        return dec_udp(d, len, off, orig_len, g, v6, src, dst);
+    push_outer(g, v6, src, dst);
+    if (proto == 47)
+        return dec_gre(d, len, off, orig_len, g);
+    int why = path_tunnel(g, TUNNEL_IP, 0);
+    if (why >= 0)
+        return why;
+    if (proto == 4)
+        return dec_ipv4(d, len, off, orig_len, g);
+    return dec_ipv6(d, len, off, orig_len, g);
+}
+
+static inline int tunnel_proto(uint8_t p) { return p == 4 || p == 17 || p == 41 || p == 47; }
+
 static int dec_ipv4(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
 {
     if (len < off + 20)
@@ -365,10 +657,13 @@ static int dec_ipv4(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_le
         return SK_MALFORMED;
     if (frag & 0x1FFF)
         return SK_FRAGMENT;
-    if (p[9] != 6)
+    if (p[9] != 6 && !tunnel_proto(p[9]))
         return SK_NOT_TCP;
     if (len < off + ihl)
         return SK_TRUNC;
+    if (p[9] != 6)
+        return dec_tunnel(d, len, off + ihl, p[9], (frag & 0x2000) != 0, orig_len, g, 0, p + 12,
+                          p + 16);
     g->v6 = 0;
     memset(g->src, 0, 16);
     memset(g->dst, 0, 16);
@@ -392,32 +687,33 @@ static int dec_ipv6(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_le
     int64_t pos = off + 40;
     int64_t remaining = plen;
     int more_frag = 0;
-    while (nh != 6) {
-        if (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51) {
-            int64_t hlen;
-            if (remaining < 8)
-                return SK_MALFORMED;
-            if (len < pos + 8)
-                return SK_TRUNC;
-            if (nh == 44) {
-                uint16_t of = be16(d + pos + 2);
-                if (of & 0xFFF8)
-                    return SK_FRAGMENT;
-                more_frag = of & 1;
-                hlen = 8;
-            } else if (nh == 51) {
-                hlen = ((int64_t)d[pos + 1] + 2) * 4;
-            } else {
-                hlen = ((int64_t)d[pos + 1] + 1) * 8;
-            }
-            if (hlen > remaining)
-                return SK_MALFORMED;
-            nh = d[pos];
-            pos += hlen;
-            remaining -= hlen;
+    while (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51) {
+        int64_t hlen;
+        if (remaining < 8)
+            return SK_MALFORMED;
+        if (len < pos + 8)
+            return SK_TRUNC;
+        if (nh == 44) {
+            uint16_t of = be16(d + pos + 2);
+            if (of & 0xFFF8)
+                return SK_FRAGMENT;
+            more_frag = of & 1;
+            hlen = 8;
+        } else if (nh == 51) {
+            hlen = ((int64_t)d[pos + 1] + 2) * 4;
         } else {
-            return SK_NOT_TCP;
+            hlen = ((int64_t)d[pos + 1] + 1) * 8;
         }
+        if (hlen > remaining)
+            return SK_MALFORMED;
+        nh = d[pos];
+        pos += hlen;
+        remaining -= hlen;
+    }
+    if (nh != 6) {
+        if (tunnel_proto(nh))
+            return dec_tunnel(d, len, pos, nh, more_frag, orig_len, g, 1, p + 8, p + 24);
+        return SK_NOT_TCP;
     }
     g->v6 = 1;
     memcpy(g->src, p + 8, 16);
@@ -426,32 +722,23 @@ static int dec_ipv6(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_le
     return dec_tcp(d, len, pos, remaining, more_frag, g);
 }
 
-static int decode(Scanner *S, uint32_t lt, const uint8_t *d, int64_t len, uint32_t orig_len,
-                  Seg *g)
+static int decode(uint32_t lt, const uint8_t *d, int64_t len, uint32_t orig_len, Seg *g)
 {
-    uint16_t etype;
-    int64_t off;
-    g->nvlan = 0;
-    g->vlan = S->vlan_buf;
+    g->nvlan = g->tags = g->tunnels = g->nouter = 0;
+    g->vlan = g->path;
     switch (lt) {
     case 1:
         if (len < 14)
             return SK_TRUNC;
-        etype = be16(d + 12);
-        off = 14;
-        break;
+        return dec_ethertype(d, len, 14, be16(d + 12), orig_len, g);
     case 276:
         if (len < 20)
             return SK_TRUNC;
-        etype = be16(d);
-        off = 20;
-        break;
+        return dec_ethertype(d, len, 20, be16(d), orig_len, g);
     case 113:
         if (len < 16)
             return SK_TRUNC;
-        etype = be16(d + 14);
-        off = 16;
-        break;
+        return dec_ethertype(d, len, 16, be16(d + 14), orig_len, g);
     case 101:
     case 12:
     case 14:
@@ -482,26 +769,6 @@ static int decode(Scanner *S, uint32_t lt, const uint8_t *d, int64_t len, uint32
     default:
         return SK_UNKNOWN_LT;
     }
-    uint32_t n = 0;
-    while (etype == 0x8100 || etype == 0x88A8 || etype == 0x9100) {
-        if (len < off + 4)
-            return SK_TRUNC;
-        if (vlan_push(S, n, be16(d + off) & 0x0FFF) < 0) {
-            S->py_error = 1;
-            PyErr_NoMemory();
-            return SK_TRUNC;
-        }
-        n++;
-        etype = be16(d + off + 2);
-        off += 4;
-    }
-    g->nvlan = n;
-    g->vlan = S->vlan_buf;
-    if (etype == 0x0800)
-        return dec_ipv4(d, len, off, orig_len, g);
-    if (etype == 0x86DD)
-        return dec_ipv6(d, len, off, orig_len, g);
-    return SK_NOT_IP;
 }
 
 /* -- endpoint model (treason.model.Connection) --------------------------------------------- */
@@ -610,6 +877,24 @@ static uint64_t emit(Scanner *S, Conn *c, const Seg *g, Side *s, int shift, int 
             goto nomem;
     }
     memcpy(ev_vlan(e), conn_vlan(c), c->nvlan * sizeof(uint16_t));
+    e->outer = NULL;
+    if (g->nouter) {
+        char raw[(MAX_TUNNELS + 1) * 33];
+        Py_ssize_t n = 0;
+        for (uint32_t i = 0; i < g->nouter; i++) {
+            int alen = g->outer_v6[i] ? 16 : 4;
+            raw[n++] = (char)g->outer_v6[i];
+            memcpy(raw + n, g->outer[i][0], alen);
+            memcpy(raw + n + alen, g->outer[i][1], alen);
+            n += 2 * alen;
+        }
+        e->outer = PyBytes_FromStringAndSize(raw, n);
+        if (!e->outer) {
+            free(e->vlan_ext);
+            S->py_error = 1;
+            return 0;
+        }
+    }
     uint32_t old_edge = side_edge(s, shift);
     uint32_t new_edge = g->ack + ((uint32_t)g->win << shift);
     int32_t beyond = sdiff(s->snd_nxt, new_edge);
@@ -671,29 +956,42 @@ static PyObject *ev_tuple(EvRec *e)
 {
     int alen = e->v6 ? 16 : 4;
     uint16_t *vl = ev_vlan(e);
-    PyObject *vlan = PyTuple_New(e->nvlan);
-    if (!vlan)
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < e->nvlan; i += (vl[i] & PATH_TUNNEL) ? 3 : 1)
+        n++;
+    PyObject *path = PyTuple_New(n);
+    if (!path)
         return NULL;
-    for (uint32_t i = 0; i < e->nvlan; i++) {
-        PyObject *v = PyLong_FromLong(vl[i]);
+    for (uint32_t i = 0, k = 0; i < e->nvlan; k++) {
+        PyObject *v;
+        if (vl[i] & PATH_TUNNEL) {
+            uint64_t kind = vl[i] & ~PATH_TUNNEL;
+            v = PyLong_FromUnsignedLongLong(kind << 32 | (uint64_t)vl[i + 1] << 16 | vl[i + 2]);
+            i += 3;
+        } else {
+            v = PyLong_FromLong(vl[i]);
+            i += 1;
+        }
         if (!v) {
-            Py_DECREF(vlan);
+            Py_DECREF(path);
             return NULL;
         }
-        PyTuple_SET_ITEM(vlan, i, v);
+        PyTuple_SET_ITEM(path, k, v);
     }
     PyObject *ts = py_int128(e->ts);
     if (!ts) {
-        Py_DECREF(vlan);
+        Py_DECREF(path);
         return NULL;
     }
-    return Py_BuildValue("(KNiy#iy#iNiiikkiikkkiii)", (unsigned long long)e->frame, ts, (int)e->v6,
-                         e->src, (Py_ssize_t)alen, (int)e->sport, e->dst, (Py_ssize_t)alen,
-                         (int)e->dport, vlan, (int)e->cls, (int)e->closing, (int)e->definite,
-                         (unsigned long)e->old_edge, (unsigned long)e->new_edge,
-                         (int)e->shrink_bytes, (int)e->beyond_bytes, (unsigned long)e->snd_una,
+    PyObject *outer = e->outer ? e->outer : Py_None;
+    return Py_BuildValue("(KNiy#iy#iNiiikkiikkkiiiO)", (unsigned long long)e->frame, ts,
+                         (int)e->v6, e->src, (Py_ssize_t)alen, (int)e->sport, e->dst,
+                         (Py_ssize_t)alen, (int)e->dport, path, (int)e->cls, (int)e->closing,
+                         (int)e->definite, (unsigned long)e->old_edge,
+                         (unsigned long)e->new_edge, (int)e->shrink_bytes,
+                         (int)e->beyond_bytes, (unsigned long)e->snd_una,
                          (unsigned long)e->snd_nxt, (unsigned long)e->ack, (int)e->win,
-                         (int)e->shift, (int)e->scale_known);
+                         (int)e->shift, (int)e->scale_known, outer);
 }
 
 /* FlowTable._release: final events at the front of the queue go to Python, in frame order. */
@@ -712,6 +1010,7 @@ static void release(Scanner *S)
         Py_DECREF(ev);
         free(e->vlan_ext);
         e->vlan_ext = NULL;
+        Py_CLEAR(e->outer);
         S->q_head++;
     }
 }
@@ -1376,7 +1675,7 @@ static inline int frame(Scanner *S, i128 ts, uint32_t lt, const uint8_t *d, int6
     S->frames++;
     g.frame = S->frames;
     g.ts = ts;
-    int why = decode(S, lt, d, len, orig_len, &g);
+    int why = decode(lt, d, len, orig_len, &g);
     if (S->py_error)
         return -1;
     if (why >= 0) {
@@ -1738,13 +2037,14 @@ static void Scanner_dealloc(Scanner *S)
         if (S->conns[i].nvlan > VLAN_INLINE)
             free(S->conns[i].vlan_ext);
     }
-    for (uint64_t id = S->q_head; id != S->q_tail; id++)
+    for (uint64_t id = S->q_head; id != S->q_tail; id++) {
         free(ev_at(S, id)->vlan_ext);
+        Py_XDECREF(ev_at(S, id)->outer);
+    }
     free(S->queue);
     free(S->conns);
     free(S->slots);
     free(S->ifaces);
-    free(S->vlan_buf);
     Py_XDECREF(S->events);
     Py_XDECREF(S->trace);
     Py_TYPE(S)->tp_free((PyObject *)S);

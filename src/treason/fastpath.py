@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
+from treason.decode import TOO_MANY_TAGS, TOO_MANY_TUNNELS, tunnel_names
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Event, Severity
 from treason.model import ModelStats
@@ -40,6 +41,9 @@ SKIP_ORDER = (
     "unknown-linktype",
     "malformed",
     "truncated-header",
+    "tunnel-other",
+    TOO_MANY_TAGS,
+    TOO_MANY_TUNNELS,
 )
 
 #: The scanner's model counters, in its order; the names are ``ModelStats`` fields.
@@ -252,7 +256,7 @@ def _event(raw: tuple) -> Event:
         sport,
         dst_raw,
         dport,
-        vlan,
+        path,
         cls_value,
         closing,
         definite,
@@ -266,6 +270,7 @@ def _event(raw: tuple) -> Event:
         win,
         shift,
         scale_known,
+        outer_raw,
     ) = raw
     return Event(
         frame=frame,
@@ -274,7 +279,7 @@ def _event(raw: tuple) -> Event:
         sport=sport,
         dst=_addr(v6, dst_raw),
         dport=dport,
-        vlan=vlan,
+        vlan=tuple(tag for tag in path if tag < 1 << 32),
         cls=Severity(cls_value),
         closing=bool(closing),
         certainty="definite" if definite else "possible",
@@ -288,7 +293,21 @@ def _event(raw: tuple) -> Event:
         win=win,
         scale=shift,
         scale_known=bool(scale_known),
+        tunnel=tunnel_names(path),
+        outer=_outer(outer_raw) if outer_raw else (),
     )
+
+
+def _outer(raw: bytes) -> tuple[tuple[str, str], ...]:
+    """The scanner's enclosing addresses: per IP header, a v6 flag, source, destination."""
+    pairs = []
+    i = 0
+    while i < len(raw):
+        v6, size = raw[i], 16 if raw[i] else 4
+        src, dst = raw[i + 1 : i + 1 + size], raw[i + 1 + size : i + 1 + 2 * size]
+        pairs.append((_addr(v6, src), _addr(v6, dst)))
+        i += 1 + 2 * size
+    return tuple(pairs)
 
 
 #: pcap header of the synthetic stream ``Incremental`` feeds: nanosecond records, native byte

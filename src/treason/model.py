@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from treason import seq as sq
+from treason.decode import tunnel_names
 from treason.events import Event, Severity
 from treason.packets import ACK, FIN, RST, SYN, Segment
 
@@ -101,10 +102,11 @@ class Side:
 class Connection:
     """Both directions of one TCP connection, fed its segments in capture order."""
 
-    def __init__(self, first: Segment, vlan: tuple[int, ...], stats: ModelStats) -> None:
+    def __init__(self, first: Segment, path: tuple[int, ...], stats: ModelStats) -> None:
         self.a = Side(first.src, first.sport)
         self.b = Side(first.dst, first.dport)
-        self.vlan = vlan
+        self.vlan = tuple(tag for tag in path if tag < 1 << 32)
+        self.tunnel = tunnel_names(path)
         self.stats = stats
         self.client: Side | None = None  # sender of the SYN, when seen
         self.syn_seen = False
@@ -408,6 +410,8 @@ class Connection:
             win=seg.win,
             scale=shift,
             scale_known=s.snd_wscale is not None,
+            tunnel=self.tunnel,
+            outer=seg.outer,
         )
 
 
@@ -448,7 +452,8 @@ class FlowTable:
     @staticmethod
     def key(seg: Segment) -> tuple:
         a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
-        return (seg.vlan, a, b) if a <= b else (seg.vlan, b, a)
+        path = seg.key_path
+        return (path, a, b) if a <= b else (path, b, a)
 
     def process(self, seg: Segment) -> tuple[Event | None, list[Event]]:
         """Feed one segment: the event it makes (maybe still open) and the events now final."""
@@ -465,7 +470,7 @@ class FlowTable:
                 self.evicted_cap += 1
             elif conn is not None:
                 self._drop(conn)
-            conn = Connection(seg, seg.vlan, self.stats)
+            conn = Connection(seg, seg.key_path, self.stats)
             self.flows += 1
         was_seen = conn.handshake_seen
         event = conn.process(seg)
