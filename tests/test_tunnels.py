@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
 
+import netns
 import tunnels
 from captures import ether, ipv4, ipv6, pcap, tcp, tools_missing
 from captures import tshark_fields as run_tshark
@@ -318,3 +320,67 @@ def test_a_tunnelled_frame_cut_anywhere_gives_the_same_skip_in_both_engines(name
     _, stats, error = both(pcap(records))
     assert error is None
     assert sum(stats["skipped"].values()) + stats["segments"] == len(frame) + 1
+
+
+# --------------------------------------------------------------------------------------------
+# A real VXLAN overlay between two network namespaces
+
+VNI = 4242
+OVERLAY_A, OVERLAY_B = "10.244.7.1", "10.244.7.2"
+
+
+def _vxlan_overlay(pair: netns.VethPair) -> netns.VethPair:
+    """A vxlan device on each side over the veth, addresses on the overlay; the same pair with
+    the overlay addresses, so the traffic helpers talk through the tunnel."""
+    local = {"a": pair.addr_a, "b": pair.addr_b}
+    for side, addr in (("a", OVERLAY_A), ("b", OVERLAY_B)):
+        ns, peer = pair.ns(side), local["b" if side == "a" else "a"]
+        add = ["ip", "-n", ns, "link", "add", "vx0", "type", "vxlan", "id", str(VNI)]
+        add += ["local", local[side], "remote", peer, "dstport", "4789", "dev", pair.dev(side)]
+        proc = subprocess.run(add, capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"the kernel cannot make a vxlan device: {proc.stderr.strip()}")
+        subprocess.run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "vx0"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "vx0", "up"], check=True)
+    return dataclasses.replace(pair, addr_a=OVERLAY_A, addr_b=OVERLAY_B)
+
+
+def _comparable(events: list[dict]) -> list[tuple]:
+    """Events without what differs between the two capture points (frame numbers, times,
+    the tunnel itself)."""
+    drop = {"frame", "time", "file", "tunnel", "outer"}
+    return [tuple(v for k, v in e.items() if k not in drop) for e in events]
+
+
+@pytest.mark.netns
+def test_the_underlay_of_a_real_vxlan_overlay_gives_the_overlays_events(tmp_path: Path) -> None:
+    """The receiver (tcp_shrink_window=1) shrinks its window through a VXLAN tunnel: tcpdump
+    on the veth (underlay, VXLAN in UDP) and on the vxlan device (overlay, plain Ethernet) at
+    the same time must give the same events, the underlay's with the VNI and the veth
+    addresses."""
+    reason = netns.missing_capability("tcpdump")
+    if reason:
+        pytest.skip(reason)
+    under, over = tmp_path / "underlay.pcap", tmp_path / "overlay.pcap"
+    with netns.veth_pair("trvx") as pair:
+        overlay = _vxlan_overlay(pair)
+        pair.sysctl("b", "net.ipv4.tcp_shrink_window", 1)
+        pair.sysctl("b", "net.ipv4.tcp_window_scaling", 1)
+        with (
+            netns.Tcpdump(pair, "b", under, snaplen=256) as dump_under,
+            netns.Tcpdump(pair, "b", over, snaplen=256, interface="vx0") as dump_over,
+        ):
+            netns.slow_reader_exchange(overlay, port=5001)
+            stats = [dump_under.stop(), dump_over.stop()]
+    assert not any(s.dropped for s in stats)
+    results = {path: both(path.read_bytes()) for path in (under, over)}
+    (ev_under, st_under, err_under), (ev_over, st_over, err_over) = results.values()
+    assert err_under is None and err_over is None
+    assert ev_over, "the receiver shrank its window: the overlay capture must show it"
+    assert _comparable(ev_under) == _comparable(ev_over)
+    assert st_under["handshakes"] == st_over["handshakes"] == 1
+    for e in ev_under:
+        assert e["tunnel"] == (f"vxlan:{VNI}",)
+        assert e["outer"] == ((pair.addr_b, pair.addr_a),)  # the receiver's ACKs, b to a
+        assert (e["src"], e["dst"]) == (OVERLAY_B, OVERLAY_A)
+    assert all(e["tunnel"] == () and e["outer"] == () for e in ev_over)
