@@ -79,6 +79,7 @@ enum {
     M_IGNORED_SYNS,
     M_RESETS,
     M_OVERRUNS,
+    M_IMPOSSIBLE,
     M_N
 };
 
@@ -162,6 +163,7 @@ typedef struct {
 
 typedef struct {
     uint32_t isn, snd_una, snd_nxt, snd_wl1, snd_wl2, ts_recent;
+    uint32_t furthest; /* H_FAR: furthest edge ever offered (shift 14 while unknown) */
     Unknown *unk; /* NULL until the first accepted update while the scale is unknown */
     uint16_t snd_wnd, feasible;
     uint8_t has; /* H_* bits: which optional fields are set */
@@ -183,6 +185,7 @@ typedef struct {
 #define H_WND 16
 #define H_COPY 32
 #define H_TS 64
+#define H_FAR 128
 
 #define VLAN_INLINE 4
 
@@ -1179,29 +1182,28 @@ static void sent(Scanner *S, const Seg *g, Side *sender)
 static void window_update(Scanner *S, Conn *c, const Seg *g, Side *r, Side *s)
 {
     if (!c->established) {
-        if (!c->client) {
-            c->established = 1;
-        } else {
-            Side *client = side_of(c, c->client);
-            if (r == client || !(client->has & H_ISN) || !after(g->ack, client->isn)) {
-                S->model[M_STRAY]++;
-                return;
-            }
-            c->established = 1;
-            int8_t w = client->ws_option < 0 ? 0 : -1;
+        /* mid-connection, or the client left SYN-SENT: the SYN-ACK was not captured */
+        c->established = 1;
+        if (c->client) {
+            int8_t w = side_of(c, c->client)->ws_option < 0 ? 0 : -1;
             r->snd_wscale = w;
-            client->snd_wscale = w;
+            s->snd_wscale = w;
         }
     }
     uint32_t ack = g->ack;
-    if (!(s->has & H_UNA)) {
-        s->snd_una = ack;
-        s->has |= H_UNA;
-    } else if (before(ack, s->snd_una)) {
+    if ((s->has & H_UNA) && before(ack, s->snd_una)) {
         S->model[M_OLD_ACKS]++;
         return;
-    } else if (after(ack, s->snd_una)) {
+    }
+    if ((s->has & H_FAR) && after(ack, s->furthest) &&
+        (!(s->has & H_NXT) || after(ack, s->snd_nxt))) {
+        /* an ACK of data past every edge ever offered: corrupt, never moves SND.UNA */
+        S->model[M_IMPOSSIBLE]++;
+        return;
+    }
+    if (!(s->has & H_UNA) || after(ack, s->snd_una)) {
         s->snd_una = ack;
+        s->has |= H_UNA;
     }
     if (!(s->has & H_NXT) || before(s->snd_nxt, ack)) {
         if (s->has & H_NXT)
@@ -1239,6 +1241,11 @@ static void window_update(Scanner *S, Conn *c, const Seg *g, Side *r, Side *s)
     s->snd_wl2 = ack;
     s->snd_wnd = g->win;
     s->has |= H_WL | H_WND;
+    uint32_t edge = side_edge(s, s->snd_wscale < 0 ? MAX_SHIFT : s->snd_wscale);
+    if (!(s->has & H_FAR) || after(edge, s->furthest)) {
+        s->furthest = edge;
+        s->has |= H_FAR;
+    }
     if (s->snd_wscale < 0) {
         if (!s->unk) {
             s->unk = calloc(1, sizeof *s->unk);
@@ -1340,6 +1347,11 @@ static void conn_process(Scanner *S, Conn *c, const Seg *g)
     }
     if (g->flags & F_SYN) {
         syn(S, c, g, sender, peer, sender_id);
+        return;
+    }
+    if (!c->established && c->client && c->client != sender_id) {
+        /* RFC 9293 section 3.10.7.3: in SYN-SENT only a SYN-ACK (or RST) is taken */
+        S->model[M_STRAY]++;
         return;
     }
     sent(S, g, sender);

@@ -57,6 +57,7 @@ MODEL_ORDER = (
     "ignored_syns",
     "resets",
     "window_overruns",
+    "impossible_acks",
 )
 
 _PCAP, _PCAPNG = 1, 2

@@ -25,6 +25,8 @@ from treason.packets import ACK, FIN, RST, SYN, Segment
 
 #: RFC 7323 §2.3: shift counts above 14 are treated as 14.
 MAX_SHIFT = 14
+#: The largest window TCP can offer (RFC 7323): 65535 << 14.
+MAX_WINDOW = 65535 << MAX_SHIFT
 #: Bit s set: a window shift of s is still consistent with what the capture showed.
 ALL_SHIFTS = (1 << (MAX_SHIFT + 1)) - 1
 #: How long (capture time) a zero-window event stays open for data the sender had in flight:
@@ -41,10 +43,11 @@ class ModelStats:
     stale_updates: int = 0  # failed the SND.WL1/SND.WL2 test: older than the last update
     paws_rejects: int = 0  # TSval older than the last accepted update's: a reordered segment
     unseen_acks: int = 0  # ACK beyond SND.NXT: the capture missed the data it acknowledges
-    stray_acks: int = 0  # ACKs before the handshake completed (not a baseline)
+    stray_acks: int = 0  # peer's segments while the client is in SYN-SENT (RFC 9293: dropped)
     ignored_syns: int = 0  # SYNs inside a live connection (scales untouched)
     resets: int = 0  # RST segments (their windows are ignored)
     window_overruns: int = 0  # new data beyond the edge under every plausible shift
+    impossible_acks: int = 0  # ACK past every edge ever offered and all data seen: corrupt
 
 
 class Side:
@@ -58,6 +61,7 @@ class Side:
         "addr",
         "feasible",
         "fin",
+        "furthest",
         "held",
         "isn",
         "last_copy",
@@ -91,6 +95,9 @@ class Side:
         self.shrink_counts: list[int] | None = None  # per shift, shrinks it would imply
         self.ts_recent: int | None = None  # TSval of the last accepted update from the peer
         self.held: Event | None = None  # open zero-window event (see FlowTable)
+        # furthest right edge ever offered to this side (under shift 14 while the scale is
+        # unknown): no real ACK can acknowledge data past it
+        self.furthest: int | None = None
         self.last_copy: tuple | None = None
 
     def edge(self, shift: int) -> int:
@@ -153,6 +160,11 @@ class Connection:
             return None
         if flags & SYN:
             self._syn(seg, sender, peer)
+            return None
+        if not self.established and self.client is not None and sender is not self.client:
+            # The client is in SYN-SENT, where anything but a SYN-ACK (or RST) is dropped
+            # (RFC 9293 §3.10.7.3): a stray FIN/ACK must not stand in for the SYN-ACK.
+            self.stats.stray_acks += 1
             return None
         self._sent(seg, sender, peer)
         if flags & ACK:
@@ -255,24 +267,25 @@ class Connection:
     def _window_update(self, seg: Segment, r: Side, s: Side) -> Event | None:
         """``r`` advertises a window to ``s``: apply S's acceptance test, then compare edges."""
         if not self.established:
-            client = self.client
-            if client is None:
-                self.established = True  # capture began mid-connection
-            elif r is client or client.isn is None or not sq.after(seg.ack, client.isn):
-                self.stats.stray_acks += 1
-                return None
-            else:
-                # The server acknowledges the SYN: the SYN-ACK was not captured.
-                self.established = True
-                r.snd_wscale = 0 if client.ws_option is None else None
-                client.snd_wscale = 0 if client.ws_option is None else None
+            # The capture began mid-connection, or the client acknowledges (process() lets
+            # only the client through here): it left SYN-SENT, the SYN-ACK was not captured.
+            self.established = True
+            if self.client is not None:
+                r.snd_wscale = s.snd_wscale = 0 if self.client.ws_option is None else None
         ack = seg.ack
-        if s.snd_una is None:
-            s.snd_una = ack
-        elif sq.before(ack, s.snd_una):
+        if s.snd_una is not None and sq.before(ack, s.snd_una):
             self.stats.old_acks += 1
             return None
-        elif sq.after(ack, s.snd_una):
+        if (
+            s.furthest is not None
+            and sq.after(ack, s.furthest)
+            and (s.snd_nxt is None or sq.after(ack, s.snd_nxt))
+        ):
+            # Data past every edge ever offered was never sent: the ACK is corrupt, not a
+            # sign of data the capture missed, and must not move SND.UNA.
+            self.stats.impossible_acks += 1
+            return None
+        if s.snd_una is None or sq.after(ack, s.snd_una):
             s.snd_una = ack
         if s.snd_nxt is None or sq.before(s.snd_nxt, ack):
             if s.snd_nxt is not None:
@@ -297,6 +310,9 @@ class Connection:
         elif event is not None:
             s.held = event
         s.snd_wl1, s.snd_wl2, s.snd_wnd = seg.seq, ack, seg.win
+        edge = s.edge(MAX_SHIFT if s.snd_wscale is None else s.snd_wscale)
+        if s.furthest is None or sq.after(edge, s.furthest):
+            s.furthest = edge
         if s.snd_wscale is None:
             if s.max_edge is None:
                 s.max_edge = [s.edge(k) for k in range(MAX_SHIFT + 1)]
@@ -389,6 +405,9 @@ class Connection:
         old_edge = s.edge(shift)
         new_edge = sq.add(seg.ack, seg.win << shift)
         beyond = max(0, sq.diff(s.snd_nxt, new_edge))
+        # No event takes back more than the receiver could ever have offered.
+        assert 0 < sq.diff(old_edge, new_edge) <= MAX_WINDOW, (seg.frame, old_edge, new_edge)
+        assert s.furthest is not None and not sq.after(old_edge, s.furthest), seg.frame
         return Event(
             frame=seg.frame,
             time=seg.ts_ns / 1e9,
