@@ -4,8 +4,17 @@ SYN-SENT, and one connection whose two directions carry different VLAN tags."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import random
+
+import pytest
+
 from captures import ether, ipv4, pcap, tcp
 from test_tunnels import both
+from treason import fastpath
+from treason.errors import CaptureError
+from treason.scanner import ScanStats, scan
 from treason.events import Severity
 from treason.model import MAX_WINDOW
 
@@ -39,6 +48,17 @@ def shrink(cv: int | None = None, sv: int | None = None) -> list[bytes]:
         server(tcp(80, 40000, 6001, 1001, 0x18, 509, payload=b"y" * 1000), sv),
         client(tcp(40000, 80, 1001, 7001, 0x10, 100), cv),
     ]
+
+
+def run(data: io.BytesIO, engine: str, **kw: float) -> tuple:
+    stats = ScanStats()
+    events = []
+    error = None
+    try:
+        events = list(scan(data, engine=engine, retractions=True, stats=stats, **kw))  # type: ignore[arg-type]
+    except CaptureError as exc:
+        error = str(exc)
+    return [dataclasses.asdict(e) for e in events], stats.to_dict(), error
 
 
 def scan_frames(frames: list[bytes]) -> tuple[list[dict], dict]:
@@ -112,3 +132,81 @@ def test_without_the_syn_ack_the_clients_ack_shows_it_left_syn_sent() -> None:
     # The client offered WS: the shift it applies is the server's, unknown without the
     # SYN-ACK; the edge moving back is still seen, judged under the plausible shifts.
     assert events and all(e["src"] == C and not e["scale_known"] for e in events)
+
+
+# --------------------------------------------------------------------------------------------
+# Directions on different VLANs, and copies on several VLANs
+
+
+def test_a_connection_whose_directions_carry_different_vlans_is_one_connection() -> None:
+    """Router on a stick: the client's packets are captured on VLAN 81, the server's on
+    VLAN 80. The SYN-ACK acknowledges the SYN's ISN + 1 (RFC 9293 §3.3.2): the handshake pairs
+    the two directions into one connection, with its scale, and the shrink is definite."""
+    events, stats = scan_frames(handshake(81, 80) + shrink(81, 80))
+    assert stats["flows"] == 1 and stats["handshakes"] == 1
+    assert summary(events) == [THE_SHRINK]
+    assert events[0]["vlan"] == (81,)  # the tag of the segment that made the event
+
+
+def test_the_same_packets_on_several_vlans_stay_separate_copies() -> None:
+    """A SPAN that copies every packet on VLANs 1 and 2: each copy pairs with its own key
+    first, so there are two connections, each with its handshake and its shrink."""
+    one, two = handshake(1, 1) + shrink(1, 1), handshake(2, 2) + shrink(2, 2)
+    events, stats = scan_frames([f for pair in zip(one, two) for f in pair])
+    assert stats["flows"] == 2 and stats["handshakes"] == 2
+    assert [e["vlan"] for e in events] == [(1,), (2,)]
+    assert summary(events) == [THE_SHRINK, THE_SHRINK]
+
+
+def test_both_sub_interfaces_of_a_router_on_a_stick_are_two_copies() -> None:
+    """Every packet seen twice, as it enters and leaves the router (81 and 80 for the client's,
+    80 and 81 for the server's): two copies, each a whole connection, never one merged."""
+    c81, s80 = handshake(81, 80) + shrink(81, 80), handshake(80, 81) + shrink(80, 81)
+    events, stats = scan_frames([f for pair in zip(c81, s80) for f in pair])
+    assert stats["flows"] == 2 and stats["handshakes"] == 2
+    assert summary(events) == [THE_SHRINK, THE_SHRINK]
+
+
+def test_a_syn_ack_of_another_syn_does_not_pair() -> None:
+    """A SYN-ACK on VLAN 80 that acknowledges some other ISN is not the answer to the SYN on
+    VLAN 81: the two stay apart."""
+    frames = handshake(81, 80)
+    frames[1] = server(tcp(80, 40000, 5000, 4242, 0x12, 65160, options=MSS + WS7), 80)
+    _, stats = scan_frames(frames)
+    assert stats["flows"] == 2 and stats["handshakes"] == 0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pairing_evictions_and_reuse_agree_in_both_engines(seed: int) -> None:
+    """Random handshakes, data and port reuse on three 4-tuples, each direction on a random
+    VLAN, under tiny flow caps and idle timeouts: pairing, aliases and SYN-SENT entries must
+    come and go identically in both engines."""
+    rnd = random.Random(seed)
+    isn = {port: 1000 * port for port in (1, 2, 3)}
+    frames: list[tuple[int, bytes]] = []
+    t = 0
+    for _ in range(120):
+        port = rnd.choice((1, 2, 3))
+        v_c, v_s = rnd.choice((None, 81, 82)), rnd.choice((None, 80, 81))
+        kind = rnd.random()
+        base = isn[port]
+        if kind < 0.15:
+            isn[port] = base = rnd.choice((base, base + 77777))
+            seg = client(tcp(port, 80, base, 0, 0x02, 64240, options=WS7), v_c)
+        elif kind < 0.35:
+            ack = base + 1 if rnd.random() < 0.8 else base + 5
+            seg = server(tcp(80, port, 9000, ack, 0x12, 65160, options=WS7), v_s)
+        elif kind < 0.45:
+            seg = client(tcp(port, 80, base + 1, 9001, rnd.choice((0x10, 0x11, 0x04)), 300), v_c)
+        else:
+            ack = base + 1 + rnd.randrange(0, 3000)
+            win = rnd.randrange(0, 600)
+            flags = rnd.choice((0x10, 0x18, 0x11))
+            seg = server(tcp(80, port, 9001 + rnd.randrange(0, 3000), ack, flags, win), v_s)
+        t += rnd.choice((1, 1_000_000, 3_000_000_000))
+        frames.append((t, seg))
+    data = pcap(frames)
+    for max_flows, idle in ((500_000, 600.0), (2, 600.0), (1, 600.0), (3, 2.0)):
+        ref = run(io.BytesIO(data), "reference", max_flows=max_flows, idle_timeout=idle)
+        if fastpath.available():
+            assert run(io.BytesIO(data), "fast", max_flows=max_flows, idle_timeout=idle) == ref

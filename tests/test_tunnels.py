@@ -384,3 +384,18 @@ def test_the_underlay_of_a_real_vxlan_overlay_gives_the_overlays_events(tmp_path
         assert e["outer"] == ((pair.addr_b, pair.addr_a),)  # the receiver's ACKs, b to a
         assert (e["src"], e["dst"]) == (OVERLAY_B, OVERLAY_A)
     assert all(e["tunnel"] == () and e["outer"] == () for e in ev_over)
+
+
+def test_gtp_directions_with_their_own_teids_are_one_connection() -> None:
+    """GTP-U gives each direction its own TEID (uplink and downlink): the handshake pairs
+    them, so the shrink is found with the scale known."""
+    packets = tunnels.conversation(False)
+    frames = []
+    for p in packets:
+        teid = 0x100 if p[12:16] == bytes([10, 0, 0, 1]) else 0x200  # from the client: uplink
+        frames.append(ether(tunnels.outer_ip(tunnels.udp(2152, tunnels.gtpu(teid, p)), 17)))
+    events, stats, _ = both(pcap((i, f) for i, f in enumerate(frames)))
+    assert stats["flows"] == 1 and stats["handshakes"] == 1
+    assert [(e["cls"], e["scale_known"], e["tunnel"]) for e in events] == [
+        (Severity.SHRINK, True, ("gtp:256",))
+    ]

@@ -201,6 +201,14 @@ typedef struct {
     uint16_t vlan_in[VLAN_INLINE];
     uint16_t *vlan_ext;
     uint32_t hash;
+    /* treason.model.FlowTable._alias: the key of a direction on another path, once paired */
+    uint8_t has_alt;
+    uint8_t pending; /* has a SYN-SENT entry (FlowTable._pending) under pend_hash */
+    uint32_t nalt;
+    uint16_t alt_in[VLAN_INLINE];
+    uint16_t *alt_ext;
+    uint32_t alt_hash, pend_hash;
+    uint64_t syn_frame; /* Connection.syn_frame */
     uint32_t prev, next; /* recency list, least recent first */
     i128 last_active;
     Side a, b;
@@ -263,7 +271,8 @@ typedef struct {
     i128 idle, now;
     Conn *conns;
     uint32_t n_conns, cap_conns, free_head, live;
-    uint32_t *slots; /* open addressing: conn index + 1, 0 empty */
+    uint32_t *slots; /* open addressing: conn index + 1 (| SLOT_ALT, SLOT_PEND), 0 empty */
+    uint32_t n_entries; /* slots in use */
     uint64_t hash_seed; /* random per scanner: crafted flow keys cannot pile onto one slot */
     uint32_t n_slots; /* power of two */
     uint32_t lru_head, lru_tail;
@@ -802,6 +811,7 @@ static void conn_reset_state(Conn *c, const Seg *g)
     side_init(&c->b);
     c->client = 0;
     c->syn_seen = c->synack_seen = c->established = c->reset = 0;
+    c->syn_frame = 0;
     /* side a is the sender of the connection's first segment */
     c->a_is_lo = (addr_eq(g->src, c->lo_addr) && g->sport == c->lo_port);
 }
@@ -872,14 +882,15 @@ static uint64_t emit(Scanner *S, Conn *c, const Seg *g, Side *s, int shift, int 
         goto nomem;
     uint64_t id = S->q_tail;
     EvRec *e = ev_at(S, id);
+    /* the path of the segment that made the event (a paired connection has two) */
     e->vlan_ext = NULL;
-    e->nvlan = c->nvlan;
-    if (c->nvlan > VLAN_INLINE) {
-        e->vlan_ext = malloc(c->nvlan * sizeof(uint16_t));
+    e->nvlan = g->nvlan;
+    if (g->nvlan > VLAN_INLINE) {
+        e->vlan_ext = malloc(g->nvlan * sizeof(uint16_t));
         if (!e->vlan_ext)
             goto nomem;
     }
-    memcpy(ev_vlan(e), conn_vlan(c), c->nvlan * sizeof(uint16_t));
+    memcpy(ev_vlan(e), g->vlan, g->nvlan * sizeof(uint16_t));
     e->outer = NULL;
     if (g->nouter) {
         char raw[(MAX_TUNNELS + 1) * 33];
@@ -1276,6 +1287,7 @@ static void syn(Scanner *S, Conn *c, const Seg *g, Side *sender, Side *peer, int
             return;
         }
         c->syn_seen = 1;
+        c->syn_frame = g->frame;
         c->client = (uint8_t)sender_id;
         sender->isn = g->seq;
         sender->ws_option = (int8_t)ws;
@@ -1494,6 +1506,16 @@ static void lru_append(Scanner *S, uint32_t i)
     S->lru_tail = i;
 }
 
+#define SLOT_ALT 0x80000000u
+#define SLOT_PEND 0x40000000u
+#define SLOT_IDX 0x3FFFFFFFu
+
+static inline uint32_t slot_hash(Scanner *S, uint32_t v)
+{
+    Conn *c = &S->conns[(v & SLOT_IDX) - 1];
+    return v & SLOT_ALT ? c->alt_hash : v & SLOT_PEND ? c->pend_hash : c->hash;
+}
+
 static int slots_grow(Scanner *S)
 {
     uint32_t n = S->n_slots ? S->n_slots * 2 : 1024;
@@ -1504,7 +1526,7 @@ static int slots_grow(Scanner *S)
         uint32_t v = S->slots[j];
         if (!v)
             continue;
-        uint32_t k = S->conns[v - 1].hash & (n - 1);
+        uint32_t k = slot_hash(S, v) & (n - 1);
         while (slots[k])
             k = (k + 1) & (n - 1);
         slots[k] = v;
@@ -1515,12 +1537,26 @@ static int slots_grow(Scanner *S)
     return 0;
 }
 
-static void slots_remove(Scanner *S, uint32_t idx)
+/* Put v in the table (grown first when half full). */
+static int slots_insert(Scanner *S, uint32_t v, uint32_t hash)
+{
+    if ((uint64_t)(S->n_entries + 1) * 2 > S->n_slots && slots_grow(S) < 0)
+        return -1;
+    uint32_t mask = S->n_slots - 1, j = hash & mask;
+    while (S->slots[j])
+        j = (j + 1) & mask;
+    S->slots[j] = v;
+    S->n_entries++;
+    return 0;
+}
+
+static void slots_remove(Scanner *S, uint32_t v, uint32_t hash)
 {
     uint32_t mask = S->n_slots - 1;
-    uint32_t j = S->conns[idx].hash & mask;
-    while (S->slots[j] != idx + 1)
+    uint32_t j = hash & mask;
+    while (S->slots[j] != v)
         j = (j + 1) & mask;
+    S->n_entries--;
     /* backward-shift deletion keeps every probe chain unbroken without tombstones */
     uint32_t k = j;
     for (;;) {
@@ -1529,7 +1565,7 @@ static void slots_remove(Scanner *S, uint32_t idx)
             k = (k + 1) & mask;
             if (!S->slots[k])
                 return;
-            uint32_t home = S->conns[S->slots[k] - 1].hash & mask;
+            uint32_t home = slot_hash(S, S->slots[k]) & mask;
             /* move slots[k] into j unless its home lies cyclically in (j, k] */
             if (j <= k ? (home <= j || home > k) : (home <= j && home > k))
                 break;
@@ -1537,6 +1573,77 @@ static void slots_remove(Scanner *S, uint32_t idx)
         S->slots[j] = S->slots[k];
         j = k;
     }
+}
+
+static inline uint16_t *conn_alt(Conn *c)
+{
+    return c->nalt > VLAN_INLINE ? c->alt_ext : c->alt_in;
+}
+
+/* key_equal for the alias key of c */
+static inline int alt_equal(Conn *c, uint32_t hash, const uint8_t *lo, uint16_t lo_port,
+                            const uint8_t *hi, uint16_t hi_port, int v6, uint32_t nvlan,
+                            const uint16_t *vlan)
+{
+    return c->has_alt && c->alt_hash == hash && c->lo_port == lo_port &&
+           c->hi_port == hi_port && c->v6 == v6 && c->nalt == nvlan && addr_eq(c->lo_addr, lo) &&
+           addr_eq(c->hi_addr, hi) &&
+           (nvlan == 0 || memcmp(conn_alt(c), vlan, nvlan * sizeof(uint16_t)) == 0);
+}
+
+/* Connection.answers_syn: g is the SYN-ACK to c's SYN, its client still in SYN-SENT. */
+static int answers_syn(Conn *c, const Seg *g)
+{
+    if (!c->syn_seen || c->synack_seen || c->established || !c->client)
+        return 0;
+    Side *cl = side_of(c, c->client);
+    int a_sends = c->a_is_lo ? (addr_eq(g->src, c->lo_addr) && g->sport == c->lo_port)
+                             : (addr_eq(g->src, c->hi_addr) && g->sport == c->hi_port);
+    return (cl->has & H_ISN) && (a_sends ? 1 : 2) != c->client && g->ack == cl->isn + 1;
+}
+
+/* The hash of a 4-tuple alone, for the SYN-SENT entries. */
+static inline uint32_t pend_hash(Scanner *S, const uint8_t *lo, uint16_t lo_port,
+                                 const uint8_t *hi, uint16_t hi_port, int v6)
+{
+    return key_hash(S->hash_seed ^ 0x5bd1e9955bd1e995ULL, lo, lo_port, hi, hi_port, v6, 0, NULL);
+}
+
+/* FlowTable._pair: the connection on another path whose SYN g answers (latest SYN); NIL. */
+static uint32_t pair(Scanner *S, const Seg *g, uint32_t hash, const uint8_t *lo,
+                     uint16_t lo_port, const uint8_t *hi, uint16_t hi_port)
+{
+    uint32_t h4 = pend_hash(S, lo, lo_port, hi, hi_port, g->v6);
+    uint32_t mask = S->n_slots - 1, found = NIL;
+    for (uint32_t j = h4 & mask; S->slots[j]; j = (j + 1) & mask) {
+        uint32_t v = S->slots[j];
+        if (!(v & SLOT_PEND))
+            continue;
+        uint32_t i = (v & SLOT_IDX) - 1;
+        Conn *c = &S->conns[i];
+        if (c->pend_hash != h4 || c->has_alt || c->lo_port != lo_port || c->hi_port != hi_port ||
+            c->v6 != g->v6 || !addr_eq(c->lo_addr, lo) || !addr_eq(c->hi_addr, hi) ||
+            !answers_syn(c, g))
+            continue;
+        if (found == NIL || c->syn_frame > S->conns[found].syn_frame)
+            found = i;
+    }
+    if (found == NIL)
+        return NIL;
+    Conn *c = &S->conns[found];
+    c->nalt = g->nvlan;
+    c->alt_ext = NULL;
+    if (g->nvlan > VLAN_INLINE) {
+        c->alt_ext = malloc(g->nvlan * sizeof(uint16_t));
+        if (!c->alt_ext)
+            return NIL - 1;
+    }
+    memcpy(conn_alt(c), g->vlan, g->nvlan * sizeof(uint16_t));
+    c->alt_hash = hash;
+    c->has_alt = 1;
+    if (slots_insert(S, (found + 1) | SLOT_ALT, hash) < 0)
+        return NIL - 1;
+    return found;
 }
 
 /* FlowTable._drop: a flow that ends has nothing more in flight. */
@@ -1550,7 +1657,18 @@ static void conn_evict(Scanner *S, uint32_t idx)
 {
     Conn *c = &S->conns[idx];
     conn_drop(S, c);
-    slots_remove(S, idx);
+    slots_remove(S, idx + 1, c->hash);
+    if (c->has_alt) {
+        slots_remove(S, (idx + 1) | SLOT_ALT, c->alt_hash);
+        if (c->nalt > VLAN_INLINE)
+            free(c->alt_ext);
+        c->alt_ext = NULL;
+        c->has_alt = 0;
+    }
+    if (c->pending) {
+        slots_remove(S, (idx + 1) | SLOT_PEND, c->pend_hash);
+        c->pending = 0;
+    }
     lru_unlink(S, idx);
     free(c->a.unk);
     free(c->b.unk);
@@ -1593,12 +1711,22 @@ static int table_process(Scanner *S, const Seg *g)
         hash = key_hash(S->hash_seed, lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
         uint32_t mask = S->n_slots - 1;
         for (uint32_t j = hash & mask; S->slots[j]; j = (j + 1) & mask) {
-            uint32_t i = S->slots[j] - 1;
-            if (key_equal(&S->conns[i], hash, lo, lo_port, hi, hi_port, g->v6, g->nvlan,
-                          g->vlan)) {
+            uint32_t v = S->slots[j];
+            if (v & SLOT_PEND)
+                continue;
+            uint32_t i = (v & SLOT_IDX) - 1;
+            if (v & SLOT_ALT ? alt_equal(&S->conns[i], hash, lo, lo_port, hi, hi_port, g->v6,
+                                         g->nvlan, g->vlan)
+                             : key_equal(&S->conns[i], hash, lo, lo_port, hi, hi_port, g->v6,
+                                         g->nvlan, g->vlan)) {
                 idx = i;
                 break;
             }
+        }
+        if (idx == NIL && (g->flags & (F_SYN | F_ACK)) == (F_SYN | F_ACK)) {
+            idx = pair(S, g, hash, lo, lo_port, hi, hi_port);
+            if (idx == NIL - 1)
+                goto nomem;
         }
     }
     Conn *c;
@@ -1623,10 +1751,10 @@ static int table_process(Scanner *S, const Seg *g)
                 S->conns = p;
                 S->cap_conns = (uint32_t)cap;
             }
+            if (S->n_conns >= SLOT_IDX - 1)
+                goto nomem;
             idx = S->n_conns++;
         }
-        if ((uint64_t)(S->live + 1) * 2 > S->n_slots && slots_grow(S) < 0)
-            goto nomem;
         c = &S->conns[idx];
         memset(c, 0, sizeof *c);
         memcpy(c->lo_addr, lo, 16);
@@ -1644,10 +1772,8 @@ static int table_process(Scanner *S, const Seg *g)
             memcpy(c->vlan_in, g->vlan, g->nvlan * sizeof(uint16_t));
         }
         c->hash = hash;
-        uint32_t mask = S->n_slots - 1, j = hash & mask;
-        while (S->slots[j])
-            j = (j + 1) & mask;
-        S->slots[j] = idx + 1;
+        if (slots_insert(S, idx + 1, hash) < 0)
+            goto nomem;
         S->live++;
         conn_reset_state(c, g);
         S->flows++;
@@ -1668,6 +1794,13 @@ static int table_process(Scanner *S, const Seg *g)
     c->last_active = S->now;
     if (c->syn_seen && c->synack_seen && !was_seen)
         S->handshakes++;
+    if (!c->pending && c->syn_frame == g->frame && c->syn_seen && !c->synack_seen) {
+        /* FlowTable._pend: the client entered SYN-SENT */
+        c->pend_hash = pend_hash(S, lo, lo_port, hi, hi_port, g->v6);
+        if (slots_insert(S, (idx + 1) | SLOT_PEND, c->pend_hash) < 0)
+            goto nomem;
+        c->pending = 1;
+    }
     lru_append(S, idx);
     if (S->q_head != S->q_tail && !ev_at(S, S->q_head)->open)
         release(S);
@@ -2048,6 +2181,8 @@ static void Scanner_dealloc(Scanner *S)
         free(S->conns[i].b.unk);
         if (S->conns[i].nvlan > VLAN_INLINE)
             free(S->conns[i].vlan_ext);
+        if (S->conns[i].has_alt && S->conns[i].nalt > VLAN_INLINE)
+            free(S->conns[i].alt_ext);
     }
     for (uint64_t id = S->q_head; id != S->q_tail; id++) {
         free(ev_at(S, id)->vlan_ext);

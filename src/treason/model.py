@@ -109,12 +109,11 @@ class Side:
 class Connection:
     """Both directions of one TCP connection, fed its segments in capture order."""
 
-    def __init__(self, first: Segment, path: tuple[int, ...], stats: ModelStats) -> None:
+    def __init__(self, first: Segment, stats: ModelStats) -> None:
         self.a = Side(first.src, first.sport)
         self.b = Side(first.dst, first.dport)
-        self.vlan = tuple(tag for tag in path if tag < 1 << 32)
-        self.tunnel = tunnel_names(path)
         self.stats = stats
+        self.syn_frame = 0  # frame of the SYN that put the client in SYN-SENT
         self.client: Side | None = None  # sender of the SYN, when seen
         self.syn_seen = False
         self.synack_seen = False
@@ -125,6 +124,19 @@ class Connection:
     @property
     def handshake_seen(self) -> bool:
         return self.syn_seen and self.synack_seen
+
+    def answers_syn(self, seg: Segment) -> bool:
+        """Whether ``seg`` is the SYN-ACK to this connection's SYN, the client still in SYN-SENT."""
+        client = self.client
+        return (
+            self.syn_seen
+            and not self.synack_seen
+            and not self.established
+            and client is not None
+            and client.isn is not None
+            and (seg.dst, seg.dport) == (client.addr, client.port)
+            and seg.ack == sq.add(client.isn, 1)
+        )
 
     def sides(self, seg: Segment) -> tuple[Side, Side]:
         """(sender of ``seg``, its peer)."""
@@ -179,6 +191,7 @@ class Connection:
                 self.stats.ignored_syns += 1
                 return
             self.syn_seen = True
+            self.syn_frame = seg.frame
             self.client = sender
             sender.isn, sender.ws_option = seg.seq, ws
             sender.snd_una, sender.snd_nxt = seg.seq, end
@@ -405,6 +418,7 @@ class Connection:
         old_edge = s.edge(shift)
         new_edge = sq.add(seg.ack, seg.win << shift)
         beyond = max(0, sq.diff(s.snd_nxt, new_edge))
+        path = seg.key_path
         # No event takes back more than the receiver could ever have offered.
         assert 0 < sq.diff(old_edge, new_edge) <= MAX_WINDOW, (seg.frame, old_edge, new_edge)
         assert s.furthest is not None and not sq.after(old_edge, s.furthest), seg.frame
@@ -415,7 +429,7 @@ class Connection:
             sport=r.port,
             dst=s.addr,
             dport=s.port,
-            vlan=self.vlan,
+            vlan=tuple(tag for tag in path if tag < 1 << 32),
             cls=cls,
             closing=self.a.fin or self.b.fin,
             certainty=certainty,
@@ -429,7 +443,7 @@ class Connection:
             win=seg.win,
             scale=shift,
             scale_known=s.snd_wscale is not None,
-            tunnel=self.tunnel,
+            tunnel=tunnel_names(path) if seg.path else (),
             outer=seg.outer,
         )
 
@@ -443,6 +457,15 @@ class FlowTable:
     ``idle_timeout`` are evicted oldest first, and a new flow that would exceed ``max_flows``
     evicts the least recently active one. An evicted flow that resumes starts afresh, as if
     the capture had begun mid-connection.
+
+    The key holds the tag path (VLAN ids, tunnel identifiers): the same packets on two VLANs
+    are two copies, never one connection. A SYN-ACK that matches no key is tried against the
+    connections of the same 4-tuple on other paths whose client is still in SYN-SENT and whose
+    SYN it acknowledges (the latest such SYN): the two directions of one connection can carry
+    different tags (a router on a stick, client on VLAN 81, server on VLAN 80; GTP-U's two
+    TEIDs; MPLS labels per direction), and the handshake pairing up proves they are one
+    connection. The SYN-ACK's path then leads to that connection too (``_alias``). Copies on
+    several VLANs never pair this way, because each copy's SYN-ACK matches its own key first.
 
     Events leave in frame order once final. An event that closes the window to zero stays
     open while the window stays closed, for at most ``HOLD_NS`` of capture time, because data
@@ -464,6 +487,9 @@ class FlowTable:
         self._queue: deque[Event] = deque()  # events not yet released, in frame order
         self._due: deque[tuple[int, Event]] = deque()  # (deadline, event), in deadline order
         self._holder: dict[int, Side] = {}  # id(event) -> the side holding it open
+        self._alias: dict[tuple, Connection] = {}  # a second direction's key -> connection
+        self._pending: dict[tuple, list[Connection]] = {}  # 4-tuple -> connections with SYNs
+        self._keys: dict[int, tuple[tuple, tuple | None]] = {}  # id(conn) -> (key, alias)
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -483,19 +509,31 @@ class FlowTable:
         key = self.key(seg)
         conns = self._conns
         conn = conns.pop(key, None)  # re-inserted below: dict order is recency order
-        if conn is None or (seg.flags & (SYN | ACK) == SYN and conn.reusable_by(seg)):
-            if conn is None and len(conns) >= self.max_flows:
-                self._drop(conns.pop(next(iter(conns))))
+        if conn is None:
+            conn = self._alias.get(key)
+            if conn is None and seg.flags & (SYN | ACK) == SYN | ACK:
+                conn = self._pair(key, seg)
+            if conn is not None:
+                key = self._keys[id(conn)][0]
+                del conns[key]
+        if conn is None:
+            if len(conns) >= self.max_flows:
+                oldest = conns.pop(next(iter(conns)))
+                self._forget(oldest)
+                self._drop(oldest)
                 self.evicted_cap += 1
-            elif conn is not None:
-                self._drop(conn)
-            conn = Connection(seg, seg.key_path, self.stats)
+            conn = Connection(seg, self.stats)
+            self._keys[id(conn)] = (key, None)
             self.flows += 1
+        elif seg.flags & (SYN | ACK) == SYN and conn.reusable_by(seg):
+            conn = self._reuse(conn, seg)
         was_seen = conn.handshake_seen
         event = conn.process(seg)
         conn.last_active = self._now
         if conn.handshake_seen and not was_seen:
             self.handshakes += 1
+        if conn.syn_frame == seg.frame and conn.syn_seen and not conn.handshake_seen:
+            self._pend(key, conn)
         conns[key] = conn
         if event is not None:
             self._queue.append(event)
@@ -504,6 +542,49 @@ class FlowTable:
                 self._holder[id(event)] = holder
                 self._due.append((self._now + HOLD_NS, event))
         return event, self._release()
+
+    def _pair(self, key: tuple, seg: Segment) -> Connection | None:
+        """The connection on another path whose SYN this SYN-ACK answers (latest SYN first)."""
+        found = None
+        for conn in self._pending.get(key[1:], ()):
+            if self._keys[id(conn)][1] is None and conn.answers_syn(seg):
+                if found is None or conn.syn_frame > found.syn_frame:
+                    found = conn
+        if found is not None:
+            self._alias[key] = found
+            self._keys[id(found)] = (self._keys[id(found)][0], key)
+        return found
+
+    def _pend(self, key: tuple, conn: Connection) -> None:
+        """A client just entered SYN-SENT: its SYN-ACK may come on another path."""
+        pending = self._pending.setdefault(key[1:], [])
+        if conn not in pending:
+            pending.append(conn)
+
+    def _reuse(self, old: Connection, seg: Segment) -> Connection:
+        """A new connection on a finished one's 4-tuple: it takes over the old one's keys."""
+        self._drop(old)
+        conn = Connection(seg, self.stats)
+        self.flows += 1
+        self._keys[id(conn)] = self._keys.pop(id(old))
+        alias = self._keys[id(conn)][1]
+        if alias is not None:
+            self._alias[alias] = conn
+        pending = self._pending.get(self._keys[id(conn)][0][1:], [])
+        if old in pending:
+            pending[pending.index(old)] = conn
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        """A connection leaves the table: its alias and SYN-SENT entries go with it."""
+        key, alias = self._keys.pop(id(conn))
+        if alias is not None:
+            del self._alias[alias]
+        pending = self._pending.get(key[1:])
+        if pending is not None and conn in pending:
+            pending.remove(conn)
+            if not pending:
+                del self._pending[key[1:]]
 
     def advance(self, now_ns: int) -> list[Event]:
         """Let the clock reach ``now_ns`` without a packet (live capture on a quiet link)."""
@@ -548,5 +629,6 @@ class FlowTable:
             key = next(iter(conns))
             if conns[key].last_active >= limit:
                 break
+            self._forget(conns[key])
             self._drop(conns.pop(key))
             self.evicted_idle += 1
