@@ -14,9 +14,9 @@ from captures import ether, ipv4, pcap, tcp
 from test_tunnels import both
 from treason import fastpath
 from treason.errors import CaptureError
-from treason.scanner import ScanStats, scan
 from treason.events import Severity
 from treason.model import MAX_WINDOW
+from treason.scanner import ScanStats, scan
 
 C, S = "10.0.0.1", "10.0.0.2"
 WS7 = b"\x03\x03\x07"
@@ -114,7 +114,7 @@ def test_a_fin_ack_in_syn_sent_is_dropped_and_the_real_syn_ack_sets_the_scale() 
     FIN/ACK that acknowledges the SYN must not stand in for the SYN-ACK: the SYN-ACK after it
     still completes the handshake with scale 7, and the connection is not closing."""
     stray = server(tcp(80, 40000, 777, 1001, 0x11, 200))
-    frames = handshake()[:1] + [stray] + handshake()[1:] + shrink()
+    frames = [*handshake()[:1], stray, *handshake()[1:], *shrink()]
     events, stats = scan_frames(frames)
     assert summary(events) == [THE_SHRINK]
     assert events[0]["closing"] is False
@@ -126,7 +126,7 @@ def test_without_the_syn_ack_the_clients_ack_shows_it_left_syn_sent() -> None:
     """The SYN-ACK was not captured: the client's ACK proves it arrived (a client in SYN-SENT
     sends no ACK), so the connection is established and the server's data counts."""
     hs = handshake()
-    frames = [hs[0], hs[2], hs[3]] + shrink()
+    frames = [hs[0], hs[2], hs[3], *shrink()]
     events, stats = scan_frames(frames)
     assert stats["model"]["stray_acks"] == 0
     # The client offered WS: the shift it applies is the server's, unknown without the

@@ -20,7 +20,7 @@ import pytest
 
 import netns
 import tunnels
-from captures import ether, ipv4, ipv6, pcap, tcp, tools_missing
+from captures import ether, ipv4, pcap, tcp, tools_missing
 from captures import tshark_fields as run_tshark
 from treason import fastpath
 from treason.decode import (
