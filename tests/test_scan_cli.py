@@ -23,7 +23,7 @@ EXAMPLE = ROOT / "examples" / "shrink.pcap"
 SCHEMA = {
     "file", "frame", "time", "src", "sport", "dst", "dport", "vlan", "class", "closing",
     "certainty", "old_edge", "new_edge", "shrink_bytes", "beyond_bytes", "snd_una", "snd_nxt",
-    "ack", "win", "scale", "scale_known", "kernel_line", "kernel_lines",
+    "ack", "win", "scale", "scale_known", "kernel_line", "kernel_lines", "tunnel", "outer",
 }  # fmt: skip
 
 

@@ -448,6 +448,11 @@ class Connection:
         )
 
 
+#: A flow key: the tag path, then both endpoints (address, port), lower first.
+FlowKey = tuple[tuple[int, ...], tuple[str, int], tuple[str, int]]
+Endpoints = tuple[tuple[str, int], tuple[str, int]]
+
+
 @dataclass
 class FlowTable:
     """Connections by flow key, with the idle timeout and cap the scanners share.
@@ -482,20 +487,20 @@ class FlowTable:
     evicted_cap: int = 0
 
     def __post_init__(self) -> None:
-        self._conns: dict[tuple, Connection] = {}
+        self._conns: dict[FlowKey, Connection] = {}
         self._now = 0
         self._queue: deque[Event] = deque()  # events not yet released, in frame order
         self._due: deque[tuple[int, Event]] = deque()  # (deadline, event), in deadline order
         self._holder: dict[int, Side] = {}  # id(event) -> the side holding it open
-        self._alias: dict[tuple, Connection] = {}  # a second direction's key -> connection
-        self._pending: dict[tuple, list[Connection]] = {}  # 4-tuple -> connections with SYNs
-        self._keys: dict[int, tuple[tuple, tuple | None]] = {}  # id(conn) -> (key, alias)
+        self._alias: dict[FlowKey, Connection] = {}  # a second direction's key -> connection
+        self._pending: dict[Endpoints, list[Connection]] = {}  # 4-tuple -> SYN-SENT clients
+        self._keys: dict[int, tuple[FlowKey, FlowKey | None]] = {}  # id(conn) -> (key, alias)
 
     def __len__(self) -> int:
         return len(self._conns)
 
     @staticmethod
-    def key(seg: Segment) -> tuple:
+    def key(seg: Segment) -> FlowKey:
         a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
         path = seg.key_path
         return (path, a, b) if a <= b else (path, b, a)
@@ -543,7 +548,7 @@ class FlowTable:
                 self._due.append((self._now + HOLD_NS, event))
         return event, self._release()
 
-    def _pair(self, key: tuple, seg: Segment) -> Connection | None:
+    def _pair(self, key: FlowKey, seg: Segment) -> Connection | None:
         """The connection on another path whose SYN this SYN-ACK answers (latest SYN first)."""
         found = None
         for conn in self._pending.get(key[1:], ()):
@@ -555,7 +560,7 @@ class FlowTable:
             self._keys[id(found)] = (self._keys[id(found)][0], key)
         return found
 
-    def _pend(self, key: tuple, conn: Connection) -> None:
+    def _pend(self, key: FlowKey, conn: Connection) -> None:
         """A client just entered SYN-SENT: its SYN-ACK may come on another path."""
         pending = self._pending.setdefault(key[1:], [])
         if conn not in pending:

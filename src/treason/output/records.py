@@ -33,6 +33,8 @@ CSV_FIELDS = (
     "scale",
     "scale_known",
     "kernel_line",
+    "tunnel",
+    "outer",
 )
 
 
@@ -52,6 +54,8 @@ def write_csv(events: Iterable[Event], out: TextIO) -> int:
         row = event.to_dict()
         row["vlan"] = ".".join(map(str, event.vlan))
         row["kernel_line"] = row["kernel_line"] or ""
+        row["tunnel"] = " ".join(event.tunnel)
+        row["outer"] = " ".join(f"{src}>{dst}" for src, dst in event.outer)
         writer.writerow(row)
         n += 1
     return n

@@ -26,6 +26,8 @@ def endpoint(addr: str, port: int) -> str:
 
 def flow(e: Event) -> str:
     tag = f" vlan {'.'.join(map(str, e.vlan))}" if e.vlan else ""
+    if e.tunnel:
+        tag += f" in {' '.join(e.tunnel)}"
     return f"{endpoint(e.src, e.sport)} -> {endpoint(e.dst, e.dport)}{tag}"
 
 
