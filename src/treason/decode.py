@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from treason.packets import FIN, RST, SYN, Frame, Segment
+from treason.packets import FIN, RST, SYN, Frame, Segment, TunnelledSegment
 
 # Skip reasons.
 NOT_IP = "not-ip"
@@ -199,35 +199,44 @@ def decode(frame: Frame) -> Segment | str:
     """The frame's TCP segment, or a skip reason from ``SKIP_REASONS``."""
     data = frame.data
     lt = frame.linktype
-    st = _Stack()
+    # The _Stack is made at the first VLAN tag or tunnel: plain frames never need one.
     if lt == LINKTYPE_ETHERNET:
         if len(data) < 14:
             return TRUNCATED_HEADER
         (etype,) = _H(data, 12)
-        return _ethertype(frame, data, 14, etype, st)
-    if lt == LINKTYPE_LINUX_SLL2:
+        off = 14
+    elif lt == LINKTYPE_LINUX_SLL2:
         if len(data) < 20:
             return TRUNCATED_HEADER
         (etype,) = _H(data, 0)
-        return _ethertype(frame, data, 20, etype, st)
-    if lt == LINKTYPE_LINUX_SLL:
+        off = 20
+    elif lt == LINKTYPE_LINUX_SLL:
         if len(data) < 16:
             return TRUNCATED_HEADER
         (etype,) = _H(data, 14)
-        return _ethertype(frame, data, 16, etype, st)
+        off = 16
+    else:
+        return _not_ethernet(frame, data, lt)
+    if etype == ETHERTYPE_IPV4:
+        return _ipv4(frame, data, off, None)
+    return _ethertype(frame, data, off, etype, None)
+
+
+def _not_ethernet(frame: Frame, data: bytes, lt: int) -> Segment | str:
+    """Link types without an EtherType: raw IP and BSD loopback."""
     if lt in (LINKTYPE_RAW, LINKTYPE_RAW_12, LINKTYPE_RAW_14):
         if not data:
             return TRUNCATED_HEADER
         version = data[0] >> 4
         if version == 4:
-            return _ipv4(frame, data, 0, st)
+            return _ipv4(frame, data, 0, None)
         if version == 6:
-            return _ipv6(frame, data, 0, st)
+            return _ipv6(frame, data, 0, None)
         return NOT_IP
     if lt == LINKTYPE_IPV4:
-        return _ipv4(frame, data, 0, st)
+        return _ipv4(frame, data, 0, None)
     if lt == LINKTYPE_IPV6:
-        return _ipv6(frame, data, 0, st)
+        return _ipv6(frame, data, 0, None)
     if lt in (LINKTYPE_NULL, LINKTYPE_LOOP):
         if len(data) < 4:
             return TRUNCATED_HEADER
@@ -237,14 +246,14 @@ def decode(frame: Frame) -> Segment | str:
         if af > 0xFFFF:
             af = int.from_bytes(data[:4], "little")
         if af == BSD_AF_INET:
-            return _ipv4(frame, data, 4, st)
+            return _ipv4(frame, data, 4, None)
         if af in BSD_AF_INET6:
-            return _ipv6(frame, data, 4, st)
+            return _ipv6(frame, data, 4, None)
         return NOT_IP
     return UNKNOWN_LINKTYPE
 
 
-def _ether(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment | str:
+def _ether(frame: Frame, data: bytes, off: int, st: _Stack | None) -> Segment | str:
     """An Ethernet frame carried by a tunnel (VXLAN, GENEVE, GRE bridging, ERSPAN)."""
     if len(data) < off + 14:
         return TRUNCATED_HEADER
@@ -252,12 +261,14 @@ def _ether(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment | str:
     return _ethertype(frame, data, off + 14, etype, st)
 
 
-def _ethertype(frame: Frame, data: bytes, off: int, etype: int, st: _Stack) -> Segment | str:
+def _ethertype(frame: Frame, data: bytes, off: int, etype: int, st: _Stack | None) -> Segment | str:
     """What follows an EtherType (Ethernet, cooked headers): VLAN tags, then the payload."""
     while etype in VLAN_TPIDS:
         if len(data) < off + 4:
             return TRUNCATED_HEADER
         tci, etype = _HH(data, off)
+        if st is None:
+            st = _Stack()
         reason = st.tag(tci & 0x0FFF, tci & 0x0FFF)
         if reason is not None:
             return reason
@@ -273,7 +284,7 @@ def _ethertype(frame: Frame, data: bytes, off: int, etype: int, st: _Stack) -> S
     return NOT_IP
 
 
-def _ip_by_version(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment | str:
+def _ip_by_version(frame: Frame, data: bytes, off: int, st: _Stack | None) -> Segment | str:
     """A payload whose carrier does not say its type (MPLS, GTP-U): the IP version nibble."""
     if len(data) < off + 1:
         return TRUNCATED_HEADER
@@ -285,8 +296,10 @@ def _ip_by_version(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment |
     return TUNNEL_OTHER
 
 
-def _mpls(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment | str:
+def _mpls(frame: Frame, data: bytes, off: int, st: _Stack | None) -> Segment | str:
     """An MPLS label stack (RFC 3032): every label joins the flow key, down to bottom of stack."""
+    if st is None:
+        st = _Stack()
     while True:
         if len(data) < off + 4:
             return TRUNCATED_HEADER
@@ -299,12 +312,14 @@ def _mpls(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment | str:
             return _ip_by_version(frame, data, off, st)
 
 
-def _pppoe(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment | str:
+def _pppoe(frame: Frame, data: bytes, off: int, st: _Stack | None) -> Segment | str:
     """A PPPoE session frame (RFC 2516) and its PPP protocol field."""
     if len(data) < off + 8:
         return TRUNCATED_HEADER
     if data[off] != 0x11 or data[off + 1] != 0:
         return MALFORMED
+    if st is None:
+        st = _Stack()
     session, _length, proto = struct.unpack_from("!HHH", data, off + 2)
     reason = st.tunnel(TUNNEL_PPPOE, session)
     if reason is not None:
@@ -316,7 +331,7 @@ def _pppoe(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment | str:
     return NOT_IP
 
 
-def _ipv4(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment | str:
+def _ipv4(frame: Frame, data: bytes, off: int, st: _Stack | None) -> Segment | str:
     if len(data) < off + 20:
         return TRUNCATED_HEADER
     vihl = data[off]
@@ -345,7 +360,7 @@ def _ipv4(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment | str:
     return _tcp(frame, data, off + ihl, total_len - ihl, bool(frag & 0x2000), src, dst, ip_id, st)
 
 
-def _ipv6(frame: Frame, data: bytes, off: int, st: _Stack) -> Segment | str:
+def _ipv6(frame: Frame, data: bytes, off: int, st: _Stack | None) -> Segment | str:
     if len(data) < off + 40:
         return TRUNCATED_HEADER
     if data[off] >> 4 != 6:
@@ -395,11 +410,13 @@ def _tunnel(
     more_fragments: bool,
     src: str,
     dst: str,
-    st: _Stack,
+    st: _Stack | None,
 ) -> Segment | str:
     """An IP packet that carries another protocol layer (IP, UDP or GRE) instead of TCP."""
     if more_fragments:
         return FRAGMENT  # the inner packet is cut at the fragment's end
+    if st is None:
+        st = _Stack()
     if proto == IPPROTO_UDP:
         return _udp(frame, data, off, src, dst, st)
     st.outer.append((src, dst))
@@ -545,7 +562,7 @@ def _tcp(
     src: str,
     dst: str,
     ip_id: int,
-    st: _Stack,
+    st: _Stack | None,
 ) -> Segment | str:
     """``ip_payload`` is what the IP header says follows ``off``: TCP header plus data."""
     if ip_payload < 20:
@@ -598,7 +615,45 @@ def _tcp(
             elif kind == TCPOPT_TIMESTAMP and length == 10:
                 tsval = _U32(data, i + 2)[0]
             i += length
-    return Segment(
+    if st is None:
+        return Segment(
+            frame.number,
+            frame.ts_ns,
+            src,
+            sport,
+            dst,
+            dport,
+            seq,
+            ack,
+            flags,
+            win,
+            ip_payload - doff,
+            ws,
+            (),
+            ip_id,
+            checksum,
+            tsval,
+        )
+    if len(st.path) == len(st.vlan):  # VLAN tags only
+        return Segment(
+            frame.number,
+            frame.ts_ns,
+            src,
+            sport,
+            dst,
+            dport,
+            seq,
+            ack,
+            flags,
+            win,
+            ip_payload - doff,
+            ws,
+            tuple(st.vlan),
+            ip_id,
+            checksum,
+            tsval,
+        )
+    return TunnelledSegment(
         frame.number,
         frame.ts_ns,
         src,
@@ -615,6 +670,6 @@ def _tcp(
         ip_id,
         checksum,
         tsval,
-        tuple(st.path) if len(st.path) != len(st.vlan) else (),
+        tuple(st.path),
         tuple(st.outer),
     )

@@ -552,9 +552,13 @@ class FlowTable:
         """The connection on another path whose SYN this SYN-ACK answers (latest SYN first)."""
         found = None
         for conn in self._pending.get(key[1:], ()):
-            if self._keys[id(conn)][1] is None and conn.answers_syn(seg):
-                if found is None or conn.syn_frame > found.syn_frame:
-                    found = conn
+            unpaired = self._keys[id(conn)][1] is None
+            if (
+                unpaired
+                and conn.answers_syn(seg)
+                and (found is None or conn.syn_frame > found.syn_frame)
+            ):
+                found = conn
         if found is not None:
             self._alias[key] = found
             self._keys[id(found)] = (self._keys[id(found)][0], key)
