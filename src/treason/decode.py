@@ -615,45 +615,7 @@ def _tcp(
             elif kind == TCPOPT_TIMESTAMP and length == 10:
                 tsval = _U32(data, i + 2)[0]
             i += length
-    if st is None:
-        return Segment(
-            frame.number,
-            frame.ts_ns,
-            src,
-            sport,
-            dst,
-            dport,
-            seq,
-            ack,
-            flags,
-            win,
-            ip_payload - doff,
-            ws,
-            (),
-            ip_id,
-            checksum,
-            tsval,
-        )
-    if len(st.path) == len(st.vlan):  # VLAN tags only
-        return Segment(
-            frame.number,
-            frame.ts_ns,
-            src,
-            sport,
-            dst,
-            dport,
-            seq,
-            ack,
-            flags,
-            win,
-            ip_payload - doff,
-            ws,
-            tuple(st.vlan),
-            ip_id,
-            checksum,
-            tsval,
-        )
-    return TunnelledSegment(
+    fields = (
         frame.number,
         frame.ts_ns,
         src,
@@ -666,10 +628,11 @@ def _tcp(
         win,
         ip_payload - doff,
         ws,
-        tuple(st.vlan),
+        () if st is None else tuple(st.vlan),
         ip_id,
         checksum,
         tsval,
-        tuple(st.path),
-        tuple(st.outer),
     )
+    if st is None or len(st.path) == len(st.vlan):  # no tunnel: VLAN tags at most
+        return Segment(*fields)
+    return TunnelledSegment(*fields, tuple(st.path), tuple(st.outer))
