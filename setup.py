@@ -1,7 +1,7 @@
 """Build the optional compiled scanner; all package metadata lives in pyproject.toml.
 
 The extension is optional: without a C compiler the install still succeeds and treason falls
-back to the reference engine (``treason.fastpath.available()`` is then False).
+back to the reference engine (``treason.engine.compiled.available()`` is then False).
 """
 
 from __future__ import annotations

@@ -45,6 +45,23 @@ def tcp(
     return head + options + payload
 
 
+def ws_option(shift: int) -> bytes:
+    """The window-scale option (RFC 7323)."""
+    return b"\x01\x03\x03" + bytes([shift])
+
+
+def ts_option(tsval: int, tsecr: int = 0) -> bytes:
+    """The timestamps option (RFC 7323), NOP-padded to 12 bytes."""
+    return b"\x01\x01\x08\x0a" + struct.pack("!II", tsval, tsecr)
+
+
+def ip(src: str, dst: str, payload: bytes, ident: int = 0x1234) -> bytes:
+    """IPv4 or IPv6 carrying TCP ``payload``, by the family of the addresses."""
+    if ":" in src:
+        return ipv6(src, dst, payload)
+    return ipv4(src, dst, payload, ident=ident)
+
+
 def ipv4(
     src: str,
     dst: str,
@@ -133,6 +150,24 @@ def ether(
     return b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02" + tags + struct.pack("!H", etype) + payload
 
 
+def link(linktype: int, packet: bytes, vlans: Sequence[int] = ()) -> bytes:
+    """An IP ``packet`` framed for ``linktype`` (VLAN tags only on Ethernet)."""
+    v6 = bool(packet) and packet[0] >> 4 == 6
+    if linktype == 1:
+        return ether(packet, 0x86DD if v6 else 0x0800, vlans, [0x8100] * len(vlans))
+    if linktype == 113:
+        return sll(packet, 0x86DD if v6 else 0x0800)
+    if linktype == 276:
+        return sll2(packet, 0x86DD if v6 else 0x0800)
+    if linktype in (101, 12, 14, 228, 229):
+        return packet
+    if linktype == 0:
+        return null(packet, 30 if v6 else 2)
+    if linktype == 108:
+        return null(packet, 24 if v6 else 2, ">")
+    raise ValueError(f"no framing for link type {linktype}")
+
+
 def sll(payload: bytes, proto: int = 0x0800) -> bytes:
     return struct.pack("!HHH8sH", 0, 772, 6, b"\0" * 8, proto) + payload
 
@@ -155,9 +190,13 @@ def pcap(
     nano: bool = False,
     order: str = "<",
     snaplen: int = 262144,
+    modified: bool = False,
 ) -> bytes:
-    """A pcap file; records are (ts_ns, data) or (ts_ns, data, orig_len)."""
-    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    """A pcap file; records are (ts_ns, data) or (ts_ns, data, orig_len).
+
+    ``modified`` writes the old Linux tcpdump variant (magic a1b2cd34, 8 more header bytes).
+    """
+    magic = 0xA1B23C4D if nano else (0xA1B2CD34 if modified else 0xA1B2C3D4)
     out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
     for rec in records:
         ts_ns, data = rec[0], rec[1]
@@ -165,7 +204,8 @@ def pcap(
         sec, frac = divmod(ts_ns, 1_000_000_000)
         if not nano:
             frac //= 1000
-        out.append(struct.pack(order + "IIII", sec, frac, len(data), orig) + data)
+        extra = bytes(8) if modified else b""
+        out.append(struct.pack(order + "IIII", sec, frac, len(data), orig) + extra + data)
     return b"".join(out)
 
 
@@ -241,6 +281,81 @@ def rewrite_pcap(blob: bytes, linktype: int, rewrite) -> bytes:  # type: ignore[
         orig += len(data) - (len(rec) - 16)
         out.append(struct.pack("<IIII", sec, frac, len(data), orig) + data)
     return b"".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Conversations
+
+T0 = 1_700_000_000 * 10**9
+MS = 10**6
+C, V, W = "10.0.0.1", "10.0.0.2", "10.0.0.3"
+
+
+class Packets:
+    """Hand-made segments with their capture times; every one a distinct copy (no duplicates)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, bytes]] = []
+        self.now = T0
+
+    def add(
+        self,
+        src: str,
+        dst: str,
+        sp: int,
+        dp: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        win: int,
+        plen: int = 0,
+        after: int = MS,
+        tsval: int | None = None,
+        ws: int | None = None,
+    ) -> None:
+        self.now += after
+        ident = (len(self.frames) + 1) % 65536
+        opts = b"" if tsval is None else ts_option(tsval)
+        opts += b"" if ws is None else ws_option(ws)
+        segment = tcp(sp, dp, seq, ack, flags, win, opts, bytes(plen), checksum=ident)
+        self.frames.append((self.now, link(1, ip(src, dst, segment, ident))))
+
+    def c(
+        self,
+        seq: int,
+        ack: int,
+        win: int,
+        plen: int = 0,
+        flags: int = 0x10,
+        after: int = MS,
+        port: int = 1000,
+        tsval: int | None = None,
+        ws: int | None = None,
+    ) -> None:
+        """A segment from the client C (port ``port``) to the server V (port 80)."""
+        self.add(C, V, port, 80, seq, ack, flags, win, plen, after, tsval, ws)
+
+    def v(
+        self,
+        seq: int,
+        ack: int,
+        win: int,
+        flags: int = 0x10,
+        after: int = MS,
+        port: int = 1000,
+        tsval: int | None = None,
+        ws: int | None = None,
+    ) -> None:
+        """A segment from the server V to the client C."""
+        self.add(V, C, 80, port, seq, ack, flags, win, 0, after, tsval, ws)
+
+    def other(self, win: int, after: int = MS) -> None:
+        """Another flow's ACK: moves the capture clock; a smaller window than before shrinks."""
+        self.add(W, V, 2000, 80, 1, 1, 0x10, win, 0, after)
+
+    def pcap(self, cut: int = 0) -> bytes:
+        data = pcap(self.frames, nano=True)
+        return data[: len(data) - cut]
 
 
 # --------------------------------------------------------------------------------------------

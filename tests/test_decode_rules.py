@@ -12,7 +12,7 @@ import pytest
 
 from captures import ether, ipv4, pcap, tcp
 from test_tunnels import both
-from treason import fastpath
+from treason.engine import compiled
 from treason.errors import CaptureError
 from treason.events import Severity
 from treason.model import MAX_WINDOW
@@ -208,5 +208,5 @@ def test_pairing_evictions_and_reuse_agree_in_both_engines(seed: int) -> None:
     data = pcap(frames)
     for max_flows, idle in ((500_000, 600.0), (2, 600.0), (1, 600.0), (3, 2.0)):
         ref = run(io.BytesIO(data), "reference", max_flows=max_flows, idle_timeout=idle)
-        if fastpath.available():
+        if compiled.available():
             assert run(io.BytesIO(data), "fast", max_flows=max_flows, idle_timeout=idle) == ref

@@ -536,9 +536,9 @@ def test_fast_session_prints_what_the_reference_prints(
 ) -> None:
     """The same output line for line, the same counters after every batch and tick, and with
     --write the same saved packets, whichever engine the session runs."""
-    from treason import fastpath
+    from treason.engine import compiled
 
-    if not fastpath.available():
+    if not compiled.available():
         pytest.skip("the compiled scanner is not built (no C compiler)")
     path = EXAMPLE.parent / name
     kw = {"write": write, "retractions": retractions}
@@ -567,7 +567,7 @@ class RecordedSource:
         return batch
 
     def read_records(self, limit: int = 512) -> tuple[bytes, int]:
-        from treason.fastpath import RECORD
+        from treason.engine.compiled import RECORD
 
         self.record_reads += 1
         batch = self.read(limit)
@@ -581,10 +581,10 @@ class RecordedSource:
 def test_capture_loop_feeds_records_to_the_fast_engine() -> None:
     """Without --write the loop hands the socket's pcap records to the compiled scanner; the
     events and counters are those of the reference engine on frames."""
-    from treason import fastpath
+    from treason.engine import compiled
     from treason.live.session import capture_loop
 
-    if not fastpath.available():
+    if not compiled.available():
         pytest.skip("the compiled scanner is not built (no C compiler)")
     results = []
     for engine in ("fast", "reference"):
@@ -630,9 +630,9 @@ print(json.dumps({"frames": frames, "records": records, "count": count}), flush=
 def test_socket_records_are_the_socket_frames(vlan: bool) -> None:
     """The compiled receive loop and the Python one give the same packets, times, lengths and
     802.1Q tags (the kernel hands the tag over separately; both put it back in the frame)."""
-    from treason import fastpath
+    from treason.engine import compiled
 
-    if not fastpath.available():
+    if not compiled.available():
         pytest.skip("the compiled scanner is not built (no C compiler)")
     require()
     target = netns.ADDR_B

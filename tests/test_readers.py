@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import pty
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captures import block, epb, idb, ipv4, option, pb, pcap, shb, spb, tcp
+from captures import Packets, block, epb, idb, ipv4, option, pb, pcap, shb, spb, tcp
+from treason.engine.choose import compiled_available
 from treason.errors import CaptureError, TruncatedCapture
-from treason.readers import ReaderStats, open_frames
+from treason.readers import open_capture, open_frames
+from treason.readers.pcapng import MAX_INTERFACES
+from treason.scanner import scan
 
 PKT = [ipv4("10.0.0.1", "10.0.0.2", tcp(payload=b"x" * n)) for n in (0, 5, 17)]
 TS = [1_700_000_000_123_456_789, 1_700_000_001_000_000_001, 1_700_000_002_999_999_999]
@@ -114,16 +122,11 @@ def test_zero_length_records_are_frames() -> None:
     assert [(f.number, f.data) for f in got] == [(1, b""), (2, PKT[0])]
 
 
-def test_stats_count_records_and_bytes() -> None:
+def test_capture_format_is_recognised_by_its_first_bytes() -> None:
     blob = pcap(list(zip(TS, PKT)), linktype=101)
-    stats = ReaderStats()
-    frames(blob, stats=stats)
-    assert (stats.format, stats.records, stats.bytes, stats.linktypes) == (
-        "pcap",
-        3,
-        len(blob),
-        {101},
-    )
+    with open_capture(io.BytesIO(blob)) as capture:
+        assert (capture.format, capture.gzip) == ("pcap", None)
+    assert [f.linktype for f in frames(blob)] == [101] * 3
 
 
 # --- pcapng ----------------------------------------------------------------------------------
@@ -143,13 +146,13 @@ def _two_interface_section(order: str) -> bytes:
 
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_pcapng_interfaces_have_own_linktype_and_time_unit(order: str) -> None:
-    stats = ReaderStats()
-    got = frames(_two_interface_section(order), stats=stats)
+    got = frames(_two_interface_section(order))
     assert [(f.number, f.linktype, f.data) for f in got] == [(1, 1, PKT[0]), (2, 101, PKT[1])]
     assert got[0].ts_ns == 1_700_000_000_123_456_789
     assert got[1].ts_ns == 105_500_000_000  # 5.5 s in 1/1024 units, plus the 100 s offset
     assert got[1].orig_len == 999
-    assert (stats.format, stats.interfaces, stats.skipped_blocks) == ("pcapng", 2, 2)
+    with open_capture(io.BytesIO(_two_interface_section(order))) as capture:
+        assert capture.format == "pcapng"
 
 
 @pytest.mark.parametrize(
@@ -179,14 +182,12 @@ def test_pcapng_sections_reset_interfaces_and_byte_order_but_not_numbering() -> 
         + spb(PKT[0], order=">")
         + pb(0, 2, PKT[1], order=">")
     )
-    stats = ReaderStats()
-    got = frames(blob, stats=stats)
+    got = frames(blob)
     assert [f.number for f in got] == [1, 2, 3, 4, 5]
     assert [f.linktype for f in got] == [1, 101, 113, 113, 113]
     assert [f.data for f in got] == [PKT[0], PKT[1], PKT[2], PKT[0], PKT[1]]
     assert got[2].ts_ns == 1000 and got[4].ts_ns == 2000
     assert got[3].ts_ns == 0  # a simple packet block has no timestamp
-    assert stats.sections == 2
 
 
 def test_pcapng_simple_packet_block_is_cut_to_the_snap_length() -> None:
@@ -209,10 +210,10 @@ def test_gzip_pcap_and_pcapng_are_detected_by_magic(tmp_path: Path) -> None:
     for i, blob in enumerate([pcap(list(zip(TS, PKT))), _two_interface_section("<")]):
         path = tmp_path / f"capture{i}.txt"  # the name must not matter
         path.write_bytes(gzip.compress(blob))
-        stats = ReaderStats()
-        got = list(open_frames(path, stats=stats))
+        got = list(open_frames(path))
         assert [f.data for f in got] == PKT[: len(got)] and len(got) >= 2
-        assert stats.compressed
+        with open_capture(path) as capture:
+            assert capture.gzip is not None and capture.format == ("pcap", "pcapng")[i]
 
 
 def test_gzip_with_several_members_is_one_stream() -> None:
@@ -446,3 +447,242 @@ def test_hostile_bytes_only_ever_raise_capture_errors(junk: bytes, blob: bytes, 
     damaged = blob[:at] + junk + blob[at + len(junk) :]
     for data in (damaged, junk, gzip.compress(damaged)[: at + 20]):
         read_all(io.BytesIO(data))  # anything but CaptureError propagates and fails
+
+
+# --- hostile captures, through both engines and the command line ------------------------------
+
+ENGINES = ["reference"] + (["fast"] if compiled_available() else [])
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _three_events() -> bytes:
+    """Three flows, each closing its window with data outstanding: three kernel events."""
+    p = Packets()
+    for port in (1000, 1001, 1002):
+        p.c(1000, 0, 64240, flags=0x02, port=port, ws=7)
+        p.v(5000, 1001, 65160, flags=0x12, port=port, ws=7)
+        p.c(1001, 5001, 502, port=port)
+        p.v(5001, 1001, 500, port=port)
+        p.c(1001, 5001, 502, plen=1448, flags=0x18, port=port)
+        p.v(5001, 2001, 0, port=port)
+    return p.pcap()
+
+
+def _scan(data: bytes, engine: str) -> tuple[list[int], str | None]:
+    frames: list[int] = []
+    try:
+        for event in scan(io.BytesIO(data), engine=engine):
+            frames.append(event.frame)
+    except CaptureError as exc:
+        return frames, str(exc)
+    return frames, None
+
+
+def _cli(*args: str, stdin: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "treason", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=stdin,
+    )
+
+
+def _peak_rss_mb(*args: str) -> tuple[int, str, float]:
+    """Run treason in a fresh process; its exit status, stderr and peak RSS in MB."""
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "r = subprocess.run([sys.executable, '-m', 'treason', *sys.argv[1:]],"
+        " capture_output=True, text=True)\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(r.returncode, peak); print(r.stderr, end='')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, *args], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    head, _, stderr = out.partition("\n")
+    code, peak = head.split()
+    return int(code), stderr, float(peak)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("field", ["crc", "length"])
+def test_gzip_trailer_damage_keeps_every_inflated_byte(engine: str, field: str) -> None:
+    """A wrong CRC-32 or length in the member trailer: every event inflated is reported, then
+    one error at the end of the inflated data, where the damage shows (both engines)."""
+    data = _three_events()
+    packed = bytearray(gzip.compress(data))
+    packed[-8 if field == "crc" else -4] ^= 1
+    frames, error = _scan(bytes(packed), engine)
+    assert frames == [6, 12, 18]
+    assert error is not None and error.startswith("<stream>: corrupt gzip data (")
+    assert ("CRC-32" in error) == (field == "crc")
+    assert error.endswith(f"(at byte {len(data)})")
+    # A later member is not read past the damage; the whole stream gives the same.
+    frames2, error2 = _scan(bytes(packed) + gzip.compress(b"\0" * 100), engine)
+    assert (frames2, error2) == (frames, error)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gzip_header_with_name_comment_extra_and_crc(engine: str) -> None:
+    """Every optional header field of RFC 1952, as gzip(1) and other writers set them."""
+    data = _three_events()
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = deflate.compress(data) + deflate.flush()
+    head = b"\x1f\x8b\x08\x1e" + bytes(6)  # FHCRC | FEXTRA | FNAME | FCOMMENT
+    head += struct.pack("<H", 4) + b"ab\0\0" + b"name.pcap\0" + b"a comment\0"
+    head += struct.pack("<H", zlib.crc32(head) & 0xFFFF)
+    trailer = struct.pack("<II", zlib.crc32(data), len(data))
+    assert gzip.decompress(head + body + trailer) == data  # what gunzip reads
+    assert _scan(head + body + trailer, engine) == ([6, 12, 18], None)
+    bad = bytearray(head + body + trailer)
+    bad[len(head) - 1] ^= 1
+    assert _scan(bytes(bad), engine) == (
+        [],
+        "<stream>: corrupt gzip data (header CRC does not match) (at byte 0)",
+    )
+
+
+def _ts_capture(tsresol: int | None, tsoffset: int | None, ts: int) -> bytes:
+    """Three events with sane times, then one frame whose time the interface makes absurd."""
+    good = pcapng_of(_three_events())
+    bad = idb(1, tsresol=tsresol, tsoffset=tsoffset) + epb(1, ts, PKT[0])
+    return good + bad
+
+
+def pcapng_of(pcap_blob: bytes) -> bytes:
+    """The records of a little-endian nanosecond pcap, as one pcapng section."""
+    out, pos = [shb(), idb(1, tsresol=9)], 24
+    while pos < len(pcap_blob):
+        sec, nsec, incl, orig = struct.unpack_from("<IIII", pcap_blob, pos)
+        out.append(epb(0, sec * 10**9 + nsec, pcap_blob[pos + 16 : pos + 16 + incl], orig))
+        pos += 16 + incl
+    return b"".join(out)
+
+
+ABSURD_TIMES = {
+    "2^64 us": (None, None, 2**64 - 1),
+    "offset +2^62 s": (None, 2**62, 1),
+    "offset -2^62 s": (None, -(2**62), 1),
+    "10^0 with 2^63": (0, None, 2**63),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ABSURD_TIMES))
+def test_absurd_pcapng_times_are_one_error_after_the_events(case: str, tmp_path: Path) -> None:
+    """Times no calendar shows (outside years 1-9999) are damage: the events before them are
+    reported, then one line with the block's offset, in every output, on both engines."""
+    data = _ts_capture(*ABSURD_TIMES[case])
+    tsresol, tsoffset, _ = ABSURD_TIMES[case]
+    at = len(pcapng_of(_three_events())) + len(idb(1, tsresol=tsresol, tsoffset=tsoffset))
+    want = f"timestamp out of range (outside years 1-9999) (at byte {at})"
+    for engine in ENGINES:
+        assert _scan(data, engine) == ([6, 12, 18], f"<stream>: {want}")
+    path = tmp_path / "times.pcapng"
+    path.write_bytes(data)
+    for args in ([], ["-f", "json"], ["-f", "csv"]):
+        r = _cli("scan", str(path), *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.stderr.endswith(f"\ntreason: {path}: {want}\n") or r.stderr == (
+            f"treason: {path}: {want}\n"
+        )
+        assert r.stdout.count("kernel") >= 3, args
+    r = _cli("plot", str(path), "-o", str(tmp_path / "plot.html"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.endswith(f"{path}: {want}\n")
+
+
+def test_pcapng_interfaces_are_capped_per_section(tmp_path: Path) -> None:
+    """Millions of interface blocks (a few hundred KB gzipped) stop at the cap with one line,
+    in bounded memory; a new section starts a new count."""
+    many = idb(1) * MAX_INTERFACES
+    ok = shb() + many + shb() + many + epb(MAX_INTERFACES - 1, 5, PKT[0])
+    for engine in ENGINES:
+        assert _scan(ok, engine) == ([], None)
+    over = shb() + many + idb(1)
+    want = (
+        f"<stream>: more than {MAX_INTERFACES} interfaces in one pcapng section "
+        f"(at byte {len(shb()) + len(many)})"
+    )
+    for engine in ENGINES:
+        assert _scan(over, engine) == ([], want)
+    # 3 M interface blocks: 60 MB of pcapng in a small gzip file.
+    path = tmp_path / "idbs.pcapng.gz"
+    with gzip.open(path, "wb", compresslevel=1) as fh:
+        fh.write(shb())
+        chunk = idb(1) * 100_000
+        for _ in range(30):
+            fh.write(chunk)
+    assert path.stat().st_size < 2_000_000
+    for engine in ENGINES:
+        code, stderr, peak = _peak_rss_mb("scan", "--engine", engine, str(path))
+        assert code == 2 and stderr.endswith(
+            f"interfaces in one pcapng section (at byte {len(shb()) + len(many)})\n"
+        )
+        assert peak < 150, f"{engine}: {peak:.0f} MB peak RSS (generous limit 150 MB)"
+
+
+def test_closed_stdin_is_one_line() -> None:
+    """``treason scan - <&-``: no standard input at all."""
+    r = subprocess.run(
+        [sys.executable, "-m", "treason", "scan", "-"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        preexec_fn=lambda: os.close(0),
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (
+        2,
+        "",
+        "treason: <stdin>: standard input is closed\n",
+    )
+
+
+def test_unreadable_large_capture_with_a_progress_line(request: pytest.FixtureRequest) -> None:
+    """A capture big enough for the progress line that the user may not read: one line, exit 2
+    (run as an unprivileged user, with stderr on a terminal so the progress line is wanted)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the command as another user")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TERM": "xterm"}
+    probe = [*nobody, sys.executable, "-c", "import treason.cli"]
+    if subprocess.run(probe, env=env, cwd="/", capture_output=True).returncode:
+        pytest.skip("the interpreter or the source tree is not readable by an unprivileged user")
+    # pytest's own temporary directories are root's alone: this one "nobody" may enter.
+    public = Path(tempfile.mkdtemp(prefix="treason-unreadable-", dir="/tmp"))
+    os.chmod(public, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(public, ignore_errors=True))
+    path = public / "big.pcap"
+    with open(path, "wb") as fh:
+        fh.write(pcap([(TS[0], PKT[0])]))
+        fh.truncate(80 << 20)
+    os.chmod(path, 0o600)  # root's: unreadable for "nobody"
+    main, other = pty.openpty()
+    try:
+        r = subprocess.run(
+            [*nobody, sys.executable, "-m", "treason", "scan", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=other,
+            env=env,
+            cwd="/",
+        )
+        os.close(other)
+        other = -1
+        err = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(main)
+        if other >= 0:
+            os.close(other)
+    text = err.decode().replace("\r\x1b[K", "").replace("\r\n", "\n")
+    assert r.returncode == 2, text
+    assert text == f"treason: {path}: Permission denied\n"

@@ -22,7 +22,6 @@ import netns
 import tunnels
 from captures import ether, ipv4, pcap, tcp, tools_missing
 from captures import tshark_fields as run_tshark
-from treason import fastpath
 from treason.decode import (
     MAX_TAGS,
     MAX_TUNNELS,
@@ -34,13 +33,13 @@ from treason.decode import (
     decode,
     tunnel_names,
 )
+from treason.engine import compiled
 from treason.errors import CaptureError
 from treason.events import Severity
 from treason.packets import Frame, Segment
 from treason.readers import open_frames
 from treason.scanner import ScanStats, scan
 
-ENGINES = ["reference", "fast"] if fastpath.available() else ["reference"]
 NAMES = sorted(tunnels.ENCAPSULATIONS)
 
 
@@ -64,7 +63,7 @@ def run(data: bytes, engine: str) -> tuple:
 def both(data: bytes) -> tuple:
     """The reference engine's outcome, after checking the compiled scanner gives the same."""
     ref = run(data, "reference")
-    if fastpath.available():
+    if compiled.available():
         assert run(data, "fast") == ref
     return ref
 

@@ -6,7 +6,7 @@
  * treason.model); the differential tests hold the two to the same events and counters. When the
  * reference changes, this file changes with it.
  *
- * The Python side (treason.fastpath) owns the byte source (files, stdin, gzip) and feeds
+ * The Python side (treason.engine.compiled) owns the byte source (files, stdin, gzip) and feeds
  * contiguous buffers; feed() consumes every complete record and reports how many bytes the next
  * record needs, so records may be split across reads anywhere.
  */
@@ -38,7 +38,7 @@ typedef unsigned __int128 u128;
 #define F_RST 0x04
 #define F_ACK 0x10
 
-/* Skip reasons, in the order of treason.fastpath.SKIP_ORDER. */
+/* Skip reasons, in the order of treason.decode.SKIP_REASONS (exported as SKIP_REASONS). */
 enum {
     SK_NOT_IP,
     SK_NOT_TCP,
@@ -68,7 +68,7 @@ enum {
     TUNNEL_MPLS
 };
 
-/* Model anomaly counters, in the order of treason.fastpath.MODEL_ORDER. */
+/* Model anomaly counters, in the order of treason.engine.stats.ModelStats (MODEL_COUNTERS). */
 enum {
     M_DUPLICATES,
     M_OLD_ACKS,
@@ -82,6 +82,21 @@ enum {
     M_IMPOSSIBLE,
     M_N
 };
+
+/* The names of what crosses into Python, in order: treason.engine.compiled checks them at import,
+   so a field added or moved on one side only cannot be read under another field's name. */
+static const char *const SKIP_NAMES[SK_N] = {
+    "not-ip",           "not-tcp",      "fragment",      "unknown-linktype", "malformed",
+    "truncated-header", "tunnel-other", "over-16-tags",  "over-8-tunnels"};
+static const char *const MODEL_NAMES[M_N] = {
+    "duplicates", "old_acks", "stale_updates", "paws_rejects",   "unseen_acks",
+    "stray_acks", "ignored_syns", "resets",     "window_overruns", "impossible_acks"};
+/* ev_tuple's fields. */
+static const char *const EVENT_NAMES[] = {
+    "frame",  "ts_ns",    "v6",        "src",          "sport",        "dst",     "dport",
+    "path",   "cls",      "closing",   "definite",     "old_edge",     "new_edge", "shrink_bytes",
+    "beyond_bytes", "snd_una", "snd_nxt", "ack",       "win",          "shift",   "scale_known",
+    "outer"};
 
 /* Severity values of treason.events.Severity. */
 enum { CLS_NONE = 0, CLS_RETRACTION = 1, CLS_SHRINK = 2, CLS_BEYOND = 3, CLS_KERNEL = 4 };
@@ -249,8 +264,9 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    /* framing */
-    int fmt; /* 1 pcap, 2 pcapng */
+    /* framing, per capture (begin) */
+    int fmt; /* 1 pcap, 2 pcapng, 0 before begin() */
+    uint64_t number; /* frames of this capture so far: the next frame's number - 1 */
     int started;
     int big;
     uint64_t ns_per_unit;
@@ -281,8 +297,8 @@ typedef struct {
     uint64_t q_head, q_tail, q_cap; /* q_cap: a power of two (or 0) */
     /* final events, as tuples, not yet taken by Python */
     PyObject *events;
-    /* with trace(True): per frame, None (skipped) or (flow key, event bits), not yet taken */
-    PyObject *trace;
+    /* with mark_flows(True): per frame, None (skipped) or (flow key, event bits), not yet taken */
+    PyObject *marks;
     int py_error;
 } Scanner;
 
@@ -1371,15 +1387,15 @@ static void conn_process(Scanner *S, Conn *c, const Seg *g)
         window_update(S, c, g, sender, peer);
 }
 
-/* -- trace (treason live --write) ----------------------------------------------------------- */
+/* -- flow marks (treason live --write) ---------------------------------------------------------- */
 
-#define TRACE_EVENT 1 /* the segment made an event */
-#define TRACE_SHOWN 2 /* ... not a retraction when made */
-#define TRACE_ZERO 4 /* ... of a zero window (it may still become kernel-visible) */
+#define MARK_EVENT 1 /* the segment made an event */
+#define MARK_SHOWN 2 /* ... not a retraction when made */
+#define MARK_ZERO 4 /* ... of a zero window (it may still become kernel-visible) */
 
-static int trace_append(Scanner *S, PyObject *entry)
+static int mark_append(Scanner *S, PyObject *entry)
 {
-    if (!entry || PyList_Append(S->trace, entry) < 0) {
+    if (!entry || PyList_Append(S->marks, entry) < 0) {
         Py_XDECREF(entry);
         S->py_error = 1;
         return -1;
@@ -1393,7 +1409,7 @@ static int trace_append(Scanner *S, PyObject *entry)
  * FlowTable.process give it: the flow key (family, both endpoints in canonical order, VLAN
  * stack: one value per key of the model's) and whether the segment made an event.
  */
-static int trace_segment(Scanner *S, Conn *c, uint64_t q_before)
+static int mark_segment(Scanner *S, Conn *c, uint64_t q_before)
 {
     uint8_t key[1 + 2 * 18 + 2 * 64];
     uint16_t *vl = conn_vlan(c);
@@ -1432,10 +1448,10 @@ static int trace_segment(Scanner *S, Conn *c, uint64_t q_before)
     int bits = 0;
     if (S->q_tail != q_before) {
         EvRec *e = ev_at(S, S->q_tail - 1);
-        bits = TRACE_EVENT | (e->cls != CLS_RETRACTION ? TRACE_SHOWN : 0) |
-               (e->win == 0 ? TRACE_ZERO : 0);
+        bits = MARK_EVENT | (e->cls != CLS_RETRACTION ? MARK_SHOWN : 0) |
+               (e->win == 0 ? MARK_ZERO : 0);
     }
-    return trace_append(S, Py_BuildValue("(Ni)", bytes, bits));
+    return mark_append(S, Py_BuildValue("(Ni)", bytes, bits));
 }
 
 /* -- flow table (treason.model.FlowTable) --------------------------------------------------- */
@@ -1789,7 +1805,7 @@ static int table_process(Scanner *S, const Seg *g)
     int was_seen = c->syn_seen && c->synack_seen;
     uint64_t q_before = S->q_tail;
     conn_process(S, c, g);
-    if (S->trace && trace_segment(S, c, q_before) < 0)
+    if (S->marks && mark_segment(S, c, q_before) < 0)
         return -1;
     c->last_active = S->now;
     if (c->syn_seen && c->synack_seen && !was_seen)
@@ -1818,16 +1834,16 @@ static inline int frame(Scanner *S, i128 ts, uint32_t lt, const uint8_t *d, int6
 {
     Seg g;
     S->frames++;
-    g.frame = S->frames;
+    g.frame = ++S->number;
     g.ts = ts;
     int why = decode(lt, d, len, orig_len, &g);
     if (S->py_error)
         return -1;
     if (why >= 0) {
         S->skipped[why]++;
-        if (S->trace) {
+        if (S->marks) {
             Py_INCREF(Py_None);
-            return trace_append(S, Py_None);
+            return mark_append(S, Py_None);
         }
         return 0;
     }
@@ -1954,6 +1970,11 @@ static void parse_idb(Iface *f, const uint8_t *body, Py_ssize_t blen, int big)
         pos += (olen + 3) & ~3;
     }
 }
+
+/* readers.pcapng: interfaces per section, and frame times within years 1-9999 UTC. */
+#define MAX_INTERFACES 65536u
+#define MIN_TS_NS ((i128)-62135596800LL * 1000000000)
+#define MAX_TS_NS ((i128)253402300799LL * 1000000000)
 
 static inline i128 iface_ts(const Iface *f, uint64_t ts)
 {
@@ -2091,6 +2112,11 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
             }
             const Iface *f = &S->ifaces[if_id];
             i128 ts = iface_ts(f, ((uint64_t)ts_high << 32) | ts_low);
+            if (ts < MIN_TS_NS || ts > MAX_TS_NS) {
+                set_error(S, 1, start, "timestamp out of range (outside years 1-9999)");
+                pos -= blen;
+                break;
+            }
             if (frame(S, ts, f->linktype, body + 20, caplen, orig_len) < 0)
                 break;
         } else if (btype == 3) {
@@ -2125,6 +2151,12 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
                 pos -= blen;
                 break;
             }
+            if (S->n_ifaces == MAX_INTERFACES) {
+                set_error(S, 1, start, "more than %u interfaces in one pcapng section",
+                          (unsigned)MAX_INTERFACES);
+                pos -= blen;
+                break;
+            }
             if (S->n_ifaces == S->cap_ifaces) {
                 uint32_t cap = S->cap_ifaces ? S->cap_ifaces * 2 : 8;
                 Iface *p = realloc(S->ifaces, cap * sizeof *p);
@@ -2147,22 +2179,15 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
 
 static int Scanner_init(Scanner *S, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"fmt", "max_flows", "idle_lo", "idle_hi", NULL};
-    int fmt;
+    static char *names[] = {"max_flows", "idle_lo", "idle_hi", NULL};
     unsigned long long max_flows, idle_lo;
     long long idle_hi;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iKKL", names, &fmt, &max_flows, &idle_lo,
-                                     &idle_hi))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKL", names, &max_flows, &idle_lo, &idle_hi))
         return -1;
-    if (fmt != 1 && fmt != 2) {
-        PyErr_SetString(PyExc_ValueError, "fmt must be 1 (pcap) or 2 (pcapng)");
-        return -1;
-    }
     if (max_flows < 1 || max_flows > 0x7FFFFFFF) {
         PyErr_SetString(PyExc_ValueError, "max_flows must be between 1 and 2**31 - 1");
         return -1;
     }
-    S->fmt = fmt;
     S->max_flows = (uint32_t)max_flows;
     S->idle = (i128)(((u128)(uint64_t)idle_hi << 64) | idle_lo);
     S->err_offset = -1;
@@ -2193,7 +2218,7 @@ static void Scanner_dealloc(Scanner *S)
     free(S->slots);
     free(S->ifaces);
     Py_XDECREF(S->events);
-    Py_XDECREF(S->trace);
+    Py_XDECREF(S->marks);
     Py_TYPE(S)->tp_free((PyObject *)S);
 }
 
@@ -2204,6 +2229,11 @@ static PyObject *Scanner_feed(Scanner *S, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*p", &view, &eof))
         return NULL;
     Py_ssize_t need = 0, used = 0;
+    if (!S->fmt) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "feed() before begin()");
+        return NULL;
+    }
     if (!S->err_kind && !S->py_error) {
         if (S->fmt == 1)
             used = feed_pcap(S, view.buf, view.len, eof, &need);
@@ -2215,6 +2245,32 @@ static PyObject *Scanner_feed(Scanner *S, PyObject *args)
     if (S->py_error)
         return NULL;
     return Py_BuildValue("nn", used, need);
+}
+
+/*
+ * A new capture begins: its framing starts afresh (format, byte order, pcapng sections and
+ * interfaces, the offset, frame numbers, the damage of the last one); the flow table, its clock
+ * and the counters carry on, so flows continue across consecutive captures.
+ */
+static PyObject *Scanner_begin(Scanner *S, PyObject *arg)
+{
+    long fmt = PyLong_AsLong(arg);
+    if (fmt == -1 && PyErr_Occurred())
+        return NULL;
+    if (fmt != 1 && fmt != 2) {
+        PyErr_SetString(PyExc_ValueError, "fmt must be 1 (pcap) or 2 (pcapng)");
+        return NULL;
+    }
+    S->fmt = (int)fmt;
+    S->number = 0;
+    S->started = 0;
+    S->big = 0;
+    S->n_ifaces = 0;
+    S->sections = 0;
+    S->offset = 0;
+    S->err_kind = 0;
+    S->err_offset = -1;
+    Py_RETURN_NONE;
 }
 
 static PyObject *Scanner_take_events(Scanner *S, PyObject *Py_UNUSED(ignored))
@@ -2302,29 +2358,29 @@ static PyObject *Scanner_advance(Scanner *S, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-static PyObject *Scanner_trace(Scanner *S, PyObject *arg)
+static PyObject *Scanner_mark_flows(Scanner *S, PyObject *arg)
 {
     int on = PyObject_IsTrue(arg);
     if (on < 0)
         return NULL;
-    if (on && !S->trace) {
-        S->trace = PyList_New(0);
-        if (!S->trace)
+    if (on && !S->marks) {
+        S->marks = PyList_New(0);
+        if (!S->marks)
             return NULL;
     } else if (!on) {
-        Py_CLEAR(S->trace);
+        Py_CLEAR(S->marks);
     }
     Py_RETURN_NONE;
 }
 
-static PyObject *Scanner_take_trace(Scanner *S, PyObject *Py_UNUSED(ignored))
+static PyObject *Scanner_take_marks(Scanner *S, PyObject *Py_UNUSED(ignored))
 {
-    if (!S->trace)
+    if (!S->marks)
         return PyList_New(0);
-    PyObject *out = S->trace;
-    S->trace = PyList_New(0);
-    if (!S->trace) {
-        S->trace = out;
+    PyObject *out = S->marks;
+    S->marks = PyList_New(0);
+    if (!S->marks) {
+        S->marks = out;
         return NULL;
     }
     return out;
@@ -2372,6 +2428,8 @@ static PyObject *Scanner_get_offset(Scanner *S, void *Py_UNUSED(closure))
 }
 
 static PyMethodDef Scanner_methods[] = {
+    {"begin", (PyCFunction)Scanner_begin, METH_O,
+     "begin(fmt): a capture of format fmt (1 pcap, 2 pcapng) starts; flows carry on."},
     {"feed", (PyCFunction)Scanner_feed, METH_VARARGS,
      "feed(buffer, eof) -> (consumed, need): analyse every complete record in buffer."},
     {"take_events", (PyCFunction)Scanner_take_events, METH_NOARGS,
@@ -2380,10 +2438,10 @@ static PyMethodDef Scanner_methods[] = {
      "The capture is over (or damaged): every open event is final; take_events() has them."},
     {"advance", (PyCFunction)Scanner_advance, METH_O,
      "advance(now_ns): the clock reaches now_ns without a packet; events due are final."},
-    {"trace", (PyCFunction)Scanner_trace, METH_O,
-     "trace(on): record, per frame fed, None (skipped) or (flow key bytes, event bits)."},
-    {"take_trace", (PyCFunction)Scanner_take_trace, METH_NOARGS,
-     "The trace entries recorded since the last call, one per frame, in frame order."},
+    {"mark_flows", (PyCFunction)Scanner_mark_flows, METH_O,
+     "mark_flows(on): record, per frame fed, None (skipped) or (flow key bytes, event bits)."},
+    {"take_marks", (PyCFunction)Scanner_take_marks, METH_NOARGS,
+     "The flow marks recorded since the last call, one per frame, in frame order."},
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "Frame, flow and model counters."},
     {NULL, NULL, 0, NULL},
 };
@@ -2399,7 +2457,7 @@ static PyTypeObject ScannerType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "treason._fastscan.Scanner",
     .tp_basicsize = sizeof(Scanner),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Scanner(fmt, max_flows, idle_lo, idle_hi): capture framing, decoder, flow table.",
+    .tp_doc = "Scanner(max_flows, idle_lo, idle_hi): capture framing, decoder, flow table.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Scanner_init,
     .tp_dealloc = (destructor)Scanner_dealloc,
@@ -2496,9 +2554,30 @@ static PyMethodDef fastscan_functions[] = {
 };
 
 static struct PyModuleDef fastscan_module = {
-    PyModuleDef_HEAD_INIT, "_fastscan", "Compiled capture scanner for treason.fastpath.", -1,
+    PyModuleDef_HEAD_INIT, "_fastscan", "Compiled capture scanner for treason.engine.compiled.", -1,
     fastscan_functions,
 };
+
+/* A tuple of names as a module constant. */
+static int add_names(PyObject *m, const char *attr, const char *const *names, int n)
+{
+    PyObject *t = PyTuple_New(n);
+    if (!t)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        PyObject *s = PyUnicode_FromString(names[i]);
+        if (!s) {
+            Py_DECREF(t);
+            return -1;
+        }
+        PyTuple_SET_ITEM(t, i, s);
+    }
+    if (PyModule_AddObject(m, attr, t) < 0) {
+        Py_DECREF(t);
+        return -1;
+    }
+    return 0;
+}
 
 PyMODINIT_FUNC PyInit__fastscan(void)
 {
@@ -2513,7 +2592,13 @@ PyMODINIT_FUNC PyInit__fastscan(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0 ||
+    if (add_names(m, "SKIP_REASONS", SKIP_NAMES, SK_N) < 0 ||
+        add_names(m, "MODEL_COUNTERS", MODEL_NAMES, M_N) < 0 ||
+        add_names(m, "EVENT_FIELDS", EVENT_NAMES, (int)(sizeof EVENT_NAMES / sizeof *EVENT_NAMES)) < 0 ||
+        PyModule_AddIntConstant(m, "MARK_EVENT", MARK_EVENT) < 0 ||
+        PyModule_AddIntConstant(m, "MARK_SHOWN", MARK_SHOWN) < 0 ||
+        PyModule_AddIntConstant(m, "MARK_ZERO", MARK_ZERO) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0 ||
         PyModule_AddIntConstant(m, "MAX_BLOCK", MAX_BLOCK) < 0 ||
         PyModule_AddIntConstant(m, "CONN_BYTES", (long)sizeof(Conn)) < 0 ||
         PyModule_AddIntConstant(m, "UNKNOWN_SCALE_BYTES", (long)sizeof(Unknown)) < 0) {

@@ -7,9 +7,10 @@ JSON Lines, CSV) is a view of it. The schema is documented in ``docs/events.md``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
+from typing import Any
 
-from treason.kernel import kernel_lines
+from treason.kernel import DEFAULT_WORDING, kernel_lines
 
 
 class Severity(IntEnum):
@@ -31,6 +32,19 @@ CLASS_NAMES = {
     Severity.BEYOND: "beyond",
     Severity.KERNEL: "kernel",
 }
+
+
+class Certainty(str, Enum):
+    """Whether every plausible window scale makes the update an event, or only some do.
+
+    A ``str`` so that records and comparisons with the JSON text (``"definite"``) keep working.
+    """
+
+    DEFINITE = "definite"  # the scale was seen, or every plausible shift agrees
+    POSSIBLE = "possible"  # some plausible shifts make it an event, others do not
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(slots=True)
@@ -59,7 +73,7 @@ class Event:
     vlan: tuple[int, ...]
     cls: Severity
     closing: bool
-    certainty: str
+    certainty: Certainty
     old_edge: int
     new_edge: int
     shrink_bytes: int
@@ -90,12 +104,12 @@ class Event:
 
     @property
     def kernel_line(self) -> str | None:
-        """The 3.13–6.5 wording, for kernel-visible events only."""
+        """The ``kernel.DEFAULT_WORDING`` era's line, for kernel-visible events only."""
         if self.cls is not Severity.KERNEL:
             return None
-        return self.kernel_lines["3.13"]
+        return self.kernel_lines[DEFAULT_WORDING]
 
-    def key(self) -> tuple:
+    def key(self) -> tuple[object, ...]:
         """Identity used to compare event lists from different engines."""
         return (
             self.frame,
@@ -119,7 +133,7 @@ class Event:
             self.outer,
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON Lines record (schema: docs/events.md)."""
         return {
             "file": self.file,
@@ -132,7 +146,7 @@ class Event:
             "vlan": list(self.vlan),
             "class": self.cls.label,
             "closing": self.closing,
-            "certainty": self.certainty,
+            "certainty": self.certainty.value,
             "old_edge": self.old_edge,
             "new_edge": self.new_edge,
             "shrink_bytes": self.shrink_bytes,

@@ -2,7 +2,8 @@
 
 One table, shared by the capture side (which renders the line Linux on the sender would have
 printed for an event, so users can grep their logs for it) and the log side (whose grammar
-recognises the same wordings). Each era names the kernels that printed it; see DESIGN §2.
+recognises the same wordings). Each era names the kernels that printed it;
+see ``docs/logs.md``.
 
 In every wording ``A:P`` is the remote receiver that shrank its window, ``L`` the local port
 of the data sender that printed the line, ``X`` its ``snd_una`` and ``Y`` its ``snd_nxt``.

@@ -1,6 +1,6 @@
 """The reference model: how one TCP connection's senders see their peers' receive windows.
 
-This is the readable definition of every rule in DESIGN §3. It is what ``explain`` and
+This is the readable definition of every rule in ``docs/model.md``. It is what ``explain`` and
 ``simulate`` run, what the tests check properties against, and the oracle the fast scanner
 must agree with event for event. It favours clarity over speed.
 
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from treason import seq as sq
 from treason.decode import tunnel_names
-from treason.events import Event, Severity
+from treason.engine.stats import ModelStats, ScanStats
+from treason.events import Certainty, Event, Severity
 from treason.packets import ACK, FIN, RST, SYN, Segment
 
 #: RFC 7323 §2.3: shift counts above 14 are treated as 14.
@@ -32,22 +33,6 @@ ALL_SHIFTS = (1 << (MAX_SHIFT + 1)) - 1
 #: How long (capture time) a zero-window event stays open for data the sender had in flight:
 #: Linux's minimum retransmission timeout, the earliest its sender can log the stall.
 HOLD_NS = 200_000_000
-
-
-@dataclass
-class ModelStats:
-    """Anomalies the model met; none of them is fatal and none makes an event."""
-
-    duplicates: int = 0  # exact copies (span ports) dropped
-    old_acks: int = 0  # ACK before SND.UNA: reordered or retransmitted, never a shrink
-    stale_updates: int = 0  # failed the SND.WL1/SND.WL2 test: older than the last update
-    paws_rejects: int = 0  # TSval older than the last accepted update's: a reordered segment
-    unseen_acks: int = 0  # ACK beyond SND.NXT: the capture missed the data it acknowledges
-    stray_acks: int = 0  # peer's segments while the client is in SYN-SENT (RFC 9293: dropped)
-    ignored_syns: int = 0  # SYNs inside a live connection (scales untouched)
-    resets: int = 0  # RST segments (their windows are ignored)
-    window_overruns: int = 0  # new data beyond the edge under every plausible shift
-    impossible_acks: int = 0  # ACK past every edge ever offered and all data seen: corrupt
 
 
 class Side:
@@ -98,7 +83,7 @@ class Side:
         # furthest right edge ever offered to this side (under shift 14 while the scale is
         # unknown): no real ACK can acknowledge data past it
         self.furthest: int | None = None
-        self.last_copy: tuple | None = None
+        self.last_copy: tuple[object, ...] | None = None
 
     def edge(self, shift: int) -> int:
         """The right edge of the last accepted update, under ``shift``."""
@@ -201,7 +186,7 @@ class Connection:
             self.stats.ignored_syns += 1
             return
         client = self.client
-        if client is not None and seg.ack != sq.add(client.isn, 1):
+        if client is not None and client.isn is not None and seg.ack != sq.add(client.isn, 1):
             self.stats.ignored_syns += 1  # answers some other SYN
             return
         self.synack_seen = True
@@ -258,7 +243,7 @@ class Connection:
         event.beyond_bytes = max(0, sq.diff(snd_nxt, event.new_edge))
         if sq.before(event.snd_una, snd_nxt):
             event.cls = Severity.KERNEL
-            event.certainty = "definite"
+            event.certainty = Certainty.DEFINITE
 
     def _rule_out_shifts(self, sender: Side, data_end: int) -> None:
         """New data past the furthest edge offered under shift s proves s is not the scale.
@@ -304,9 +289,11 @@ class Connection:
             if s.snd_nxt is not None:
                 self.stats.unseen_acks += 1
             s.snd_nxt = ack
-        wl1 = s.snd_wl1
-        if wl1 is not None and not (
-            sq.before(wl1, seg.seq) or (wl1 == seg.seq and not sq.before(ack, s.snd_wl2))
+        wl1, wl2 = s.snd_wl1, s.snd_wl2  # set together
+        if (
+            wl1 is not None
+            and wl2 is not None
+            and not (sq.before(wl1, seg.seq) or (wl1 == seg.seq and not sq.before(ack, wl2)))
         ):
             self.stats.stale_updates += 1
             return None
@@ -365,7 +352,7 @@ class Connection:
             cls, _ = self._classify(seg, s, shift)
             if cls is None:
                 return None
-            certainty = "definite"
+            certainty = Certainty.DEFINITE
         else:
             found = self._infer(seg, s)
             if found is None:
@@ -373,7 +360,7 @@ class Connection:
             cls, shift, certainty = found
         return self._event(seg, r, s, shift, cls, certainty)
 
-    def _infer(self, seg: Segment, s: Side) -> tuple[Severity, int, str] | None:
+    def _infer(self, seg: Segment, s: Side) -> tuple[Severity, int, Certainty] | None:
         """Judge an update when the handshake (and so the scale) was not captured.
 
         Every shift not ruled out by the sender's data (``feasible``) is a hypothesis. A
@@ -399,7 +386,7 @@ class Connection:
             # A zero window is scale independent: Linux on the sender logs it whatever the
             # shift, so it is definite as soon as any shift sees the edge move back.
             moved = [k for k, c in classes.items() if c is not None]
-            return (Severity.KERNEL, moved[0], "definite") if moved else None
+            return (Severity.KERNEL, moved[0], Certainty.DEFINITE) if moved else None
         fewest = min(counts[k] for k in classes)
         plausible = [k for k in classes if counts[k] == fewest]
         hits = [k for k in plausible if (classes[k] or 0) >= Severity.SHRINK]
@@ -409,10 +396,11 @@ class Connection:
             return None
         cls = classes[hits[0]]
         assert cls is not None
-        return cls, hits[0], "definite" if len(hits) == len(plausible) else "possible"
+        certainty = Certainty.DEFINITE if len(hits) == len(plausible) else Certainty.POSSIBLE
+        return cls, hits[0], certainty
 
     def _event(
-        self, seg: Segment, r: Side, s: Side, shift: int, cls: Severity, certainty: str
+        self, seg: Segment, r: Side, s: Side, shift: int, cls: Severity, certainty: Certainty
     ) -> Event:
         assert s.snd_una is not None and s.snd_nxt is not None
         old_edge = s.edge(shift)
@@ -480,11 +468,7 @@ class FlowTable:
 
     max_flows: int = 500_000
     idle_timeout_ns: int = 600 * 10**9
-    stats: ModelStats = field(default_factory=ModelStats)
-    flows: int = 0
-    handshakes: int = 0
-    evicted_idle: int = 0
-    evicted_cap: int = 0
+    stats: ScanStats = field(default_factory=ScanStats)
 
     def __post_init__(self) -> None:
         self._conns: dict[FlowKey, Connection] = {}
@@ -526,17 +510,17 @@ class FlowTable:
                 oldest = conns.pop(next(iter(conns)))
                 self._forget(oldest)
                 self._drop(oldest)
-                self.evicted_cap += 1
-            conn = Connection(seg, self.stats)
+                self.stats.evicted_cap += 1
+            conn = Connection(seg, self.stats.model)
             self._keys[id(conn)] = (key, None)
-            self.flows += 1
+            self.stats.flows += 1
         elif seg.flags & (SYN | ACK) == SYN and conn.reusable_by(seg):
             conn = self._reuse(conn, seg)
         was_seen = conn.handshake_seen
         event = conn.process(seg)
         conn.last_active = self._now
         if conn.handshake_seen and not was_seen:
-            self.handshakes += 1
+            self.stats.handshakes += 1
         if conn.syn_frame == seg.frame and conn.syn_seen and not conn.handshake_seen:
             self._pend(key, conn)
         conns[key] = conn
@@ -573,8 +557,8 @@ class FlowTable:
     def _reuse(self, old: Connection, seg: Segment) -> Connection:
         """A new connection on a finished one's 4-tuple: it takes over the old one's keys."""
         self._drop(old)
-        conn = Connection(seg, self.stats)
-        self.flows += 1
+        conn = Connection(seg, self.stats.model)
+        self.stats.flows += 1
         self._keys[id(conn)] = self._keys.pop(id(old))
         alias = self._keys[id(conn)][1]
         if alias is not None:
@@ -640,4 +624,4 @@ class FlowTable:
                 break
             self._forget(conns[key])
             self._drop(conns.pop(key))
-            self.evicted_idle += 1
+            self.stats.evicted_idle += 1

@@ -1,78 +1,40 @@
-"""Scan captures for window shrinks: readers → decoder → flow table → events.
+"""Scan captures for window shrinks: the public entry point, which picks and drives an engine.
 
-Two engines produce the same events and the same counters: ``reference`` runs the readable
-model one Python object at a time; ``fast`` (the compiled scanner in ``treason.fastpath``) does
-the same work in C over whole chunks. ``auto`` picks the fast one when it is built.
+Two engines produce the same events and the same counters (``treason.engine``): ``reference``
+runs the readable model one Python object at a time; ``fast`` (the compiled scanner) does the
+same work in C over whole chunks. ``auto`` picks the fast one when it is built.
 """
 
 from __future__ import annotations
 
-import os
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from typing import BinaryIO
 
+from treason.engine.choose import compiled_available, new_engine
+from treason.engine.protocol import Engine
+from treason.engine.stats import ScanStats
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Event, Severity
-from treason.model import FlowTable, ModelStats
-from treason.packets import Frame, Segment
+from treason.readers import Capture, CaptureSource, display_name, open_capture
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_FLOWS",
+    "ScanStats",
+    "fast_available",
+    "scan",
+]
 
 DEFAULT_MAX_FLOWS = 500_000
 DEFAULT_IDLE_TIMEOUT = 600.0  # seconds; longer than Linux's 240 s zero-window give-up
 
-Source = str | os.PathLike | BinaryIO
-
-
-@dataclass
-class ScanStats:
-    """What a scan saw, for the capture summary; filled in as events are yielded."""
-
-    frames: int = 0
-    segments: int = 0  # decoded TCP segments
-    skipped: Counter = field(default_factory=Counter)  # frames not analysed, by reason
-    flows: int = 0
-    handshakes: int = 0  # flows whose SYN and SYN-ACK were both captured
-    evicted_idle: int = 0
-    evicted_cap: int = 0
-    events: Counter = field(default_factory=Counter)  # by class label, retractions included
-    model: ModelStats = field(default_factory=ModelStats)
-    warnings: list[str] = field(default_factory=list)
-
-    def merge(self, other: ScanStats) -> None:
-        for name in ("frames", "segments", "flows", "handshakes", "evicted_idle", "evicted_cap"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.skipped.update(other.skipped)
-        self.events.update(other.events)
-        for name, value in asdict(other.model).items():
-            setattr(self.model, name, getattr(self.model, name) + value)
-        self.warnings.extend(other.warnings)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["skipped"] = dict(self.skipped)
-        d["events"] = dict(self.events)
-        return d
-
-
-def source_name(source: Source) -> str:
-    if source == "-":
-        return "<stdin>"
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    return getattr(source, "name", "<stream>")
-
 
 def fast_available() -> bool:
-    try:
-        from treason import fastpath
-    except ImportError:
-        return False
-    return fastpath.available()
+    """Whether ``engine="fast"`` can run (the compiled scanner was built)."""
+    return compiled_available()
 
 
 def scan(
-    source: Source,
+    source: CaptureSource,
     *,
     retractions: bool = False,
     engine: str = "auto",
@@ -89,82 +51,29 @@ def scan(
     every event before it has been yielded.
     """
     stats = stats if stats is not None else ScanStats()
-    name = source_name(source)
-    if engine == "auto":
-        engine = "fast" if fast_available() else "reference"
-    if engine == "fast":
-        from treason import fastpath
-
-        events = fastpath.scan(source, name, stats, max_flows, int(idle_timeout * 1e9))
-    elif engine == "reference":
-        events = _reference(source, name, stats, max_flows, int(idle_timeout * 1e9))
-    else:
-        raise ValueError(f"unknown engine {engine!r}")
+    runner = new_engine(engine, stats, max_flows, int(idle_timeout * 1e9))
+    name = display_name(source)
     try:
-        for event in events:
-            event.file = name
-            stats.events[event.cls.label] += 1
-            if retractions or event.cls is not Severity.RETRACTION:
-                yield event
+        with open_capture(source, name) as capture:
+            for event in drive(runner, capture):
+                event.file = name
+                if retractions or event.cls is not Severity.RETRACTION:
+                    yield event
     except TruncatedCapture as exc:
         stats.warnings.append(str(exc))
 
 
-class Analyzer:
-    """The reference pipeline for one stream of frames: decoder → flow table, with counters.
+def drive(engine: Engine, capture: Capture) -> Iterator[Event]:
+    """Every event of one capture, the open ones made final at its end.
 
-    ``scan``'s reference engine runs it over a file and ``live`` over a socket, so both count
-    and judge packets the same way.
+    Damage ends the capture: every event before it is yielded first (including the ones it
+    left open), then the damage is raised.
     """
-
-    def __init__(self, stats: ScanStats, max_flows: int, idle_timeout_ns: int) -> None:
-        from treason.decode import decode
-
-        self._decode = decode
-        self.stats = stats
-        self.table = FlowTable(
-            max_flows=max_flows, idle_timeout_ns=idle_timeout_ns, stats=stats.model
-        )
-
-    def frame(self, frame: Frame) -> tuple[Segment | None, Event | None, list[Event]]:
-        """Decode and judge one frame.
-
-        Returns its segment (None if skipped), the event it made (which may still change
-        while it is open, see ``FlowTable``) and the events that became final, in frame order.
-        """
-        stats = self.stats
-        stats.frames += 1
-        seg = self._decode(frame)
-        if isinstance(seg, str):
-            stats.skipped[seg] += 1
-            return None, None, []
-        stats.segments += 1
-        return seg, *self.table.process(seg)
-
-    def flow_counters(self) -> tuple[int, int, int, int]:
-        t = self.table
-        return t.flows, t.handshakes, t.evicted_idle, t.evicted_cap
-
-
-def _reference(
-    source: Source, name: str, stats: ScanStats, max_flows: int, idle_timeout_ns: int
-) -> Iterator[Event]:
-    from treason.readers import open_frames
-
-    analyzer = Analyzer(stats, max_flows, idle_timeout_ns)
+    damage: CaptureError | None = None
     try:
-        damage = None
-        try:
-            for frame in open_frames(source, name):
-                yield from analyzer.frame(frame)[2]
-        except CaptureError as exc:
-            damage = exc  # it ends the capture: first report every event before it
-        yield from analyzer.table.flush()
-        if damage is not None:
-            raise damage
-    finally:
-        flows, handshakes, evicted_idle, evicted_cap = analyzer.flow_counters()
-        stats.flows += flows
-        stats.handshakes += handshakes
-        stats.evicted_idle += evicted_idle
-        stats.evicted_cap += evicted_cap
+        yield from engine.read(capture)
+    except CaptureError as exc:
+        damage = exc
+    yield from engine.flush()
+    if damage is not None:
+        raise damage

@@ -11,8 +11,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from treason import seq as sq
+from treason.engine.stats import ModelStats
 from treason.events import Event
-from treason.model import Connection, ModelStats
+from treason.model import Connection
 from treason.packets import ACK, SYN, Segment
 
 SENDER = ("192.0.2.1", 80)  # the data sender S (RFC 5737 documentation addresses)
@@ -49,7 +50,16 @@ class Conversation:
         self.conn.process(self._segment(SENDER, RECEIVER, isn, self._r_seq, SYN | ACK, 65535))
         self.first_ack = self.ack(0, window)
 
-    def _segment(self, src, dst, seq, ack, flags, win, length=0) -> Segment:
+    def _segment(
+        self,
+        src: tuple[str, int],
+        dst: tuple[str, int],
+        seq: int,
+        ack: int,
+        flags: int,
+        win: int,
+        length: int = 0,
+    ) -> Segment:
         self._frame += 1
         return Segment(
             frame=self._frame,
@@ -103,7 +113,7 @@ def replay(window: int, acks: Iterable[tuple[int, int]]) -> list[Step]:
     return steps
 
 
-#: The seed's worked example (DESIGN §1): the receiver offers 1024 bytes, then acknowledges
+#: The seed's worked example (docs/model.md): the receiver offers 1024 bytes, then acknowledges
 #: 500, 1024, 1824 and 1974 bytes with windows 524, 900, 300 and 100.
 SEED_ACKS: Sequence[tuple[int, int]] = ((500, 524), (1024, 900), (1824, 300), (1974, 100))
 

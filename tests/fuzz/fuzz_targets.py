@@ -32,7 +32,7 @@ from treason.logs.grammar import parse_marker, parse_shrink
 from treason.logs.summary import render
 from treason.packets import Frame, Segment
 from treason.readers import open_frames
-from treason.readers.source import MAX_RECORD
+from treason.readers.stream import MAX_RECORD
 from treason.scanner import ScanStats, fast_available
 
 ENGINES = ("reference", "fast") if fast_available() else ("reference",)

@@ -159,7 +159,7 @@ def _capture(args, source, stats, sink, recorder) -> int:
         engine=args.engine,
         linktype=source.linktype,
     )
-    if args.engine == "auto" and session.engine == "reference":
+    if args.engine == "auto" and session.kind == "reference":
         print(
             "treason: note: the compiled scanner is not built (no C compiler at install time); "
             "using the reference engine, which keeps up with far fewer packets per second",

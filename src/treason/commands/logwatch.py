@@ -7,7 +7,7 @@ import argparse
 from treason.logwatch import install, uninstall
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "logwatch",
         help="install or remove the logwatch service that explains window-shrink reports",

@@ -17,7 +17,7 @@ from the original "Treason uncloaked?" discussion is replayed:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "simulate",
         help="replay ACKs through the reference model",

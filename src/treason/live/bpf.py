@@ -12,6 +12,8 @@ import ctypes
 import socket
 import struct
 
+from treason.decode import LINKTYPE_ETHERNET as LINKTYPE_ETHERNET
+from treason.decode import LINKTYPE_RAW as LINKTYPE_RAW
 from treason.errors import TreasonError
 
 SO_ATTACH_FILTER = 26
@@ -20,9 +22,7 @@ SKF_AD_OFF = 0xFFFFF000
 SKF_AD_PKTTYPE = 4
 PACKET_OUTGOING = 4
 
-#: LINKTYPE values of the frames a packet socket delivers, and libpcap's DLT for each.
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101
+#: libpcap's DLT for the LINKTYPE of the frames a packet socket delivers.
 _DLT = {LINKTYPE_ETHERNET: 1, LINKTYPE_RAW: 12}
 
 #: Every live capture is of TCP; the user's expression narrows it.

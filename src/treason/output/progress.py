@@ -76,6 +76,10 @@ def open_with_progress(path: str) -> BinaryIO | None:
         return None  # let the scan report the problem in its own words
     if size < MIN_SIZE or not os.path.isfile(path):
         return None
-    reader = ProgressReader(open(path, "rb"), path, size)  # noqa: SIM115 - closed by the scan
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the scan
+    except OSError:
+        return None  # unreadable: the scan says so in its own words
+    reader = ProgressReader(raw, path, size)
     reader.name = path  # type: ignore[misc]
     return reader  # type: ignore[return-value]

@@ -1,86 +1,155 @@
-"""Capture readers: turn a pcap or pcapng file (maybe gzipped, maybe on stdin) into frames.
+"""Capture readers: open a pcap or pcapng file (maybe gzipped, maybe on stdin) and frame it.
 
-The format is recognised by its first bytes, never by the file name: captures are routinely
-mislabelled (pcapng saved as ``.pcap``) and stdin has no name at all. Readers stream in bounded
-chunks, yield every valid record first and only then raise for the damage they met, so a user
-always gets the readable part of a broken capture.
+``open_capture`` is the one place a capture is opened, gunzipped and recognised; both engines
+start from the ``Capture`` it returns (the reference engine frames it here with ``frames``,
+the compiled one in C). The format is recognised by its first bytes, never by the file name:
+captures are routinely mislabelled (pcapng saved as ``.pcap``) and stdin has no name at all.
+Readers stream in bounded chunks, yield every valid record first and only then raise for the
+damage they met, so a user always gets the readable part of a broken capture.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
 from typing import BinaryIO
 
 from treason.errors import CaptureError, TruncatedCapture
 from treason.packets import Frame
 from treason.readers.pcap import is_pcap, read_pcap
 from treason.readers.pcapng import is_pcapng, looks_like_headless_pcapng, read_pcapng
-from treason.readers.source import (
+from treason.readers.stream import (
     GZIP_MAGIC,
     ChunkBuffer,
     GzipStream,
     Prefixed,
-    open_source,
+    Readable,
+    open_stream,
     read_some,
 )
-from treason.readers.stats import ReaderStats
 
-__all__ = ["CaptureError", "ReaderStats", "TruncatedCapture", "open_frames"]
+__all__ = [
+    "Capture",
+    "CaptureError",
+    "CaptureSource",
+    "TruncatedCapture",
+    "display_name",
+    "frames",
+    "open_capture",
+    "open_frames",
+]
+
+#: What a capture can be given as: a path, ``"-"`` for standard input, or a binary stream.
+CaptureSource = str | os.PathLike[str] | BinaryIO
 
 #: Enough bytes to recognise every supported format.
-_SNIFF = 12
+SNIFF_LEN = 12
 
 
-def open_frames(
-    source: str | os.PathLike[str] | BinaryIO,
-    name: str | None = None,
-    stats: ReaderStats | None = None,
-) -> Iterator[Frame]:
-    """Yield the frames of a capture: a path, ``"-"`` for stdin, or an open binary stream.
+@dataclass
+class Capture:
+    """One opened capture: what it is called, its format, and its (gunzipped) bytes.
 
-    ``name`` is what error messages call the source (default: the path, ``<stdin>`` or the
-    stream's ``name``). ``stats``, when given, is updated as the capture is read. After the
-    last valid frame the iterator raises ``TruncatedCapture`` (file ends inside a record) or
-    ``CaptureError`` (anything else wrong), both carrying the byte offset.
+    ``head`` holds the first bytes, already read to recognise the format; ``rest`` continues
+    right after them. Offsets in errors count bytes of this decompressed stream.
     """
-    if stats is None:
-        stats = ReaderStats()
-    stream, display, to_close = open_source(source, name)
+
+    name: str
+    format: str  # "pcap" or "pcapng"
+    head: bytes
+    rest: Readable
+    gzip: GzipStream | None
+    _to_close: BinaryIO | None
+
+    def stream(self) -> Readable:
+        """The whole capture from its first byte."""
+        return Prefixed(self.head, self.rest)
+
+    def check_end(self, offset: int) -> None:
+        """The framing consumed everything up to ``offset``: raise if the gzip was cut short."""
+        if self.gzip is not None and self.gzip.truncated:
+            raise TruncatedCapture(self.name, "truncated gzip stream", offset)
+
+    def close(self) -> None:
+        if self._to_close is not None:
+            self._to_close.close()
+            self._to_close = None
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def display_name(source: CaptureSource) -> str:
+    """What messages and event records call a source: the path, ``<stdin>`` or the stream's
+    ``name``."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        return "<stdin>" if path == "-" else path
+    return str(getattr(source, "name", "<stream>"))
+
+
+def open_capture(source: CaptureSource, name: str | None = None) -> Capture:
+    """Open ``source``, gunzip it if it is gzipped and recognise its format.
+
+    ``name`` is what error messages call the source (default: ``display_name``). Raises a
+    one-line ``CaptureError`` for a missing file, an empty one or one that is not a capture.
+    """
+    stream, display, to_close = open_stream(source, name or display_name(source))
     try:
-        yield from _read(stream, display, stats)
-    finally:
+        head = read_some(stream, SNIFF_LEN, display)
+        gz: GzipStream | None = None
+        if head.startswith(GZIP_MAGIC):
+            gz = GzipStream(Prefixed(head, stream), display)
+            head = read_some(gz, SNIFF_LEN, display)
+            stream = gz
+        return Capture(display, _sniff(head, display, gz), head, stream, gz, to_close)
+    except BaseException:
         if to_close is not None:
-            to_close.close()  # type: ignore[attr-defined]
+            to_close.close()
+        raise
 
 
-def _read(stream: BinaryIO, source: str, stats: ReaderStats) -> Iterator[Frame]:
-    head = read_some(stream, _SNIFF, source)
-    gz: GzipStream | None = None
-    if head.startswith(GZIP_MAGIC):
-        gz = GzipStream(Prefixed(head, stream), source)
-        stats.compressed = True
-        head = read_some(gz, _SNIFF, source)
-        data_stream = Prefixed(head, gz)
-    else:
-        data_stream = Prefixed(head, stream)
+def _sniff(head: bytes, source: str, gz: GzipStream | None) -> str:
     if not head:
         if gz is not None and gz.truncated:
             raise CaptureError(source, "truncated gzip stream", 0)
         raise CaptureError(source, "empty file, not a pcap or pcapng capture", 0)
-    cb = ChunkBuffer(data_stream, source)
-    cb.ensure(len(head))
     if is_pcap(head):
-        reader = read_pcap(cb, source, stats)
-    elif is_pcapng(head):
-        reader = read_pcapng(cb, source, stats)
-    elif looks_like_headless_pcapng(head):
+        return "pcap"
+    if is_pcapng(head):
+        return "pcapng"
+    if looks_like_headless_pcapng(head):
         raise CaptureError(source, "missing pcapng section header block", 0)
-    else:
-        raise CaptureError(source, f"not a pcap or pcapng file (starts with {_show(head)})", 0)
-    yield from reader
-    if gz is not None and gz.truncated:
-        raise TruncatedCapture(source, "truncated gzip stream", cb.offset)
+    raise CaptureError(source, f"not a pcap or pcapng file (starts with {_show(head)})", 0)
+
+
+def frames(capture: Capture) -> Iterator[Frame]:
+    """Yield the frames of an opened capture, numbered from 1.
+
+    After the last valid frame the iterator raises ``TruncatedCapture`` (the capture ends
+    inside a record) or ``CaptureError`` (anything else wrong), both carrying the byte offset.
+    """
+    cb = ChunkBuffer(capture.stream(), capture.name)
+    cb.ensure(len(capture.head))
+    read = read_pcap if capture.format == "pcap" else read_pcapng
+    yield from read(cb, capture.name)
+    capture.check_end(cb.offset)
+
+
+def open_frames(source: CaptureSource, name: str | None = None) -> Iterator[Frame]:
+    """Open ``source`` and yield its frames (``open_capture``, then ``frames``)."""
+    with open_capture(source, name) as capture:
+        yield from frames(capture)
 
 
 def _show(head: bytes) -> str:

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 
 from treason.errors import CaptureError, TruncatedCapture
 from treason.packets import Frame
-from treason.readers.source import MAX_RECORD, ChunkBuffer
-from treason.readers.stats import ReaderStats
+from treason.readers.stream import MAX_RECORD, ChunkBuffer
 
 MAGIC_USEC = 0xA1B2C3D4
 MAGIC_NSEC = 0xA1B23C4D
@@ -34,10 +33,9 @@ def is_pcap(head: bytes) -> bool:
     return head[:4] in _MAGICS
 
 
-def read_pcap(cb: ChunkBuffer, source: str, stats: ReaderStats) -> Iterator[Frame]:
+def read_pcap(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
     """Yield every record; raise ``TruncatedCapture``/``CaptureError`` after the last good one."""
     order, ns_per_unit, rec_len = _MAGICS[bytes(cb.buf[cb.pos : cb.pos + 4])]
-    stats.format = "pcap" if ns_per_unit == 1000 else "pcap-ns"
     if not cb.ensure(FILE_HEADER_LEN):
         raise CaptureError(
             source, f"truncated pcap file header ({cb.available()} of {FILE_HEADER_LEN} bytes)", 0
@@ -48,7 +46,6 @@ def read_pcap(cb: ChunkBuffer, source: str, stats: ReaderStats) -> Iterator[Fram
     cb.pos += FILE_HEADER_LEN
     # The upper bits of the link-type field carry FCS information, not the link type.
     linktype = network & 0xFFFF
-    stats.linktypes.add(linktype)
     limit = snaplen if 0 < snaplen < MAX_RECORD else MAX_RECORD
     header = struct.Struct(order + "IIII")
     unpack_header = header.unpack_from
@@ -83,8 +80,6 @@ def read_pcap(cb: ChunkBuffer, source: str, stats: ReaderStats) -> Iterator[Fram
         start = pos + rec_len
         cb.pos = start + incl_len
         number += 1
-        stats.records = number
-        stats.bytes = cb.offset
         yield Frame(
             number,
             sec * 1_000_000_000 + frac * ns_per_unit,

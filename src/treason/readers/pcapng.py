@@ -15,8 +15,7 @@ from typing import NoReturn
 
 from treason.errors import CaptureError, TruncatedCapture
 from treason.packets import Frame
-from treason.readers.source import MAX_RECORD, ChunkBuffer
-from treason.readers.stats import ReaderStats
+from treason.readers.stream import MAX_RECORD, ChunkBuffer
 
 SHB = 0x0A0D0D0A
 IDB = 0x00000001
@@ -27,6 +26,15 @@ BYTE_ORDER_MAGIC = 0x1A2B3C4D
 
 #: Blocks (other than packets) can be big (name resolution, decryption secrets), but not this big.
 MAX_BLOCK = 16 * 1024 * 1024
+
+#: Interfaces one section may describe (the obsolete packet block's 16-bit interface id); more
+#: is damage or an attack (each one is kept until the section ends).
+MAX_INTERFACES = 65536
+
+#: Frame times a calendar can show, years 1-9999 UTC (as Python's ``datetime``): ``if_tsresol``
+#: and ``if_tsoffset`` can make any value, and one outside is damage, not a capture time.
+MIN_TS_NS = -62_135_596_800 * 10**9
+MAX_TS_NS = 253_402_300_799 * 10**9
 
 OPT_ENDOFOPT = 0
 OPT_IF_TSRESOL = 9
@@ -93,17 +101,17 @@ def _options(body: bytes, start: int, order: str) -> Iterator[tuple[int, bytes]]
         pos += (length + 3) & ~3
 
 
-def read_pcapng(cb: ChunkBuffer, source: str, stats: ReaderStats) -> Iterator[Frame]:
+def read_pcapng(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
     """Yield every packet block; raise ``TruncatedCapture``/``CaptureError`` after the last one."""
-    stats.format = "pcapng"
     order = "<"
+    sections = 0
     interfaces: list[Interface] = []
     number = 0
     while True:
         start = cb.offset
         if not cb.ensure(12):
             if cb.available():
-                _truncated(source, f"{cb.available()} bytes of a block header", start, stats)
+                _truncated(source, f"{cb.available()} bytes of a block header", start, sections)
             return
         buf = cb.buf
         pos = cb.pos
@@ -123,7 +131,7 @@ def read_pcapng(cb: ChunkBuffer, source: str, stats: ReaderStats) -> Iterator[Fr
         if blen < minimum or blen % 4 or blen > MAX_BLOCK:
             raise CaptureError(source, f"bad pcapng block length {blen}", start)
         if not cb.ensure(blen):
-            _truncated(source, f"{cb.available()} of {blen} bytes", start, stats)
+            _truncated(source, f"{cb.available()} of {blen} bytes", start, sections)
         buf = cb.buf
         pos = cb.pos
         (trailer,) = struct.unpack_from(order + "I", buf, pos + blen - 4)
@@ -155,9 +163,9 @@ def read_pcapng(cb: ChunkBuffer, source: str, stats: ReaderStats) -> Iterator[Fr
             _check_caplen(caplen, iface, source, start)
             ts = (ts_high << 32) | ts_low
             ts_ns = ts * iface.ns_mul // iface.ns_div + iface.offset_ns
+            if not MIN_TS_NS <= ts_ns <= MAX_TS_NS:
+                raise CaptureError(source, "timestamp out of range (outside years 1-9999)", start)
             number += 1
-            stats.records = number
-            stats.bytes = cb.offset
             yield Frame(
                 number, ts_ns, iface.linktype, buf[data_start : data_start + caplen], orig_len
             )
@@ -171,8 +179,6 @@ def read_pcapng(cb: ChunkBuffer, source: str, stats: ReaderStats) -> Iterator[Fr
             _check_caplen(caplen, iface, source, start)
             data_start = body_start + 4
             number += 1
-            stats.records = number
-            stats.bytes = cb.offset
             # A simple packet block carries no timestamp; Wireshark shows it as time 0.
             yield Frame(number, 0, iface.linktype, buf[data_start : data_start + caplen], orig_len)
         elif btype == SHB:
@@ -180,21 +186,20 @@ def read_pcapng(cb: ChunkBuffer, source: str, stats: ReaderStats) -> Iterator[Fr
             if major != 1:
                 raise CaptureError(source, f"unsupported pcapng version {major}", start)
             interfaces = []
-            stats.sections += 1
+            sections += 1
         elif btype == IDB:
-            if stats.sections == 0:
+            if sections == 0:
                 raise CaptureError(source, "missing pcapng section header block", start)
+            if len(interfaces) == MAX_INTERFACES:
+                raise CaptureError(
+                    source, f"more than {MAX_INTERFACES} interfaces in one pcapng section", start
+                )
             iface = _interface(buf[body_start:body_end], order)
             interfaces.append(iface)
-            stats.interfaces += 1
-            stats.linktypes.add(iface.linktype)
-        else:
-            stats.skipped_blocks += 1
-        stats.bytes = cb.offset
 
 
-def _truncated(source: str, what: str, offset: int, stats: ReaderStats) -> NoReturn:
-    if stats.sections == 0:
+def _truncated(source: str, what: str, offset: int, sections: int) -> NoReturn:
+    if sections == 0:
         # Not a capture cut short but a file that never became one: fatal, like a short pcap
         # file header.
         raise CaptureError(source, f"truncated pcapng section header block ({what})", offset)

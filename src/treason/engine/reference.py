@@ -1,0 +1,110 @@
+"""The reference engine: the readers, the decoder and the readable model, one frame at a time.
+
+It is the definition the compiled engine is held to (``docs/model.md``); ``explain`` and the
+tests read the same model. It favours clarity over speed.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+
+from treason.decode import decode
+from treason.engine.protocol import (
+    MARK_EVENT,
+    MARK_SHOWN,
+    MARK_ZERO,
+    FlowMark,
+    Records,
+    count_events,
+)
+from treason.engine.stats import ScanStats
+from treason.events import Event, Severity
+from treason.model import FlowTable
+from treason.packets import Frame
+from treason.readers import Capture, frames
+
+#: A pcap record header as ``feed_records`` takes it: seconds, nanoseconds, captured length,
+#: length on the wire (native byte order).
+_RECORD = struct.Struct("=IIII")
+
+
+class ReferenceEngine:
+    """``Engine`` over ``treason.decode`` and ``treason.model.FlowTable``."""
+
+    prefers_records = False  # it makes a Frame per record anyway
+
+    def __init__(self, stats: ScanStats, max_flows: int, idle_timeout_ns: int) -> None:
+        if max_flows < 1:
+            raise ValueError("max_flows must be at least 1")
+        self.stats = stats
+        self.table = FlowTable(max_flows=max_flows, idle_timeout_ns=idle_timeout_ns, stats=stats)
+        self._marks: list[FlowMark | None] | None = None
+        self._records = 0  # frames fed as records so far (they are numbered from 1)
+
+    def read(self, capture: Capture) -> Iterator[Event]:
+        for frame in frames(capture):
+            final = self._frame(frame)
+            if final:
+                yield from count_events(self.stats, final)
+
+    def feed(self, frames: Sequence[Frame]) -> list[Event]:
+        out: list[Event] = []
+        for frame in frames:
+            out += self._frame(frame)
+        count_events(self.stats, out)
+        return out
+
+    def feed_records(self, records: Records, linktype: int) -> list[Event]:
+        data = bytes(records)
+        batch: list[Frame] = []
+        pos = 0
+        while pos < len(data):
+            sec, nsec, caplen, orig_len = _RECORD.unpack_from(data, pos)
+            pos += _RECORD.size
+            self._records += 1
+            ts_ns = sec * 1_000_000_000 + nsec
+            batch.append(Frame(self._records, ts_ns, linktype, data[pos : pos + caplen], orig_len))
+            pos += caplen
+        return self.feed(batch)
+
+    def advance(self, now_ns: int) -> list[Event]:
+        return list(count_events(self.stats, self.table.advance(now_ns)))
+
+    def flush(self) -> list[Event]:
+        return list(count_events(self.stats, self.table.flush()))
+
+    def mark_flows(self) -> None:
+        if self._marks is None:
+            self._marks = []
+
+    def take_marks(self) -> list[FlowMark | None]:
+        marks = self._marks or []
+        if self._marks is not None:
+            self._marks = []
+        return marks
+
+    @property
+    def active_flows(self) -> int:
+        return len(self.table)
+
+    def _frame(self, frame: Frame) -> list[Event]:
+        """Decode and judge one frame; the events that became final, in frame order."""
+        stats = self.stats
+        stats.frames += 1
+        seg = decode(frame)
+        if isinstance(seg, str):
+            stats.skipped[seg] += 1
+            if self._marks is not None:
+                self._marks.append(None)
+            return []
+        stats.segments += 1
+        event, final = self.table.process(seg)
+        if self._marks is not None:
+            bits = 0
+            if event is not None:
+                bits = MARK_EVENT
+                bits |= MARK_SHOWN if event.cls is not Severity.RETRACTION else 0
+                bits |= MARK_ZERO if event.win == 0 else 0
+            self._marks.append((self.table.key(seg), bits))
+        return final
