@@ -204,6 +204,12 @@ typedef struct {
 
 #define VLAN_INLINE 4
 
+/* The second path of a connection whose directions carry different tags (rare: allocated). */
+typedef struct AltKey {
+    uint32_t hash, n;
+    uint16_t path[];
+} AltKey;
+
 typedef struct {
     /* flow key: VLAN stack and both endpoints, lower (address, port) first */
     uint8_t lo_addr[16], hi_addr[16];
@@ -212,18 +218,13 @@ typedef struct {
     uint8_t a_is_lo; /* side a (sender of the first segment) is the lower endpoint */
     uint8_t client; /* 0 none, 1 a, 2 b */
     uint8_t syn_seen, synack_seen, established, reset;
+    uint8_t pending; /* has a SYN-SENT entry (FlowTable._pending) under pend_hash */
     uint32_t nvlan;
     uint16_t vlan_in[VLAN_INLINE];
     uint16_t *vlan_ext;
-    uint32_t hash;
-    /* treason.model.FlowTable._alias: the key of a direction on another path, once paired */
-    uint8_t has_alt;
-    uint8_t pending; /* has a SYN-SENT entry (FlowTable._pending) under pend_hash */
-    uint32_t nalt;
-    uint16_t alt_in[VLAN_INLINE];
-    uint16_t *alt_ext;
-    uint32_t alt_hash, pend_hash;
+    uint32_t hash, pend_hash;
     uint64_t syn_frame; /* Connection.syn_frame */
+    struct AltKey *alt; /* FlowTable._alias: the key of the other direction's path, if paired */
     uint32_t prev, next; /* recency list, least recent first */
     i128 last_active;
     Side a, b;
@@ -1529,7 +1530,7 @@ static void lru_append(Scanner *S, uint32_t i)
 static inline uint32_t slot_hash(Scanner *S, uint32_t v)
 {
     Conn *c = &S->conns[(v & SLOT_IDX) - 1];
-    return v & SLOT_ALT ? c->alt_hash : v & SLOT_PEND ? c->pend_hash : c->hash;
+    return v & SLOT_ALT ? c->alt->hash : v & SLOT_PEND ? c->pend_hash : c->hash;
 }
 
 static int slots_grow(Scanner *S)
@@ -1591,20 +1592,15 @@ static void slots_remove(Scanner *S, uint32_t v, uint32_t hash)
     }
 }
 
-static inline uint16_t *conn_alt(Conn *c)
-{
-    return c->nalt > VLAN_INLINE ? c->alt_ext : c->alt_in;
-}
-
 /* key_equal for the alias key of c */
 static inline int alt_equal(Conn *c, uint32_t hash, const uint8_t *lo, uint16_t lo_port,
                             const uint8_t *hi, uint16_t hi_port, int v6, uint32_t nvlan,
                             const uint16_t *vlan)
 {
-    return c->has_alt && c->alt_hash == hash && c->lo_port == lo_port &&
-           c->hi_port == hi_port && c->v6 == v6 && c->nalt == nvlan && addr_eq(c->lo_addr, lo) &&
-           addr_eq(c->hi_addr, hi) &&
-           (nvlan == 0 || memcmp(conn_alt(c), vlan, nvlan * sizeof(uint16_t)) == 0);
+    const AltKey *k = c->alt;
+    return k && k->hash == hash && c->lo_port == lo_port && c->hi_port == hi_port &&
+           c->v6 == v6 && k->n == nvlan && addr_eq(c->lo_addr, lo) && addr_eq(c->hi_addr, hi) &&
+           (nvlan == 0 || memcmp(k->path, vlan, nvlan * sizeof(uint16_t)) == 0);
 }
 
 /* Connection.answers_syn: g is the SYN-ACK to c's SYN, its client still in SYN-SENT. */
@@ -1637,7 +1633,7 @@ static uint32_t pair(Scanner *S, const Seg *g, uint32_t hash, const uint8_t *lo,
             continue;
         uint32_t i = (v & SLOT_IDX) - 1;
         Conn *c = &S->conns[i];
-        if (c->pend_hash != h4 || c->has_alt || c->lo_port != lo_port || c->hi_port != hi_port ||
+        if (c->pend_hash != h4 || c->alt || c->lo_port != lo_port || c->hi_port != hi_port ||
             c->v6 != g->v6 || !addr_eq(c->lo_addr, lo) || !addr_eq(c->hi_addr, hi) ||
             !answers_syn(c, g))
             continue;
@@ -1647,16 +1643,13 @@ static uint32_t pair(Scanner *S, const Seg *g, uint32_t hash, const uint8_t *lo,
     if (found == NIL)
         return NIL;
     Conn *c = &S->conns[found];
-    c->nalt = g->nvlan;
-    c->alt_ext = NULL;
-    if (g->nvlan > VLAN_INLINE) {
-        c->alt_ext = malloc(g->nvlan * sizeof(uint16_t));
-        if (!c->alt_ext)
-            return NIL - 1;
-    }
-    memcpy(conn_alt(c), g->vlan, g->nvlan * sizeof(uint16_t));
-    c->alt_hash = hash;
-    c->has_alt = 1;
+    AltKey *k = malloc(sizeof *k + g->nvlan * sizeof(uint16_t));
+    if (!k)
+        return NIL - 1;
+    k->hash = hash;
+    k->n = g->nvlan;
+    memcpy(k->path, g->vlan, g->nvlan * sizeof(uint16_t));
+    c->alt = k;
     if (slots_insert(S, (found + 1) | SLOT_ALT, hash) < 0)
         return NIL - 1;
     return found;
@@ -1674,12 +1667,10 @@ static void conn_evict(Scanner *S, uint32_t idx)
     Conn *c = &S->conns[idx];
     conn_drop(S, c);
     slots_remove(S, idx + 1, c->hash);
-    if (c->has_alt) {
-        slots_remove(S, (idx + 1) | SLOT_ALT, c->alt_hash);
-        if (c->nalt > VLAN_INLINE)
-            free(c->alt_ext);
-        c->alt_ext = NULL;
-        c->has_alt = 0;
+    if (c->alt) {
+        slots_remove(S, (idx + 1) | SLOT_ALT, c->alt->hash);
+        free(c->alt);
+        c->alt = NULL;
     }
     if (c->pending) {
         slots_remove(S, (idx + 1) | SLOT_PEND, c->pend_hash);
@@ -1810,7 +1801,11 @@ static int table_process(Scanner *S, const Seg *g)
     c->last_active = S->now;
     if (c->syn_seen && c->synack_seen && !was_seen)
         S->handshakes++;
-    if (!c->pending && c->syn_frame == g->frame && c->syn_seen && !c->synack_seen) {
+    if (c->pending && (c->synack_seen || c->established)) {
+        /* out of SYN-SENT: never a candidate again (FlowTable._pair skips it) */
+        slots_remove(S, (idx + 1) | SLOT_PEND, c->pend_hash);
+        c->pending = 0;
+    } else if (!c->pending && c->syn_frame == g->frame && c->syn_seen && !c->synack_seen) {
         /* FlowTable._pend: the client entered SYN-SENT */
         c->pend_hash = pend_hash(S, lo, lo_port, hi, hi_port, g->v6);
         if (slots_insert(S, (idx + 1) | SLOT_PEND, c->pend_hash) < 0)
@@ -2206,8 +2201,7 @@ static void Scanner_dealloc(Scanner *S)
         free(S->conns[i].b.unk);
         if (S->conns[i].nvlan > VLAN_INLINE)
             free(S->conns[i].vlan_ext);
-        if (S->conns[i].has_alt && S->conns[i].nalt > VLAN_INLINE)
-            free(S->conns[i].alt_ext);
+        free(S->conns[i].alt);
     }
     for (uint64_t id = S->q_head; id != S->q_tail; id++) {
         free(ev_at(S, id)->vlan_ext);
