@@ -13,9 +13,11 @@ import pytest
 from captures import ether, ipv4, pcap, tcp
 from test_tunnels import both
 from treason.engine import compiled
+from treason.engine.choose import new_engine
 from treason.errors import CaptureError
 from treason.events import Severity
 from treason.model import MAX_WINDOW
+from treason.packets import Frame
 from treason.scanner import ScanStats, scan
 
 C, S = "10.0.0.1", "10.0.0.2"
@@ -210,3 +212,20 @@ def test_pairing_evictions_and_reuse_agree_in_both_engines(seed: int) -> None:
         ref = run(io.BytesIO(data), "reference", max_flows=max_flows, idle_timeout=idle)
         if compiled.available():
             assert run(io.BytesIO(data), "fast", max_flows=max_flows, idle_timeout=idle) == ref
+
+
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_a_paired_connection_is_one_flow_for_the_live_recorder(engine: str) -> None:
+    """``live --write`` keeps a ring per flow: both directions of a router-on-a-stick
+    connection must land in one, and copies on two VLANs in two."""
+    if engine == "fast" and not compiled.available():
+        pytest.skip("the compiled scanner is not built (no C compiler)")
+    stick = handshake(81, 80) + shrink(81, 80)
+    copies = [f for pair in zip(handshake(1, 1), handshake(2, 2)) for f in pair]
+    for frames, flows in ((stick, 1), (copies, 2)):
+        eng = new_engine(engine, ScanStats(), 500_000, 600 * 10**9)
+        eng.mark_flows()
+        eng.feed([Frame(i + 1, i * 1000, 1, f, len(f)) for i, f in enumerate(frames)])
+        marks = eng.take_marks()
+        assert all(m is not None for m in marks)
+        assert len({m[0] for m in marks if m is not None}) == flows

@@ -489,6 +489,13 @@ class FlowTable:
         path = seg.key_path
         return (path, a, b) if a <= b else (path, b, a)
 
+    def flow_key(self, seg: Segment) -> FlowKey:
+        """The key of the connection ``seg`` belongs to: a paired connection has one for both
+        directions (its first path's), as the compiled scanner's flow marks have."""
+        key = self.key(seg)
+        conn = self._alias.get(key)
+        return key if conn is None else self._keys[id(conn)][0]
+
     def process(self, seg: Segment) -> tuple[Event | None, list[Event]]:
         """Feed one segment: the event it makes (maybe still open) and the events now final."""
         if seg.ts_ns > self._now:
