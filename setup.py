@@ -43,7 +43,19 @@ setup(
             sources=["src/treason/_fastscan.c"],
             extra_compile_args=["-O3", "-std=gnu11"],
             optional=True,
-        )
+        ),
+        Extension(
+            "treason._logscan",
+            sources=["src/treason/_logscan.c"],
+            extra_compile_args=["-O3", "-std=gnu11"],
+            optional=True,
+        ),
+        Extension(
+            "treason._ktrace",
+            sources=["src/treason/_ktrace.c"],
+            extra_compile_args=["-O2", "-std=gnu11"],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

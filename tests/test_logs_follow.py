@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -36,9 +37,9 @@ APP_QUOTE = "Jan  5 10:00:02 web1 myapp[42]: Peer 198.51.100.7:1/2 unexpectedly 
 
 
 class Follow:
-    def __init__(self, *args: str, stdin: int | None = None) -> None:
+    def __init__(self, *args: str, stdin: int | None = None, option: str = "--follow") -> None:
         self.proc = subprocess.Popen(
-            [*TREASON, "logs", "--follow", *args],
+            [*TREASON, "logs", option, *args],
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -101,6 +102,7 @@ def test_reports_appear_as_they_are_written(follower) -> None:
     rec = f.next_record()
     assert (rec["peer"], rec["peer_port"], rec["local_port"]) == ("198.51.100.7", 51234, 443)
     assert (rec["x"], rec["y"], rec["host"]) == (5000, 5100, "web1")
+    assert rec["line"] == 4  # the line number in the file, not among the lines followed
     append(log, line("198.51.100.8", 40000, 7000))
     assert f.next_record()["peer"] == "198.51.100.8"
     rc, rest = f.stop()
@@ -162,3 +164,96 @@ def test_missing_file_one_clear_line(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr == f"treason: {tmp_path / 'nope.log'}: no such file to follow\n"
+
+
+def test_short_option_and_no_explain(tmp_path: Path) -> None:
+    """``-F`` as in ``tail -F`` (``-f`` is --format in every command); --no-explain prints
+    each report line alone."""
+    log = tmp_path / "kern.log"
+    log.write_text("")
+    f = Follow(str(log), "--no-explain", option="-F")
+    append(log, line("198.51.100.7", 51234, 5000))
+    text = f.out.get(timeout=20)
+    assert text is not None and "unexpectedly shrunk window 5000:5100" in text
+    rc, rest = f.stop()
+    assert rc == 0 and rest == []  # one line per report, no explanation after it
+    assert "What happened" not in text
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for row in fh:
+            if row.startswith("VmHWM:"):
+                return int(row.split()[1])
+    return 0
+
+
+def test_follow_dev_zero_stays_bounded_and_sigint_stops_it() -> None:
+    """An endless source without line ends: memory stays bounded (limit: 200 MiB, generous
+    against the 3 GB in 3 s it once took) and SIGINT is answered."""
+    f = Follow("/dev/zero")
+    time.sleep(3)
+    assert f.proc.poll() is None
+    peak = _peak_rss_kib(f.proc.pid)
+    f.proc.send_signal(signal.SIGINT)
+    assert f.proc.wait(timeout=20) == 0
+    assert peak < 200 * 1024, f"peak RSS {peak} KiB"
+
+
+def test_a_huge_line_appended_to_a_followed_file(tmp_path: Path) -> None:
+    """256 MiB without a line end, then a report: read in bounded memory (limit 200 MiB),
+    the report after it still found."""
+    log = tmp_path / "kern.log"
+    log.write_text("")
+    f = Follow(str(log), "--format", "json")
+    with open(log, "ab") as fh:
+        block = b"A" * (1 << 20)
+        for _ in range(256):
+            fh.write(block)
+        fh.write(b"\n" + line("198.51.100.7", 51234, 5000).encode())
+    assert f.next_record()["x"] == 5000
+    assert _peak_rss_kib(f.proc.pid) < 200 * 1024
+    f.proc.send_signal(signal.SIGINT)
+    assert f.proc.wait(timeout=20) == 0
+
+
+def test_follow_a_fifo(tmp_path: Path) -> None:
+    """A named pipe is read as it comes (no seeking, no traceback); SIGINT also ends the wait
+    for a writer."""
+    fifo = tmp_path / "kmsg.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([*TREASON, "logs", "-F", "-f", "json", str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    with open(fifo, "w") as writer:
+        writer.write(line("198.51.100.7", 51234, 5000))
+        writer.flush()
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["x"] == 5000
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
+    assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+    waiting = subprocess.Popen([*TREASON, "logs", "-F", str(fifo)], stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    time.sleep(1)  # blocked opening the FIFO: no writer yet
+    waiting.send_signal(signal.SIGINT)
+    assert waiting.wait(timeout=20) == 0
+    assert waiting.stderr is not None and "Traceback" not in waiting.stderr.read()
+
+
+def test_each_short_option_means_one_thing_in_every_command() -> None:
+    """``-F`` follows (as ``tail -F``); ``-f`` is ``--format`` wherever it exists."""
+    import argparse
+
+    from treason.cli import build_parser
+
+    parser = build_parser()
+    meanings: dict[str, set[str]] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for opt in sub._actions:
+                    shorts = [s for s in opt.option_strings if len(s) == 2 and s != "-h"]
+                    for short in shorts:
+                        meanings.setdefault(short, set()).add(opt.dest)
+    assert all(len(dests) == 1 for dests in meanings.values()), meanings
+    assert meanings["-F"] == {"follow"} and meanings["-f"] == {"format"}

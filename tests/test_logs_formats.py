@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from treason.kernel import WORDINGS, kernel_lines
-from treason.logs import read_logs, scan_records
+from treason.logs import scan_records
+from treason.logs.bulk import read_logs
 from treason.logs.formats import read_stream, rotation_order
 
 PEER, PPORT, LPORT, X, Y = "2001:db8::7", 51234, 443, 4000000000, 4000001448

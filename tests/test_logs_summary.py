@@ -11,8 +11,8 @@ import pytest
 
 from treason.cli import main
 from treason.kernel import kernel_lines
-from treason.logs import read_logs
-from treason.logs.summary import render_text, summarise
+from treason.logs.bulk import read_logs
+from treason.logs.summary import render_logwatch, render_text, summarise
 
 SEED = Path(__file__).parent / "data" / "logs" / "seed-logwatch.log"
 SEED_X = [1898670412, 1911943385, 1922304386, 1922444120, 1949802160]
@@ -100,3 +100,40 @@ def test_terminal_output_never_carries_escape_sequences(
     assert main(["logs", str(path)]) == 1
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\\x1b[2Jevil\\x07" in out
+
+
+def test_thousands_of_episodes_stay_readable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The top entries and "... and N more" by default; everything at --detail 10."""
+    rows = []
+    for peer in range(30):
+        for x in range(100 if peer == 0 else 2):
+            msg = kernel_lines(f"192.0.2.{peer + 1}", 40000, 443, 1000 * x, 1000 * x + 1)["3.13"]
+            rows.append(f"Mar  5 06:07:08 web1 kernel: {msg}")
+    path = _write(tmp_path, rows)
+    assert main(["logs", path]) == 1
+    text = capsys.readouterr().out
+    assert "158 report(s), 30 connection(s), 158 stall episode(s), 30 peer(s)" in text
+    assert "192.0.2.1: 100 report(s)" in text  # the busiest peer is among the top entries
+    assert "… and 20 more peer(s) (all of them: --detail 10)" in text
+    assert "… and 90 more episode(s)" in text
+    assert text.count("X=") == 10 + 9 * 2  # ten connections: ten episodes of the first
+    assert main(["logs", "--detail", "10", path]) == 1
+    full = capsys.readouterr().out
+    assert "more peer(s)" not in full and full.count("X=") == 158
+    assert main(["logs", "--detail", "High", "--no-explain", path]) == 1
+    assert "What this means" not in capsys.readouterr().out
+
+
+def test_logwatch_section_short_below_detail_5_and_raw_lines_from_5(tmp_path: Path) -> None:
+    msg = kernel_lines("192.0.2.9", 40000, 22, 100, 101)["3.13"]
+    path = _write(tmp_path, [f"Mar  5 06:07:0{s} web1 kernel: {msg}" for s in range(3)])
+    scan = read_logs([path])
+    short = render_logwatch(scan, 0)
+    assert "web1: 3 report(s), 1 connection(s), 1 stall episode(s), 1 peer(s)" in short
+    assert "Time(s)" not in short and "X=" not in short and short.count("What this means") == 1
+    long = render_logwatch(scan, 5)
+    assert f"3 Time(s): {msg}" in long and "X=100 Y=101" in long
+    assert long.count("What this means") == 1
+    assert render_logwatch(read_logs([_write(tmp_path, ["nothing"])]), 10) == ""

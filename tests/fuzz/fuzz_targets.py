@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import re
 import struct
+from datetime import datetime
 
 from treason import scan
 from treason.decode import (
@@ -26,7 +28,8 @@ from treason.decode import (
 )
 from treason.errors import CaptureError, TreasonError
 from treason.kernel import kernel_lines
-from treason.logs import scan_records
+from treason.logs import LogScan, scan_records
+from treason.logs.bulk import scan_stream
 from treason.logs.formats import read_stream
 from treason.logs.grammar import parse_marker, parse_shrink
 from treason.logs.summary import render
@@ -124,8 +127,9 @@ def logs(data: bytes) -> None:
     found = scan_records(records)
     for line in found.lines:
         s = line.shrink
-        assert 0 <= s.peer_port <= 0xFFFF and 0 <= s.local_port <= 0xFFFF
-        assert 0 <= s.x <= U32 and 0 <= s.y <= U32 and line.repeats >= 0
+        for port in (s.peer_port, s.local_port):  # None: redacted in the log, never invented
+            assert port is None or 0 <= port <= 0xFFFF
+        assert 0 <= s.x <= U32 and 0 <= s.y <= U32 and line.repeats >= 0 and line.count >= 0
     for fmt in ("text", "csv"):
         out = render(found, fmt)
         assert not RAW_CONTROL.search(out), (fmt, RAW_CONTROL.search(out))
@@ -141,8 +145,11 @@ def grammar(text: str) -> None:
     found = parse_shrink(text)
     if found is None:
         return
-    assert 0 <= found.peer_port <= 0xFFFF and 0 <= found.local_port <= 0xFFFF
     assert 0 <= found.x <= U32 and 0 <= found.y <= U32
+    if found.peer is None or found.peer_port is None or found.local_port is None:
+        assert found.peer is not None or found.peer_raw  # a redaction is kept as printed
+        return
+    assert 0 <= found.peer_port <= 0xFFFF and 0 <= found.local_port <= 0xFFFF
     again = parse_shrink(
         kernel_lines(
             found.peer, found.peer_port, found.local_port, found.x, found.y,
@@ -153,6 +160,63 @@ def grammar(text: str) -> None:
     assert (again.wording, again.peer, again.peer_port, again.local_port, again.x, again.y) == (
         found.wording, found.peer, found.peer_port, found.local_port, found.x, found.y,
     )  # fmt: skip
+
+
+#: Values a log's date and number fields take in ``log_fields``: the edges of every range a
+#: reader checks (months, days, hours, offsets, years 0 and 9999, 32 and 64 bits) and numbers
+#: JSON allows that Python's dates and ints do not.
+FIELD_VALUES = (
+    "0", "00", "000", "0000", "1", "01", "9", "12", "13", "23", "24", "29", "31", "32", "59",
+    "60", "61", "99", "999", "9999", "10000", "65535", "65536", "4294967295", "4294967296",
+    "99999999999", "253402300799", "253402300800", "18446744073709551615",
+    "99999999999999999999", "1e400", "-1e400", "Infinity", "-Infinity", "NaN", "-1", "1.5",
+    "",
+)  # fmt: skip
+
+
+def log_fields(data: bytes) -> None:
+    """Every dated container with its date and number fields taken from ``FIELD_VALUES``:
+    no traceback, fields in range, and the big-log reader finds what line-by-line reading
+    finds; yearless stamps dated at both ends of the calendar."""
+    picks = [FIELD_VALUES[b % len(FIELD_VALUES)] for b in data] or ["0"]
+    values = itertools.cycle(picks)
+
+    def v() -> str:
+        return next(values)
+
+    msg = "Peer 192.0.2.1:1/2 unexpectedly shrunk window 3:4 (repaired)"
+    lines = [
+        f"{v()}-{v()}-{v()}T{v()}:{v()}:{v()}.{v()}+{v()}:{v()} www kernel: {msg}",
+        f"<7>1 {v()}-{v()}-{v()}T{v()}:{v()}:{v()}Z www kernel - - - {msg}",
+        f"[Mon Jan {v()} {v()}:{v()}:{v()} {v()}] {msg}",
+        f"Jan {v()} {v()}:{v()}:{v()} www kernel: [{v()}.{v()}] {msg}",
+        f"Dec {v()} {v()}:{v()}:{v()}.{v()} kernel: {msg}",
+        f"{v()},{v()},{v()},-;{msg}",
+        f"{v()}.{v()} www kernel: {msg}",
+        f"[{v()}.{v()}] {msg}",
+        f"Tue {v()}-{v()}-{v()} {v()}:{v()}:{v()} UTC www kernel: {msg}",
+        f'{{"MESSAGE":[{v()},{v()}],"_TRANSPORT":"kernel","__REALTIME_TIMESTAMP":"{v()}",'
+        f'"_SOURCE_MONOTONIC_TIMESTAMP":"{v()}"}}',
+        f'{{"MESSAGE":"{msg}","_TRANSPORT":"kernel","__REALTIME_TIMESTAMP":{v()}}}',
+        f"{v()} Time(s): {msg}",
+        f"Jan  1 00:00:00 www last message repeated {v()} times",
+        f"Jan  1 00:00:00 www kernel: net_ratelimit: {v()} callbacks suppressed",
+        f"Peer 192.0.2.1:{v()}/{v()} unexpectedly shrunk window {v()}:{v()} (repaired)",
+        f"Probing zero-window on 192.0.2.1:1/2, seq={v()}:{v()}, recv {v()}ms ago, lasting {v()}ms",
+    ]
+    text = ("\n".join(lines) + "\n").encode()
+    logs(text)
+    for reference in (datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59), None):
+        stream = io.BufferedReader(io.BytesIO(text))  # type: ignore[arg-type]
+        whole = scan_records(read_stream("fuzz", stream, reference))
+        fast = scan_stream("fuzz", io.BytesIO(text), LogScan(), reference)  # type: ignore[arg-type]
+        assert [(ln.record.lineno, ln.shrink, ln.count, ln.repeats) for ln in fast.lines] == [
+            (ln.record.lineno, ln.shrink, ln.count, ln.repeats) for ln in whole.lines
+        ]
+        for line in whole.lines:
+            line.to_dict()
+            assert line.seconds is None or line.seconds == line.seconds  # never NaN
+        render(whole, "text", detail=10)
 
 
 #: Link types a ``packet`` input's first byte picks from: every decoded one and one unknown.
@@ -172,4 +236,5 @@ TARGETS = {
     ),
     "logs": logs,
     "grammar": lambda data: grammar(data.decode("utf-8", "backslashreplace")),
+    "logfields": log_fields,
 }

@@ -101,6 +101,19 @@ def test_fuzz_grammar(line: str, ops: list) -> None:
     targets.grammar(mutate(line.encode(), ops).decode("utf-8", "backslashreplace"))
 
 
+@pytest.mark.fuzz
+@SETTINGS
+@given(data=st.binary(max_size=64))
+def test_fuzz_log_date_and_number_fields(data: bytes) -> None:
+    targets.log_fields(data)
+
+
+def test_log_fields_at_every_edge() -> None:
+    """Each value in every field once, whatever the random pass draws."""
+    for i in range(len(targets.FIELD_VALUES)):
+        targets.log_fields(bytes([i]) * 40)
+
+
 TUNNEL_FRAMES = [
     wrap(packet)
     for wrap, _ in tunnels.ENCAPSULATIONS.values()

@@ -7,14 +7,15 @@ import json
 import sys
 
 from treason.errors import TreasonError
-from treason.logs import LogScan, scan_records
-from treason.logs.formats import read_file
+from treason.events import Event
+from treason.logs import LogLine, LogScan
+from treason.logs.bulk import scan_file
 from treason.logs.match import MatchResult, match
-from treason.logs.output import write_atomic
+from treason.output.atomic import atomic_text
 from treason.terminal import safe
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "match",
         help="pair kernel log lines with the shrink events of a capture",
@@ -31,11 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _line(ln) -> str:
-    return f"{ln.record.source}:{ln.record.lineno}: {safe(ln.record.raw.rstrip())}"
+def _line(ln: LogLine) -> str:
+    return f"{safe(ln.record.source)}:{ln.record.lineno}: {safe(ln.record.raw.rstrip())}"
 
 
-def _event(ev) -> str:
+def _event(ev: Event) -> str:
     return (
         f"frame {ev.frame}: {ev.src}:{ev.sport} -> {ev.dst}:{ev.dport} "
         f"X:Y {ev.snd_una}:{ev.snd_nxt}"
@@ -60,7 +61,7 @@ def render_text(result: MatchResult) -> str:
 
 
 def render_json(result: MatchResult) -> str:
-    rows = []
+    rows: list[dict[str, object]] = []
     for ln, ev in result.pairs:
         rows.append({"status": "matched", "log": ln.to_dict(), "event": ev.to_dict()})
     for ln, near in result.unmatched_lines:
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     scan = LogScan()
     log_error: TreasonError | None = None
     try:
-        scan_records(read_file(args.logfile), scan)
+        scan_file(args.logfile, scan)
     except TreasonError as exc:
         log_error = exc
     events = []
@@ -95,11 +96,12 @@ def run(args: argparse.Namespace) -> int:
     result = match(scan.lines, events)
     text = render_json(result) if args.format == "json" else render_text(result)
     if args.output:
-        write_atomic(args.output, text)
+        with atomic_text(args.output) as out:
+            out.write(text)
     else:
         sys.stdout.write(text)
     if log_error and cap_error:
-        print(f"treason: {log_error}", file=sys.stderr)
+        print(f"treason: {safe(str(log_error))}", file=sys.stderr)
     if cap_error or log_error:
         raise cap_error or log_error  # type: ignore[misc]
     return 1 if result.pairs else 0

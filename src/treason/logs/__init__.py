@@ -1,19 +1,21 @@
 """Kernel logs: find every report of a peer shrinking its window, in any log container.
 
-``read_logs(paths)`` reads files (any format ``treason.logs.formats`` knows), applies the
-message grammar (``treason.logs.grammar``) to the kernel's own messages, and attaches repeat
-and rate-limit markers, which say that *up to* N more reports were not written.
+``scan_records`` applies the message grammar (``treason.logs.grammar``) to the kernel's own
+records (read by ``treason.logs.formats``; files by ``treason.logs.bulk.read_logs``), and
+attaches repeat and rate-limit markers, which say that *up to* N more reports were not
+written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timezone
 
 from treason.kernel import BY_KEY
-from treason.logs.formats import Record, read_file, rotation_order
-from treason.logs.grammar import Marker, Shrink, parse_marker, parse_shrink
+from treason.logs.formats import Record
+from treason.logs.grammar import Marker, Shrink, near_miss, parse_marker, parse_shrink
+from treason.logs.services import service_name
 
 
 @dataclass(slots=True)
@@ -30,13 +32,21 @@ class LogLine:
         return self.record.host
 
     @property
+    def count(self) -> int:
+        """Exactly this many identical reports (logwatch's ``N Time(s):``; 1 otherwise)."""
+        return self.record.count
+
+    @property
     def seconds(self) -> float | None:
         """A time usable for intervals: wall clock when known, else uptime."""
         when = self.record.time
         if when is not None:
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
-            return when.timestamp()
+            try:
+                return when.timestamp()
+            except (OverflowError, ValueError):  # year 9999 with an offset: past Python's range
+                return None
         return self.record.uptime
 
     @property
@@ -46,11 +56,9 @@ class LogLine:
             return None
         return when.isoformat(timespec="microseconds" if when.microsecond else "seconds")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         """The JSON Lines / CSV record of one matched line."""
         s, r = self.shrink, self.record
-        from treason.logs.services import service_name
-
         return {
             "time": self.time_text,
             "uptime": r.uptime,
@@ -72,7 +80,16 @@ class LogLine:
             "line": r.lineno,
             "format": r.fmt,
             "raw": r.raw.rstrip("\r\n"),
+            "count": r.count,
         }
+
+
+@dataclass(slots=True)
+class NearMiss:
+    """A kernel message with a wording's words that is still not a report, and why not."""
+
+    record: Record
+    reason: str
 
 
 @dataclass
@@ -80,10 +97,10 @@ class LogScan:
     """Everything ``read_logs`` found: matched lines, plus what rate limiting hid per host."""
 
     lines: list[LogLine] = field(default_factory=list)
+    #: Kernel lines that are almost a report (shown, never counted as one).
+    near_misses: list[NearMiss] = field(default_factory=list)
     #: host (None for host-less sources) -> sum of N over rate-limit markers ("up to N more").
     suppressed: dict[str | None, int] = field(default_factory=dict)
-    records: int = 0
-    kernel_records: int = 0
     sources: list[str] = field(default_factory=list)
 
 
@@ -99,7 +116,6 @@ def scan_records(records: Iterable[Record], scan: LogScan | None = None) -> LogS
     scan = scan or LogScan()
     previous: dict[str | None, LogLine | None] = {}
     for record in records:
-        scan.records += 1
         if record.repeats and not record.kernel and record.program is None:
             last = previous.get(record.host)
             if last is not None:  # syslogd: "last message repeated N times"
@@ -110,10 +126,11 @@ def scan_records(records: Iterable[Record], scan: LogScan | None = None) -> LogS
             line = LogLine(record, shrink, repeats=record.repeats)
             scan.lines.append(line)
             previous[record.host] = line
-            scan.kernel_records += 1
             continue
         if record.kernel:
-            scan.kernel_records += 1
+            why = near_miss(record.message)
+            if why is not None:
+                scan.near_misses.append(NearMiss(record, why))
             marker: Marker | None = parse_marker(record.message)
             if marker is not None:
                 if marker.kind == "repeated":
@@ -127,29 +144,14 @@ def scan_records(records: Iterable[Record], scan: LogScan | None = None) -> LogS
     return scan
 
 
-def read_logs(paths: Iterable[str]) -> LogScan:
-    """Read files (rotated sets oldest first; ``-`` is stdin) and find every report."""
-    scan = LogScan()
-    for path in rotation_order(paths):
-        scan.sources.append(path)
-        scan_records(read_file(path), scan)
-    return scan
-
-
-def iter_lines(paths: Iterable[str]) -> Iterator[LogLine]:
-    """The matched lines of files, in reading order."""
-    yield from read_logs(paths).lines
-
-
 __all__ = [
     "LogLine",
     "LogScan",
+    "NearMiss",
     "Record",
     "Shrink",
-    "iter_lines",
     "match_record",
     "parse_marker",
     "parse_shrink",
-    "read_logs",
     "scan_records",
 ]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 
 from treason.errors import TreasonError
-from treason.logs.formats import MAX_LINE, LineParser, Record, decode, read_stream
+from treason.logs.formats import MAX_LINE, LineParser, Record, log_text, read_stream
 
 JOURNAL_ARGV = ("journalctl", "-k", "-f", "-q", "--no-pager", "-o", "json", "-n", "0")
 
@@ -25,6 +26,12 @@ _SEEN = 64
 
 #: How often a followed file is checked for growth, rotation and truncation.
 POLL_SECONDS = 0.25
+
+#: Bytes read at a time; with ``LINE_LIMIT`` this bounds memory whatever is appended (a
+#: device that never ends, a line of a gigabyte), and keeps signals answered between reads.
+_CHUNK = 1 << 20
+#: Longest line kept (its first bytes); the rest of a longer line is dropped.
+LINE_LIMIT = MAX_LINE * 4
 
 
 def follow_file(
@@ -41,8 +48,8 @@ def follow_file(
 
 def _records(follower: FileFollower, parser: LineParser) -> Iterator[Record]:
     try:
-        for lineno, line in enumerate(follower.lines(), 1):
-            record = parser.parse(decode(line[: MAX_LINE * 4]), lineno)
+        for lineno, line in follower.lines():
+            record = parser.parse(log_text(line), lineno)
             if record is not None:
                 yield record
     finally:
@@ -70,10 +77,13 @@ def follow_command(argv: tuple[str, ...] | list[str], name: str) -> Iterator[Rec
 
 
 class FileFollower:
-    """``tail -F`` for one path: yields complete new lines; survives rotation and truncation.
+    """``tail -F`` for one path: yields complete new lines with their line numbers in the file;
+    survives rotation and truncation.
 
     ``from_start`` reads what the file already holds (otherwise only lines written after the
-    follower opened it). ``stopping`` is polled between reads so a signal can end the wait.
+    follower opened it, numbered after the lines already there). ``stopping`` is polled
+    between reads so a signal can end the wait. A FIFO or a device is read as it comes (no
+    seeking, no rotation).
     """
 
     def __init__(
@@ -91,6 +101,9 @@ class FileFollower:
         self._ino: tuple[int, int] | None = None
         self._partial = b""
         self._seen = b""  # the last bytes read: a file rewritten in place no longer ends so
+        self._regular = True
+        #: Number of the last complete line read.
+        self.lineno = 0
         self._open(at_end=not from_start)
 
     def _open(self, at_end: bool) -> bool:
@@ -101,15 +114,18 @@ class FileFollower:
         except OSError as exc:
             raise TreasonError(self.path, exc.strerror or str(exc)) from None
         st = os.fstat(fh.fileno())
-        if at_end:
-            fh.seek(0, os.SEEK_END)
+        self._regular = stat.S_ISREG(st.st_mode)
         self._fh, self._ino, self._partial = fh, (st.st_dev, st.st_ino), b""
         self._seen = b""
-        if at_end and st.st_size:
-            self._seen = os.pread(fh.fileno(), min(_SEEN, st.st_size), max(0, st.st_size - _SEEN))
+        self.lineno = 0
+        if at_end and self._regular:
+            self.lineno = _count_lines(fh)
+            if st.st_size:
+                size = st.st_size
+                self._seen = os.pread(fh.fileno(), min(_SEEN, size), max(0, size - _SEEN))
         return True
 
-    def lines(self) -> Iterator[bytes]:
+    def lines(self) -> Iterator[tuple[int, bytes]]:
         while not self.stopping():
             if self._fh is None and not self._open(at_end=False):
                 # Not there (yet, or between rotation steps): a new file is read from its start.
@@ -121,12 +137,14 @@ class FileFollower:
                 # The name points to a new file: finish the old one, then switch.
                 yield from self._read_new()
                 if self._partial:
-                    yield self._partial
+                    self.lineno += 1
+                    yield self.lineno, self._partial
                 self.close()
                 continue
             if change == "truncated":
                 self._fh.seek(0)
                 self._partial = self._seen = b""
+                self.lineno = 0
             got = False
             for line in self._read_new():
                 got = True
@@ -134,21 +152,30 @@ class FileFollower:
             if not got:
                 time.sleep(self.poll)
 
-    def _read_new(self) -> Iterator[bytes]:
+    def _read_new(self) -> Iterator[tuple[int, bytes]]:
+        """Complete lines read since the last call, a bounded chunk at a time."""
         assert self._fh is not None
-        data = self._fh.read()
-        if not data:
-            return
-        self._seen = (self._seen + data)[-_SEEN:]
-        *complete, self._partial = (self._partial + data).split(b"\n")
-        for line in complete:
-            yield line + b"\n"
+        while True:
+            data = self._fh.read1(_CHUNK)
+            if not data:
+                return
+            if self._regular:
+                self._seen = (self._seen + data)[-_SEEN:]
+            *complete, partial = (self._partial + data).split(b"\n")
+            self._partial = partial[:LINE_LIMIT]
+            for line in complete:
+                self.lineno += 1
+                yield self.lineno, line[:LINE_LIMIT] + b"\n"
+            if len(data) < _CHUNK and self._regular:
+                return
 
     def _change(self) -> str | None:
         """``rotated`` (the name is another file now), ``truncated`` (emptied in place and
         maybe written again: shorter than what was read, or no longer ending in the bytes that
         were read last) or None."""
         assert self._fh is not None
+        if not self._regular:
+            return None
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -169,11 +196,13 @@ class FileFollower:
             self._fh = None
 
 
-# --- the command -----------------------------------------------------------------------------
-
-
-class _Stop(Exception):
-    """Raised from the SIGINT/SIGTERM handler to end a blocking read."""
+def _count_lines(fh: io.BufferedReader) -> int:
+    """Lines the file holds now (read in chunks), leaving the position at its end."""
+    fh.seek(0)
+    count = 0
+    while chunk := fh.read(_CHUNK * 8):
+        count += chunk.count(b"\n")
+    return count
 
 
 def default_source() -> tuple[str, Callable[[], Iterator[Record]]]:
@@ -193,6 +222,7 @@ def default_source() -> tuple[str, Callable[[], Iterator[Record]]]:
 
 
 def source_for(path: str, stopping: Callable[[], bool]) -> Callable[[], Iterator[Record]]:
+    """The records of one named source to follow (``-`` is stdin, read as it comes)."""
     if path == "-":
         import sys
 
@@ -200,58 +230,3 @@ def source_for(path: str, stopping: Callable[[], bool]) -> Callable[[], Iterator
     if not os.path.exists(path):
         raise TreasonError(path, "no such file to follow")
     return lambda: follow_file(path, stopping=stopping)
-
-
-def run_follow(files: list[str], fmt: str) -> int:
-    """Explain each window-shrink report as it is written; SIGINT/SIGTERM end with exit 0."""
-    import json
-    import signal
-    import sys
-
-    from treason.logs import LogLine, match_record
-    from treason.logs.explain import explain_shrink
-    from treason.logs.grammar import parse_marker
-    from treason.terminal import safe
-
-    if fmt not in ("text", "json"):
-        raise TreasonError("--follow", "prints text or json, one report at a time")
-    if len(files) > 1:
-        raise TreasonError("--follow", "follows one source at a time")
-    stop: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop.append(signum)
-        raise _Stop
-
-    if files:
-        name, records = files[0], source_for(files[0], lambda: bool(stop))
-    else:
-        name, records = default_source()
-    stream = records()
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    print(f"treason: following {name} (SIGINT or SIGTERM stops)", file=sys.stderr, flush=True)
-    found = 0
-    out = sys.stdout
-    try:
-        for record in stream:
-            shrink = match_record(record)
-            if shrink is None:
-                marker = parse_marker(record.message) if record.kernel else None
-                if marker is not None and marker.kind != "repeated" and fmt == "text":
-                    out.write(f"(up to {marker.count} more reports suppressed by rate limiting)\n")
-                    out.flush()
-                continue
-            found += 1
-            if fmt == "json":
-                line = LogLine(record, shrink, repeats=record.repeats).to_dict()
-                out.write(json.dumps(line, separators=(",", ":")) + "\n")
-            else:
-                out.write(f"== {safe(record.raw.rstrip())}\n{explain_shrink(shrink, record)}\n")
-            out.flush()
-    except _Stop:
-        pass
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    print(f"treason: {found} report(s) seen while following {name}", file=sys.stderr)
-    return 0

@@ -14,15 +14,15 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from treason.errors import TreasonError
+from treason.logs.grammar import parse_shrink
 
 #: Longest line parsed; the rest of a longer line is kept out of the grammar (no kernel line
 #: is anywhere near this long) so hostile input cannot cost more than linear time.
@@ -35,6 +35,7 @@ class Record:
     ``uptime`` is the kernel's seconds-since-boot stamp when one was printed."""
 
     source: str
+    #: The line number in the file (the first line of a journal export entry).
     lineno: int
     raw: str
     message: str
@@ -46,10 +47,12 @@ class Record:
     uptime: float | None = None
     caller: str | None = None
     repeats: int = 0
+    #: Exactly this many identical messages (logwatch's ``N Time(s):``), unlike ``repeats``.
+    count: int = 1
 
 
-def decode(data: bytes) -> str:
-    """Bytes as text; invalid UTF-8 is kept visible as ``\\xNN`` rather than lost."""
+def log_text(data: bytes) -> str:
+    """Log bytes as text; invalid UTF-8 is kept visible as ``\\xNN`` rather than lost."""
     return data.decode("utf-8", "backslashreplace")
 
 
@@ -113,7 +116,7 @@ def parse_bsd(text: str, reference: datetime) -> datetime | None:
         )
     except ValueError:
         return None
-    if when > reference + timedelta(days=1):
+    if reference.year < 9999 and when > reference + timedelta(days=1):
         try:
             when = when.replace(year=when.year - 1)
         except ValueError:
@@ -171,14 +174,65 @@ def strip_kernel_prefix(message: str) -> tuple[float | None, str | None, str]:
     return up, m["caller"], message[m.end() :]
 
 
+#: Every dash a ruler may be drawn with once a mail client or a blog has "improved" it.
+_DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+#: logwatch's section rulers, ``------ Kernel Begin ------`` ... ``------ Kernel End ------``.
+_RULER = re.compile(
+    rf"\s*[{_DASHES}]{{3,}}\s*(?P<name>\S.{{0,80}}?)\s+(?P<edge>Begin|End)\s*[{_DASHES}]{{3,}}\s*"
+)
+#: A logwatch listing line: exactly N identical messages (the stock kernel service's catch-all).
+_TIMES = re.compile(r"\s{0,16}(?P<n>\d{1,12}) Time\(s\): (?P<msg>.*)")
+#: The syslog tag alone, as in ``kernel: message`` pasted without stamp or host.
+_KERNEL_TAG = re.compile(r"kernel(?:\[\d{0,10}\])?: ?(?P<msg>.*)")
+#: ``prog[pid]: message`` right after a stamp: a classic sysklogd line without a host name
+#: (host names never end in a colon, so this cannot be ``host prog: ...``).
+_HOSTLESS = re.compile(r"(?P<prog>[^\s:\[\]]{1,64})(?:\[\d{0,10}\])?: ?(?P<msg>.*)")
+
+
+def _kernel_section(name: str) -> bool:
+    """Sections of a logwatch report that list the kernel's messages."""
+    lowered = name.lower()
+    return "kernel" in lowered or "treason" in lowered
+
+
 class LineParser:
-    """Parses single lines; ``reference`` dates yearless syslog stamps (file mtime or now)."""
+    """Parses single lines; ``reference`` dates yearless syslog stamps (file mtime or now).
+
+    It follows a logwatch report's sections: ``N Time(s): message`` inside the kernel
+    section (or outside any) is N times the kernel's message; bare text inside another
+    service's section is that service's, not the kernel's.
+    """
 
     def __init__(self, source: str, reference: datetime | None = None) -> None:
         self.source = source
         self.reference = reference or datetime.now()
+        #: The logwatch section being read (None outside any).
+        self.section: str | None = None
 
     def parse(self, raw: str, lineno: int) -> Record | None:
+        line = raw[:MAX_LINE].rstrip("\r\n")
+        if "Begin" in line or "End" in line:
+            ruler = _RULER.fullmatch(line)
+            if ruler is not None:
+                self.section = ruler["name"] if ruler["edge"] == "Begin" else None
+                return None
+        in_kernel = self.section is None or _kernel_section(self.section)
+        times = _TIMES.fullmatch(line) if "Time(s): " in line[:32] else None
+        if times is not None:
+            inner = self._parse_line(times["msg"], lineno)
+            if inner is None:
+                return None
+            inner.raw, inner.count = raw, int(times["n"])
+            if inner.fmt == "bare":
+                inner.fmt = "logwatch"
+            inner.kernel = inner.kernel and in_kernel
+            return inner
+        record = self._parse_line(raw, lineno)
+        if record is not None and record.fmt == "bare" and not in_kernel:
+            record.kernel = False
+        return record
+
+    def _parse_line(self, raw: str, lineno: int) -> Record | None:
         line = raw[:MAX_LINE].rstrip("\r\n")
         if not line.strip() or (line.startswith("-- ") and line.endswith(" --")):
             return None
@@ -236,7 +290,10 @@ class LineParser:
                         uptime=float(m["up"]),
                     )
             return self._bracketed(raw, lineno, "dmesg", line)
-        return self._kernel(raw, lineno, "bare", line)
+        m = _KERNEL_TAG.fullmatch(line)
+        if m:
+            return self._kernel(raw, lineno, "kernel-tag", m["msg"])
+        return self._kernel(raw, lineno, "bare", line.strip())
 
     # helpers
 
@@ -252,8 +309,11 @@ class LineParser:
 
     @staticmethod
     def _ctime(m: re.Match[str]) -> datetime | None:
-        when = parse_bsd(f"{m['mo']} {m['d']} {m['t']}", datetime(int(m["y"]), 12, 31))
-        return None if when is None else when.replace(year=int(m["y"]))
+        year = int(m["y"])
+        if not 1 <= year <= 9999:  # dmesg -T of a clock set to year 0: no date Python has
+            return None
+        when = parse_bsd(f"{m['mo']} {m['d']} {m['t']}", datetime(year, 12, 31))
+        return None if when is None else when.replace(year=year)
 
     def _after_stamp(
         self, raw: str, lineno: int, fmt: str, when: datetime | None, rest: str, bare: bool = True
@@ -272,6 +332,9 @@ class LineParser:
                 time=when,
                 repeats=int(rep["n"]),
             )
+        hostless = _HOSTLESS.fullmatch(rest) if not bare else None
+        if hostless and rest.split(" ", 1)[0].endswith(":"):
+            return self._tagged(raw, lineno, fmt, when, None, hostless["prog"], hostless["msg"])
         tagged = _TAGGED.fullmatch(rest)
         if tagged and not (bare and _looks_kernel(rest)):
             return self._tagged(
@@ -314,7 +377,7 @@ class LineParser:
         lineno: int,
         fmt: str,
         when: datetime | None,
-        host: str,
+        host: str | None,
         prog: str,
         message: str,
         uptime: float | None = None,
@@ -346,8 +409,6 @@ class LineParser:
 
 def _looks_kernel(text: str) -> bool:
     """True when text is itself a window-shrink wording (so not ``host prog: message``)."""
-    from treason.logs.grammar import parse_shrink
-
     return parse_shrink(strip_kernel_prefix(text)[2]) is not None
 
 
@@ -360,14 +421,14 @@ def _journal_record(
     msg = fields.get("MESSAGE")
     if isinstance(msg, list):
         try:
-            msg = decode(bytes(int(b) & 0xFF for b in msg))
-        except (TypeError, ValueError):
+            msg = log_text(bytes(int(b) & 0xFF for b in msg))
+        except (TypeError, ValueError, OverflowError):  # [1e400], [Infinity], ["a"]
             return None
     if isinstance(msg, bytes):
-        msg = decode(msg)
+        msg = log_text(msg)
     if not isinstance(msg, str):
         return None
-    text = {k: (decode(v) if isinstance(v, bytes) else v) for k, v in fields.items()}
+    text = {k: (log_text(v) if isinstance(v, bytes) else v) for k, v in fields.items()}
     kernel = text.get("_TRANSPORT") == "kernel" or text.get("SYSLOG_IDENTIFIER") == "kernel"
     when = None
     stamp = text.get("__REALTIME_TIMESTAMP")
@@ -396,46 +457,97 @@ def _journal_record(
     )
 
 
+#: The fields of a journal entry that treason reads; the others are counted, never kept.
+JOURNAL_FIELDS = frozenset(
+    (
+        "MESSAGE",
+        "_TRANSPORT",
+        "SYSLOG_IDENTIFIER",
+        "__REALTIME_TIMESTAMP",
+        "_SOURCE_MONOTONIC_TIMESTAMP",
+        "_HOSTNAME",
+    )
+)
+#: Most fields one export entry may have (journald writes a few dozen): the cap that keeps an
+#: entry of millions of fields from being read as one.
+MAX_FIELDS = 4096
+#: Largest export entry, all fields together: a kernel message is a few hundred bytes, and
+#: a decompression bomb of huge fields stops here instead of being inflated to the end.
+MAX_ENTRY = 64 << 20
+
+
 def read_export(source: str, stream: BinaryIO) -> Iterator[Record]:
     """``journalctl -o export``: ``KEY=value`` lines, binary fields as ``KEY\\n<le64><data>``,
-    entries separated by an empty line."""
-    fields: dict[str, object] = {}
-    lines: list[str] = []
-    lineno = start = 0
+    entries separated by an empty line. Only ``JOURNAL_FIELDS`` are kept, each cut to
+    MAX_LINE * 4 bytes, so memory stays bounded whatever an entry holds."""
+    fields: dict[str, bytes] = {}
+    count = lineno = start = size = 0
+    keep = MAX_LINE * 4
     while True:
         line = stream.readline(MAX_LINE * 8)
         lineno += 1
         if not line or line == b"\n":
             if fields:
-                rec = _journal_record(source, start, fields, "\n".join(lines), "journal-export")
+                raw = "\n".join(f"{k}={log_text(v)}" for k, v in fields.items())
+                rec = _journal_record(source, start, dict(fields), raw, "journal-export")
                 if rec is not None:
                     yield rec
-            fields, lines = {}, []
+            fields, count, size = {}, 0, 0
             if not line:
                 return
             continue
-        if not fields:
+        if count == 0:
             start = lineno
+        count += 1
+        size += len(line)
+        if size > MAX_ENTRY:
+            raise TreasonError(source, _too_large(start))
+        if count > MAX_FIELDS:
+            raise TreasonError(
+                source,
+                f"journal export entry at line {start} has more than {MAX_FIELDS} fields "
+                "(the cap; journald writes a few dozen)",
+            )
         body = line.rstrip(b"\n")
         if b"=" in body:
             key, _, value = body.partition(b"=")
-            fields[decode(key)] = value
-            lines.append(decode(body))
-        else:
-            size = stream.read(8)
-            if len(size) < 8:
+            if log_text(key) in JOURNAL_FIELDS:
+                fields[log_text(key)] = value[:keep]
+            continue
+        length = stream.read(8)
+        if len(length) < 8:
+            raise TreasonError(source, f"journal export cut inside a field at line {lineno}")
+        n = int.from_bytes(length, "little")
+        size += n
+        if size > MAX_ENTRY:
+            raise TreasonError(source, _too_large(start))
+        value = stream.read(min(n, keep))
+        _skip(source, stream, n - len(value) + 1, lineno)  # the rest and the newline after it
+        if log_text(body) in JOURNAL_FIELDS:
+            fields[log_text(body)] = value
+
+
+def _too_large(start: int) -> str:
+    return (
+        f"journal export entry at line {start} is larger than {MAX_ENTRY >> 20} MiB "
+        "(the cap; a kernel message is a few hundred bytes)"
+    )
+
+
+def _skip(source: str, stream: BinaryIO, n: int, lineno: int) -> None:
+    """Read past ``n`` bytes a megabyte at a time (never all of them at once)."""
+    while n > 0:
+        got = len(stream.read(min(n, 1 << 20)))
+        if got == 0:
+            if n > 1:  # only the newline after the last field may be missing
                 raise TreasonError(source, f"journal export cut inside a field at line {lineno}")
-            n = int.from_bytes(size, "little")
-            if n > 1 << 24:
-                raise TreasonError(source, f"journal export field of {n} bytes at line {lineno}")
-            value = stream.read(n)
-            stream.read(1)
-            fields[decode(body)] = value
-            lines.append(f"{decode(body)}={decode(value)}")
+            return
+        n -= got
 
 
-def _json_or_line(parser: LineParser, text: str, lineno: int) -> Record | None:
-    if text.startswith("{"):
+def json_or_line(parser: LineParser, text: str, lineno: int) -> Record | None:
+    """One line of any form: a journal JSON record (even indented, as pasted), or text."""
+    if text.lstrip().startswith("{"):
         try:
             obj = json.loads(text)
         except (ValueError, RecursionError):
@@ -447,34 +559,32 @@ def _json_or_line(parser: LineParser, text: str, lineno: int) -> Record | None:
 
 # --- files -----------------------------------------------------------------------------------
 
-_EXPORT_START = re.compile(rb"(__CURSOR|__REALTIME_TIMESTAMP|_[A-Z_]+|MESSAGE|PRIORITY)=")
+EXPORT_START = re.compile(rb"(__CURSOR|__REALTIME_TIMESTAMP|_[A-Z_]+|MESSAGE|PRIORITY)=")
 
 
 def read_stream(
     source: str, stream: BinaryIO, reference: datetime | None = None
 ) -> Iterator[Record]:
     """Records of one byte stream, of any supported format (gzip undone first)."""
-    buffered: io.BufferedReader = (
-        stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
-    )
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[type-var]
     head = buffered.peek(2)[:2]
     if head == b"\x1f\x8b":
-        buffered = io.BufferedReader(gzip.GzipFile(fileobj=buffered))  # type: ignore[arg-type]
+        buffered = io.BufferedReader(gzip.GzipFile(fileobj=buffered))
     try:
         first = buffered.peek(64)
-        if _EXPORT_START.match(first):
+        if EXPORT_START.match(first):
             yield from read_export(source, buffered)
             return
         parser = LineParser(source, reference)
         for lineno, line in enumerate(_bounded_lines(buffered, MAX_LINE * 4), 1):
-            rec = _json_or_line(parser, decode(line), lineno)
+            rec = json_or_line(parser, log_text(line), lineno)
             if rec is not None:
                 yield rec
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise TreasonError(source, f"cannot read: {exc}") from None
 
 
-def _bounded_lines(stream: io.BufferedReader, limit: int) -> Iterator[bytes]:
+def _bounded_lines(stream: io.BufferedReader[Any], limit: int) -> Iterator[bytes]:
     """Lines cut to ``limit`` bytes; the rest of a longer line is read and dropped, so a file
     without newlines (a binary dump, a hostile log) never has to fit in memory whole."""
     while True:
@@ -486,25 +596,6 @@ def _bounded_lines(stream: io.BufferedReader, limit: int) -> Iterator[bytes]:
             while len(rest) == limit and not rest.endswith(b"\n"):
                 rest = stream.readline(limit)
         yield line
-
-
-def read_file(path: str) -> Iterator[Record]:
-    """Records of a file (``-`` is stdin); yearless stamps are dated by the file's mtime."""
-    if path == "-":
-        import sys
-
-        yield from read_stream("<stdin>", sys.stdin.buffer)
-        return
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, generator lifetime
-    except OSError as exc:
-        raise TreasonError(path, exc.strerror or str(exc)) from None
-    with fh:
-        try:
-            reference = datetime.fromtimestamp(os.fstat(fh.fileno()).st_mtime)
-        except (OSError, ValueError):
-            reference = None
-        yield from read_stream(path, fh, reference)  # type: ignore[arg-type]
 
 
 _ROTATION = re.compile(r"^(?P<base>.*?)(?:[.-](?P<n>\d{1,8}))?(?P<gz>\.gz)?$")

@@ -16,11 +16,17 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
+#: What people put in place of an address or port they hide before pasting a report:
+#: ``XXX.XX.XX.XXX``, ``x.x.x.x``, ``203.0.113.xxx``, ``<ip>``, ``[redacted]``.
+_HIDDEN = r"<[A-Za-z][\w -]{0,19}>|\[[A-Za-z][\w -]{0,19}\]|(?i:redacted|hidden)"
 #: An address as the kernel prints it: dotted IPv4, or IPv6 (uncompressed from %pI6; other
-#: spellings accepted too). Bounded so hostile input cannot make the regex backtrack for long.
-_ADDR = r"(?P<addr>[0-9A-Fa-f:.]{2,45})"
-_ENDPOINT = _ADDR + r":(?P<pport>\d{1,5})/(?P<lport>\d{1,5})"
+#: spellings accepted too), or one of the redactions above. Bounded so hostile input cannot
+#: make the regex backtrack for long.
+_ADDR = r"(?P<addr>[0-9A-Fa-fXx*#:.]{2,45}|" + _HIDDEN + ")"
+_PORT = r"\d{1,5}|[Xx*#]{1,5}|" + _HIDDEN
+_ENDPOINT = _ADDR + r":(?P<pport>" + _PORT + r")/(?P<lport>" + _PORT + ")"
 _SEQ = r"(?P<x>\d{1,10}):(?P<y>\d{1,10})"
 
 #: Optional dynamic-debug decoration (``+ptmfl``): thread id, then module/function/line
@@ -31,7 +37,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "2.4.0",
         re.compile(
-            r"TCP: ?peer " + _ADDR + r":(?P<pport>\d{1,5})/(?P<lport>\d{1,5}) shrinks window "
+            r"TCP: ?peer " + _ENDPOINT + r" shrinks window "
             r"(?P<x>\d{1,10}):(?P<wnd>\d{1,10}):(?P<y>\d{1,10})\. Bad, what else can I say\?"
         ),
     ),
@@ -84,14 +90,16 @@ class Shrink:
     """One kernel report of a stalled connection: peer ``A:P`` shrank, local port ``L``.
 
     ``x`` is the local ``snd_una`` and ``y`` ``snd_nxt``: sequence numbers, not window sizes.
-    ``peer`` is normalised (v4-mapped IPv6 shown as IPv4); ``peer_raw`` is as printed.
+    ``peer`` is normalised (v4-mapped IPv6 shown as IPv4); ``peer_raw`` is as printed. A
+    report whose address the person who pasted it hid (``XXX.XX.XX.XXX``, ``<ip>``) has
+    ``peer`` None and ``peer_raw`` the redaction; a hidden port is None. Nothing is guessed.
     """
 
     wording: str
-    peer: str
+    peer: str | None
     peer_raw: str
-    peer_port: int
-    local_port: int
+    peer_port: int | None
+    local_port: int | None
     x: int
     y: int
     wnd: int | None = None
@@ -104,8 +112,19 @@ class Shrink:
         return (self.y - self.x) & U32
 
     @property
-    def connection(self) -> tuple[str, int, int]:
-        return (self.peer, self.peer_port, self.local_port)
+    def redacted(self) -> bool:
+        """True when the address was hidden before the line reached us."""
+        return self.peer is None
+
+    @property
+    def peer_text(self) -> str:
+        """The peer for people: the address, or the redaction as it was pasted."""
+        return self.peer if self.peer is not None else f"{self.peer_raw} (redacted)"
+
+    @property
+    def connection(self) -> tuple[str, int | None, int | None]:
+        """(peer, peer port, local port); a redacted peer is keyed by its redaction."""
+        return (self.peer or self.peer_raw, self.peer_port, self.local_port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +135,10 @@ class Marker:
     count: int
 
 
+@lru_cache(maxsize=4096)
 def normalise_peer(addr: str) -> str | None:
-    """The peer as users know it: v4-mapped IPv6 as IPv4; ``None`` if not an address."""
+    """The peer as users know it: v4-mapped IPv6 as IPv4; ``None`` if not an address.
+    Cached: a big log names the same few peers thousands of times."""
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
@@ -151,12 +172,21 @@ def parse_shrink(message: str) -> Shrink | None:
     return None
 
 
-def _build(key: str, m: re.Match[str]) -> Shrink | None:
-    peer = normalise_peer(m["addr"])
-    if peer is None:
+def _port(text: str) -> int | None:
+    """A printed port; None when hidden; -1 when no port (beyond 16 bits)."""
+    if not text.isdigit():
         return None
-    pport, lport, x, y = int(m["pport"]), int(m["lport"]), int(m["x"]), int(m["y"])
-    if pport > 0xFFFF or lport > 0xFFFF or x > U32 or y > U32:
+    port = int(text)
+    return port if port <= 0xFFFF else -1
+
+
+def _build(key: str, m: re.Match[str]) -> Shrink | None:
+    raw = m["addr"]
+    peer = normalise_peer(raw)
+    if peer is None and not _redacted(raw):
+        return None  # neither an address nor a redaction: not what a kernel printed
+    pport, lport, x, y = _port(m["pport"]), _port(m["lport"]), int(m["x"]), int(m["y"])
+    if pport == -1 or lport == -1 or x > U32 or y > U32:
         return None
     groups = m.groupdict()
     wnd = _int(groups.get("wnd"))
@@ -168,7 +198,7 @@ def _build(key: str, m: re.Match[str]) -> Shrink | None:
     return Shrink(
         wording=key,
         peer=peer,
-        peer_raw=m["addr"],
+        peer_raw=raw,
         peer_port=pport,
         local_port=lport,
         x=x,
@@ -177,6 +207,40 @@ def _build(key: str, m: re.Match[str]) -> Shrink | None:
         recv_ms=_int(groups.get("recv")),
         lasting_ms=_int(groups.get("lasting")),
     )
+
+
+#: A redacted address: hex digits, separators and at least one placeholder, or a word.
+_REDACTED_RE = re.compile(r"(?=.*[Xx*#])[0-9A-Fa-fXx*#:.]{2,45}|" + _HIDDEN)
+
+
+def _redacted(addr: str) -> bool:
+    return _REDACTED_RE.fullmatch(addr) is not None
+
+
+#: The words every wording is built around; a kernel line holding one of them and no report
+#: is "almost a report" and is shown as such rather than passed over in silence.
+_KEYWORDS = re.compile(r"Treason uncloaked|shrinks window|shrunk window|Probing zero-window")
+_LOOSE_NUMBERS = re.compile(r"(?:Peer|peer|on) (\S+?):(\S+?)/(\S+?)[ ,].*?(\d+):(\d+)")
+
+
+def near_miss(message: str) -> str | None:
+    """Why a kernel message that carries a wording's key words is still not a report, or None
+    when it is not close to one (or is a report)."""
+    text = message.strip()
+    if len(text) > 400 or not _KEYWORDS.search(text) or parse_shrink(text) is not None:
+        return None
+    loose = _LOOSE_NUMBERS.search(text)
+    if loose is not None:
+        addr, pport, lport, x, y = loose.groups()
+        if normalise_peer(addr) is None and not _redacted(addr):
+            return f"{addr[:48]!r} is not an address"
+        for name, value, bits in (("port", pport, 16), ("port", lport, 16)):
+            if value.isdigit() and int(value) >> bits:
+                return f"{name} {value} does not fit {bits} bits"
+        for value in (x, y):
+            if int(value) > U32:
+                return f"sequence number {value} does not fit 32 bits"
+    return "the words of a kernel wording, but cut short or altered (no kernel printed it so)"
 
 
 def parse_marker(message: str) -> Marker | None:

@@ -50,9 +50,9 @@ _FALLBACK = {
 
 
 @lru_cache(maxsize=4096)
-def service_name(port: int) -> str | None:
-    """The TCP service name of a port, or None when it has none."""
-    if not 0 < port <= 0xFFFF:
+def service_name(port: int | None) -> str | None:
+    """The TCP service name of a port, or None when it has none (or was redacted)."""
+    if port is None or not 0 < port <= 0xFFFF:
         return None
     try:
         return socket.getservbyport(port, "tcp")

@@ -13,11 +13,12 @@ import csv
 import io
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from treason.kernel import BY_KEY
-from treason.logs import LogLine, LogScan
+from treason.logs import LogLine, LogScan, NearMiss
 from treason.logs.services import service_name
 from treason.terminal import safe
 
@@ -39,7 +40,8 @@ class Episode:
 
     @property
     def count(self) -> int:
-        return len(self.lines)
+        """Reports of this stall; a logwatch ``N Time(s):`` line is N of them."""
+        return sum(ln.count for ln in self.lines)
 
     @property
     def up_to_more(self) -> int:
@@ -59,27 +61,44 @@ class Episode:
 
 
 @dataclass
-class Connection:
+class ReportedConnection:
+    """A connection as the log names it: (peer, peer port, local port) on one host. Not the
+    model's connection: the log knows neither the local address nor the handshake."""
+
     host: str | None
     peer: str
-    peer_port: int
-    local_port: int
+    peer_port: int | None
+    local_port: int | None
     episodes: dict[int, Episode] = field(default_factory=dict)
 
     @property
     def lines(self) -> list[LogLine]:
         return [ln for ep in self.episodes.values() for ln in ep.lines]
 
+    @property
+    def count(self) -> int:
+        return sum(ep.count for ep in self.episodes.values())
+
+    @property
+    def redacted(self) -> bool:
+        return self.lines[0].shrink.redacted
+
 
 @dataclass
 class HostSummary:
     host: str | None
-    connections: dict[tuple[str, int, int], Connection] = field(default_factory=dict)
+    connections: dict[tuple[str, int | None, int | None], ReportedConnection] = field(
+        default_factory=dict
+    )
     suppressed: int = 0
 
     @property
     def lines(self) -> list[LogLine]:
         return [ln for c in self.connections.values() for ln in c.lines]
+
+    @property
+    def count(self) -> int:
+        return sum(c.count for c in self.connections.values())
 
     def eras(self) -> list[str]:
         seen: list[str] = []
@@ -89,18 +108,37 @@ class HostSummary:
         return seen
 
 
-def summarise(lines: Iterable[LogLine], suppressed: dict | None = None) -> list[HostSummary]:
+def summarise(
+    lines: Iterable[LogLine], suppressed: dict[str | None, int] | None = None
+) -> list[HostSummary]:
     """Group reports by host, connection and stall episode, in order of first appearance."""
     hosts: dict[str | None, HostSummary] = {}
     for ln in lines:
         h = hosts.setdefault(ln.host, HostSummary(ln.host))
         key = ln.shrink.connection
-        conn = h.connections.setdefault(key, Connection(ln.host, *key))
+        conn = h.connections.setdefault(key, ReportedConnection(ln.host, *key))
         conn.episodes.setdefault(ln.shrink.x, Episode(ln.shrink.x)).lines.append(ln)
     for host, n in (suppressed or {}).items():
         if host in hosts:
             hosts[host].suppressed += n
     return list(hosts.values())
+
+
+def _extent(h: HostSummary, episodes: int) -> str:
+    """How many connections, stall episodes and peers the reports show.
+
+    Reports whose addresses were redacted cannot be told apart by connection or peer: they are
+    never counted as one, only said to come from an unknown number of them.
+    """
+    named = [c for c in h.connections.values() if not c.redacted]
+    hidden = len(named) < len(h.connections)
+    conns = f"{len(named)} connection(s)" if named or not hidden else ""
+    peers = f"{len({c.peer for c in named})} peer(s)" if named or not hidden else ""
+    if hidden:
+        unknown = "an unknown number of connections and peers (addresses redacted)"
+        conns = f"{conns} plus {unknown}" if conns else unknown
+        return f"{episodes} stall episode(s), {conns}" + (f", {peers} named" if peers else "")
+    return f"{conns}, {episodes} stall episode(s), {peers}"
 
 
 def _when(ln: LogLine) -> str:
@@ -111,9 +149,16 @@ def _when(ln: LogLine) -> str:
     return "time unknown"
 
 
-def _port(port: int) -> str:
+def _port(port: int | None) -> str:
+    if port is None:
+        return "(redacted)"
     name = service_name(port)
     return f"{port} ({name})" if name else str(port)
+
+
+def _peer(conn: ReportedConnection) -> str:
+    text = safe(conn.peer)
+    return f"{text} (address redacted in the log)" if conn.redacted else text
 
 
 def _era(key: str) -> str:
@@ -125,20 +170,47 @@ def _span(lines: list[LogLine]) -> str:
     return first if first == last else f"{first} .. {last}"
 
 
-def render_text(hosts: list[HostSummary], explain: bool = True) -> str:
-    """The human summary. Every string that came from the log goes through ``safe``."""
+#: Entries each list shows by logwatch detail level: Low (0-4) the top 10, Med (5-9) the
+#: top 50, High (10) all of them. The rest is one "... and N more" line.
+def entries_shown(detail: int) -> int | None:
+    if detail >= 10:
+        return None
+    return 10 if detail < 5 else 50
+
+
+T = TypeVar("T")
+
+
+def _top(items: list[T], limit: int | None, weight: Callable[[T], int]) -> tuple[list[T], int]:
+    """The ``limit`` heaviest items (ties in order of appearance) and how many were left out."""
+    if limit is None or len(items) <= limit:
+        return items, 0
+    ranked = sorted(range(len(items)), key=lambda i: -weight(items[i]))[:limit]
+    return [items[i] for i in sorted(ranked)], len(items) - limit
+
+
+def _more(n: int, what: str) -> list[str]:
+    return [f"      … and {n} more {what} (all of them: --detail 10)"] if n else []
+
+
+def render_text(
+    hosts: list[HostSummary],
+    explain: bool = True,
+    detail: int = 0,
+    near_misses: Sequence[NearMiss] = (),
+) -> str:
+    """The human summary. Every string that came from the log goes through ``safe``. Long
+    lists show their top entries (by reports) and how many more there are; ``detail`` 10
+    shows everything."""
     out: list[str] = []
+    limit = entries_shown(detail)
     if not hosts:
-        return "No window-shrink reports found.\n"
+        out.append("No window-shrink reports found.")
     for h in hosts:
         lines = h.lines
-        peers = {c.peer for c in h.connections.values()}
         n_ep = sum(len(c.episodes) for c in h.connections.values())
         name = safe(h.host) if h.host else "(this machine / no host name in the log)"
-        out.append(
-            f"Host {name}: {len(lines)} report(s), {len(h.connections)} connection(s), "
-            f"{n_ep} stall episode(s), {len(peers)} peer(s)"
-        )
+        out.append(f"Host {name}: {h.count} report(s), {_extent(h, n_ep)}")
         out.append(f"  kernel era (from the wording): {', '.join(_era(k) for k in h.eras())}")
         out.append(f"  seen {_span(sorted(lines, key=_sort_key))}")
         if h.suppressed:
@@ -148,55 +220,130 @@ def render_text(hosts: list[HostSummary], explain: bool = True) -> str:
             )
         out.append("")
         out.append("  Per peer (the remote receiver that closed its window):")
-        by_peer: dict[str, list[Connection]] = {}
+        by_peer: dict[str, list[ReportedConnection]] = {}
         for c in h.connections.values():
             by_peer.setdefault(c.peer, []).append(c)
-        for peer, conns in by_peer.items():
+        groups, more = _top(list(by_peer.values()), limit, lambda cs: sum(c.count for c in cs))
+        for conns in groups:
             plines = sorted((ln for c in conns for ln in c.lines), key=_sort_key)
-            ports = sorted({c.local_port for c in conns})
+            ports = sorted({c.local_port for c in conns}, key=lambda p: -1 if p is None else p)
+            how_many = "unknown" if conns[0].redacted else str(len(conns))
             out.append(
-                f"    {safe(peer)}: {len(plines)} report(s), {len(conns)} connection(s), "
-                f"local port(s) {', '.join(_port(p) for p in ports)}; {_span(plines)}"
+                f"    {_peer(conns[0])}: {sum(c.count for c in conns)} report(s), "
+                f"{how_many} connection(s), local port(s) "
+                f"{', '.join(_port(p) for p in ports)}; {_span(plines)}"
             )
+        out.extend(_more(more, "peer(s)"))
         out.append("  Per local port (your service that was sending):")
-        by_port: dict[int, list[Connection]] = {}
+        by_port: dict[int | None, list[ReportedConnection]] = {}
         for c in h.connections.values():
             by_port.setdefault(c.local_port, []).append(c)
-        for port, conns in sorted(by_port.items()):
-            n = sum(len(c.lines) for c in conns)
-            npeers = len({c.peer for c in conns})
+        ordered = sorted(by_port.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
+        port_groups, more = _top(ordered, limit, lambda kv: sum(c.count for c in kv[1]))
+        for port, conns in port_groups:
+            n = sum(c.count for c in conns)
+            hidden = any(c.redacted for c in conns)
+            npeers = "an unknown number of" if hidden else len({c.peer for c in conns})
             out.append(f"    {_port(port)}: {n} report(s) from {npeers} peer(s)")
+        out.extend(_more(more, "local port(s)"))
         out.append("  Per connection and stall episode (X = first unacknowledged byte):")
-        for c in h.connections.values():
+        conns_shown, more = _top(list(h.connections.values()), limit, lambda c: c.count)
+        for c in conns_shown:
+            pport = "?" if c.peer_port is None else c.peer_port
+            hidden = " (redacted in the log)" if c.redacted or c.peer_port is None else ""
             out.append(
-                f"    {safe(c.peer)}:{c.peer_port} -> local {_port(c.local_port)}: "
+                f"    {safe(c.peer)}:{pport} -> local {_port(c.local_port)}{hidden}: "
                 f"{len(c.episodes)} episode(s)"
             )
-            for ep in c.episodes.values():
-                ys = "/".join(str(y) for y in ep.ys)
-                more = f", up to {ep.up_to_more} more (repeat markers)" if ep.up_to_more else ""
-                rep = ""
-                if ep.count > 1:
-                    rep = ": one stall, probed again and again"
-                    if ep.backed_off:
-                        rep += " at backed-off intervals"
-                out.append(
-                    f"      X={ep.x} Y={ys}: {ep.outstanding} byte(s) outstanding, "
-                    f"{ep.count} report(s){rep}{more}; {_span(ep.lines)}"
-                )
+            episodes, ep_more = _top(list(c.episodes.values()), limit, lambda e: e.count)
+            for ep in episodes:
+                out.append(_episode(ep))
+            if ep_more:
+                out.append(f"      … and {ep_more} more episode(s) (all of them: --detail 10)")
+        out.extend(_more(more, "connection(s)"))
         out.append("")
-    if explain:
+    out.extend(_near_miss_lines(near_misses, limit))
+    if explain and hosts:
         out.extend(_explanation(hosts))
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _sort_key(ln: LogLine) -> tuple:
+def _episode(ep: Episode) -> str:
+    ys = "/".join(str(y) for y in ep.ys)
+    more = f", up to {ep.up_to_more} more (repeat markers)" if ep.up_to_more else ""
+    rep = ""
+    if ep.count > 1:
+        rep = ": one stall, probed again and again"
+        if ep.backed_off:
+            rep += " at backed-off intervals"
+    return (
+        f"      X={ep.x} Y={ys}: {ep.outstanding} byte(s) outstanding, "
+        f"{ep.count} report(s){rep}{more}; {_span(ep.lines)}"
+    )
+
+
+def _near_miss_lines(near: Sequence[NearMiss], limit: int | None) -> list[str]:
+    """Kernel lines that are almost a report: said, so a cut or altered line is not lost."""
+    if not near:
+        return []
+    out = [f"Almost a report ({len(near)} line(s) with a wording's words that are not one):"]
+    shown = near if limit is None else near[:limit]
+    for nm in shown:
+        r = nm.record
+        out.append(f"  {safe(r.source)}:{r.lineno}: {nm.reason}")
+        out.append(f"    {safe(r.raw.rstrip())[:300]}")
+    if len(near) > len(shown):
+        out.append(f"  … and {len(near) - len(shown)} more (all of them: --detail 10)")
+    out.append("")
+    return out
+
+
+def render_logwatch(scan: LogScan, detail: int = 0) -> str:
+    """The logwatch service section. Short below Detail 5 (the counts, the top peers, the
+    explanation once); from Detail 5 the full summary and, as the stock kernel service did,
+    every distinct line as ``N Time(s): <line>``. Empty when there is nothing to say."""
+    if not scan.lines and not scan.near_misses:
+        return ""
+    hosts = summarise(scan.lines, scan.suppressed)
+    if detail >= 5:
+        text = render_text(hosts, explain=True, detail=detail, near_misses=scan.near_misses)
+        counts: dict[str, int] = {}
+        for ln in scan.lines:
+            message = safe(ln.record.message.strip())
+            counts[message] = counts.get(message, 0) + ln.count
+        raw = [f"{n} Time(s): {message}" for message, n in sorted(counts.items())]
+        return text + "\nThe kernel's lines:\n" + "\n".join(raw) + "\n"
+    out: list[str] = []
+    for h in hosts:
+        name = safe(h.host) if h.host else "this machine"
+        peers: dict[str, int] = {}
+        for c in h.connections.values():
+            peers[_peer(c)] = peers.get(_peer(c), 0) + c.count
+        n_ep = sum(len(c.episodes) for c in h.connections.values())
+        out.append(
+            f"{name}: {h.count} report(s), {_extent(h, n_ep)} "
+            f"({', '.join(_era(k) for k in h.eras())})"
+        )
+        top, more = _top(list(peers.items()), 5, lambda kv: kv[1])
+        out.extend(f"   {peer}: {n} report(s)" for peer, n in top)
+        if more:
+            out.append(f"   … and {more} more peer(s) (Detail 5 and above lists them)")
+    if scan.near_misses:
+        out.append(f"{len(scan.near_misses)} line(s) almost a report (Detail 5 lists them)")
+    if hosts:
+        out.append("")
+        out.extend(_explanation(hosts))
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _sort_key(ln: LogLine) -> tuple[bool, float, str, int]:
     t = ln.seconds
     return (t is None, t or 0.0, ln.record.source, ln.record.lineno)
 
 
 def _explanation(hosts: list[HostSummary]) -> list[str]:
     ones = all(ln.shrink.outstanding == 1 for h in hosts for ln in h.lines)
+    hidden = any(ln.shrink.redacted for h in hosts for ln in h.lines)
     text = [
         "What this means:",
         "  Each line was printed by the kernel of the host above while it was SENDING data",
@@ -211,6 +358,9 @@ def _explanation(hosts: list[HostSummary]) -> list[str]:
     if ones:
         text.append("  Here Y-X is 1 everywhere: a single byte or a FIN (half-closed connection)")
         text.append("  was waiting, typical of a peer that stopped reading near the end.")
+    if hidden:
+        text.append("  Addresses or ports hidden before the log reached treason are shown as")
+        text.append("  redacted: X:Y, the wording and the kernel era still say what happened.")
     text += [
         "  Usual causes: a peer stack that misbehaves (printers, NAS boxes, P2P clients, old",
         "  Windows/Solaris), a middlebox rewriting windows or window scaling (shapers, IPS,",
@@ -243,6 +393,7 @@ JSON_FIELDS = (
     "line",
     "format",
     "raw",
+    "count",
 )
 
 
@@ -266,9 +417,10 @@ def render_csv(lines: Iterable[LogLine]) -> str:
     return buf.getvalue()
 
 
-def render(scan: LogScan, fmt: str = "text", explain: bool = True) -> str:
+def render(scan: LogScan, fmt: str = "text", explain: bool = True, detail: int = 0) -> str:
     if fmt == "json":
         return render_json(scan.lines)
     if fmt == "csv":
         return render_csv(scan.lines)
-    return render_text(summarise(scan.lines, scan.suppressed), explain=explain)
+    hosts = summarise(scan.lines, scan.suppressed)
+    return render_text(hosts, explain=explain, detail=detail, near_misses=scan.near_misses)

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from treason.errors import TreasonError
-from treason.logs import LogScan, read_logs, scan_records
-from treason.logs.formats import read_stream, rotation_order
+from treason.logs import LogScan
+from treason.logs.bulk import read_logs, scan_stream
+from treason.logs.formats import rotation_order
 
 
 @dataclass
@@ -36,7 +37,7 @@ def _command(argv: list[str]) -> Callable[[], LogScan]:
             detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
             raise TreasonError(" ".join(argv), detail[-1] if detail else "no output")
         scan = LogScan(sources=[" ".join(argv)])
-        return scan_records(read_stream(" ".join(argv), io.BytesIO(done.stdout)), scan)
+        return scan_stream(" ".join(argv), io.BytesIO(done.stdout), scan)
 
     return run
 

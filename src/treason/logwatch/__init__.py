@@ -18,8 +18,10 @@ import json
 import os
 import re
 import sys
+from typing import Any
 
 from treason.errors import TreasonError
+from treason.output.atomic import atomic_text
 
 MARK_BEGIN = "# BEGIN treason"
 MARK_END = "# END treason"
@@ -99,12 +101,31 @@ def _perl_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _write(path: str, text: str, mode: int = 0o644) -> None:
-    tmp = f"{path}.treason-tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+def _write(path: str, text: str, executable: bool = False) -> None:
+    """Replace ``path`` atomically (the one writer of the package); scripts get exec bits."""
+    with atomic_text(path) as fh:
         fh.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    if executable:
+        os.chmod(path, os.stat(path).st_mode | 0o111)
+
+
+def _read_kernel_conf(path: str) -> str | None:
+    """The administrator's ``kernel.conf`` (None if absent). It must be UTF-8: its bytes are
+    written back around our block, so a file in another encoding is refused before anything
+    is changed rather than re-encoded."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TreasonError(
+            path,
+            f"not UTF-8 text (byte {exc.start}); nothing was changed: convert it "
+            "(iconv -t UTF-8) and run this again",
+        ) from None
 
 
 def _makedirs(path: str, created: list[str]) -> None:
@@ -154,6 +175,7 @@ def install(root: str = "/", python: str | None = None) -> list[str]:
     created_dirs: list[str] = []
     created_files: list[str] = []
     try:
+        existing = _read_kernel_conf(p["kernel"])
         for key in ("conf", "script", "manifest"):
             _makedirs(os.path.dirname(p[key]), created_dirs)
         for key in ("conf", "script"):
@@ -162,12 +184,8 @@ def install(root: str = "/", python: str | None = None) -> list[str]:
         logfiles = "\n".join(f"LogFile = {g}" for g in stock_kernel_logfiles())
         _write(p["conf"], SERVICE_CONF.format(marker=MARKER, logfiles=logfiles))
         script = SCRIPT.format(marker=MARKER, python=_perl_string(python))
-        _write(p["script"], script, 0o755)
-        existing = None
-        if os.path.exists(p["kernel"]):
-            with open(p["kernel"], encoding="utf-8", errors="surrogateescape") as fh:
-                existing = fh.read()
-        else:
+        _write(p["script"], script, executable=True)
+        if existing is None:
             created_files.append(p["kernel"])
         kept = _strip_block(existing) if existing else ""
         sep = "\n" if kept and not kept.endswith("\n") else ""
@@ -183,7 +201,7 @@ def install(root: str = "/", python: str | None = None) -> list[str]:
     return [p["conf"], p["script"], p["kernel"], p["manifest"]]
 
 
-def _read_manifest(path: str) -> dict:
+def _read_manifest(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -207,20 +225,18 @@ def uninstall(root: str = "/") -> list[str]:
     created = set(manifest.get("files", []))
     done: list[str] = []
     try:
+        text = _read_kernel_conf(p["kernel"])
         for key in ("conf", "script"):
             if os.path.exists(p[key]) and _ours(p[key]):
                 os.unlink(p[key])
                 done.append(p[key])
-        if os.path.exists(p["kernel"]):
-            with open(p["kernel"], encoding="utf-8", errors="surrogateescape") as fh:
-                text = fh.read()
-            if MARK_BEGIN in text:
-                rest = _strip_block(text)
-                if p["kernel"] in created and not rest.strip():
-                    os.unlink(p["kernel"])
-                else:
-                    _write(p["kernel"], rest)
-                done.append(p["kernel"])
+        if text is not None and MARK_BEGIN in text:
+            rest = _strip_block(text)
+            if p["kernel"] in created and not rest.strip():
+                os.unlink(p["kernel"])
+            else:
+                _write(p["kernel"], rest)
+            done.append(p["kernel"])
         if os.path.exists(p["manifest"]):
             os.unlink(p["manifest"])
             done.append(p["manifest"])

@@ -1,0 +1,123 @@
+"""What identifies one packet at two capture points, whatever the path did to it.
+
+A packet seen on both sides of a router, NAT or firewall keeps what its sender wrote that
+devices rarely touch: TCP flags, payload length, the TCP timestamps (TSval/TSecr, which Linux
+also offsets per connection, so they differ between connections) and the IPv4 identification
+(a per-socket counter). Addresses, ports (NAT), TTL and checksums (every hop), the window
+(shapers, normalisers) and the sequence numbers (randomising firewalls) are left out of the
+content key, so a rewritten packet still finds its twin. A packet with neither timestamps nor
+an IP ID (IPv6 without timestamps) has only its sequence numbers and first payload bytes to
+go by; those pair only where the path leaves sequence numbers alone.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from treason.packets import SYN, Frame, Segment
+
+TCPOPT_EOL = 0
+TCPOPT_NOP = 1
+TCPOPT_MSS = 2
+#: The timestamp option's kind and length bytes.
+_TS_HEAD = bytes((8, 10))
+
+#: Payload bytes that tell segments apart when nothing else does.
+PAYLOAD_PREFIX = 8
+
+_HEAD = struct.Struct("!HHII")
+
+#: A one-way flow as one capture point names it: (src, sport, dst, dport, vlan).
+DirKey = tuple[str, int, str, int, tuple[int, ...]]
+
+
+@dataclass(slots=True, eq=False)
+class Packet:
+    """One TCP segment at one capture point, with what pairing and attribution need.
+
+    ``dirkey`` is the flow as this point names it. ``mss`` is the MSS option (SYNs only),
+    ``tsecr`` the timestamp echo, ``ttl`` the IPv4 TTL or IPv6 hop limit (which tells which
+    point a packet passed first), each ``None`` when absent; ``prefix`` holds the first payload
+    bytes, kept only when neither timestamps nor an IP ID identify the packet. ``event``
+    marks a segment the engine reported as a window shrink at this point; ``matched`` says it
+    was paired, and for events ``twin`` is the same packet at the other point.
+    """
+
+    seg: Segment
+    point: int
+    dirkey: DirKey
+    mss: int | None
+    tsecr: int | None
+    ttl: int | None
+    prefix: bytes
+    event: bool = False
+    matched: bool = False
+    twin: Packet | None = None
+
+    def key(self) -> tuple[object, ...]:
+        """The content key: equal for the same packet at both points, different otherwise."""
+        s = self.seg
+        if s.tsval is not None or s.ip_id:
+            return (s.flags, s.payload_len, s.tsval, self.tsecr, s.ip_id)
+        return (s.flags, s.payload_len, s.seq, s.ack, self.prefix)
+
+
+def fingerprint(frame: Frame, seg: Segment, point: int) -> Packet:
+    """Read the MSS, TSecr, TTL and first payload bytes of ``seg`` in ``frame``.
+
+    The decoder has already found and checked the header; it is located again by its first
+    twelve bytes (ports, sequence and acknowledgement numbers), which do not depend on the
+    link type or encapsulation in front of it.
+    """
+    data = frame.data
+    off = data.find(_HEAD.pack(seg.sport, seg.dport, seg.seq, seg.ack))
+    mss = tsecr = ttl = None
+    prefix = b""
+    if off >= 0 and len(data) >= off + 13:
+        ttl = _ttl(data, off)
+        doff = (data[off + 12] >> 4) * 4
+        end = min(off + doff, len(data))
+        if seg.tsval is not None:
+            # The decoder read TSval from this option: kind, length and TSval, then TSecr.
+            at = data.find(_TS_HEAD + seg.tsval.to_bytes(4, "big"), off + 20, end)
+            if at >= 0 and at + 10 <= end:
+                tsecr = int.from_bytes(data[at + 6 : at + 10], "big")
+        elif not seg.ip_id:
+            want = min(PAYLOAD_PREFIX, seg.payload_len)
+            prefix = data[off + doff : off + doff + want]
+            if len(prefix) < want:
+                prefix = b""  # cut by the snap length: unknown, not empty
+        if seg.flags & SYN:
+            mss = _mss(data, off + 20, end)
+    key = (seg.src, seg.sport, seg.dst, seg.dport, seg.vlan)
+    return Packet(seg, point, key, mss, tsecr, ttl, prefix)
+
+
+def _mss(data: bytes, i: int, end: int) -> int | None:
+    """The MSS option among the TCP options from ``i`` to ``end``, None if absent."""
+    while i < end:
+        kind = data[i]
+        if kind == TCPOPT_EOL:
+            return None
+        if kind == TCPOPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= end or data[i + 1] < 2 or i + data[i + 1] > end:
+            return None
+        if kind == TCPOPT_MSS and data[i + 1] == 4:
+            return int.from_bytes(data[i + 2 : i + 4], "big")
+        i += data[i + 1]
+    return None
+
+
+def _ttl(data: bytes, tcp: int) -> int | None:
+    """The TTL of the IP header that carries the TCP header at ``tcp`` (None if not found)."""
+    for ihl in range(20, 61, 4):
+        i = tcp - ihl
+        if i >= 0 and data[i] == 0x40 | ihl // 4 and data[i + 9] == 6:
+            return data[i + 8]
+    i = tcp - 40
+    if i >= 0 and data[i] >> 4 == 6 and data[i + 6] == 6:
+        return data[i + 7]
+    return None

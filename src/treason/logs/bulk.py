@@ -1,0 +1,302 @@
+"""Reading big logs at grep speed: find candidate lines in large byte buffers, parse only those.
+
+A kernel log of millions of lines holds a report every thousand lines or so; parsing every
+line in Python costs a hundred times what ``grep`` does. Every line that can matter holds one
+of a few byte strings (``KEYS``): the words of every wording, of the repeat and rate-limit
+markers, of logwatch's rulers, and of the journal's JSON fields. ``treason._logscan`` finds
+them in 8 MiB buffers in one vectorised pass (counting newlines as it goes), or, without the
+compiled module, ``bytes.find`` one key at a time; only those lines (and, for a repeat
+marker, the line it repeats) go through the same line parser and grammar as
+``read_stream``, so the result is the same, line for line (``tests/test_logs_shapes.py``).
+
+The journal's export format is binary-framed and goes through ``read_export`` unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+import zlib
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from treason.errors import TreasonError
+from treason.logs import LogScan, scan_records
+from treason.logs.formats import (
+    EXPORT_START,
+    MAX_LINE,
+    LineParser,
+    Record,
+    json_or_line,
+    log_text,
+    read_export,
+    rotation_order,
+)
+from treason.logs.grammar import parse_marker
+
+_logscan: Any
+try:
+    from treason import _logscan  # type: ignore[attr-defined,no-redef]
+except ImportError:  # not built: the same search in Python, one pass per key
+    _logscan = None
+
+#: Bytes read at a time: large enough that ``find`` runs at memory speed, small enough to
+#: bound memory whatever the file.
+CHUNK = 8 << 20
+#: The first bytes of a line that are parsed (as ``read_stream`` does); the rest is dropped.
+LINE_LIMIT = MAX_LINE * 4
+
+#: A line can matter only if it holds one of these (long keys keep the search fast: it may
+#: skip as far as the shortest key is long).
+KEYS = (
+    b"shrinks window",  # 2.4.0 - 2.6.28
+    b"shrunk window",  # 2.6.29 - 6.5, MPTCP
+    b"zero-window",  # 6.6+
+    b"Treason uncloaked",  # a wording cut short: almost a report
+    b"message repeated",  # last message repeated N times, message repeated N times: [ ... ]
+    b"suppressed",  # net_ratelimit / NET / printk rate-limit markers
+    b'"MESSAGE"',  # journal JSON (a MESSAGE given as a byte array has no words to find)
+    b" Begin -",  # logwatch's section rulers, drawn in hyphens or in other dashes (U+2010..)
+    b" Begin \xe2",
+    b" End -",
+    b" End \xe2",
+)
+
+
+def read_logs(paths: Iterable[str]) -> LogScan:
+    """Read files (rotated sets oldest first; ``-`` is stdin) and find every report."""
+    scan = LogScan()
+    for path in rotation_order(paths):
+        scan.sources.append(path)
+        scan_file(path, scan)
+    return scan
+
+
+def scan_file(path: str, scan: LogScan | None = None) -> LogScan:
+    """Find every report in one file (``-`` is stdin); what was read before an error stays in
+    ``scan`` and the error is raised as a one-line ``TreasonError``."""
+    scan = scan if scan is not None else LogScan()
+    if path == "-":
+        return scan_stream("<stdin>", sys.stdin.buffer, scan)
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise TreasonError(path, exc.strerror or str(exc)) from None
+    with fh:
+        try:
+            reference = datetime.fromtimestamp(os.fstat(fh.fileno()).st_mtime)
+        except (OSError, ValueError, OverflowError):  # an mtime beyond the year 9999
+            reference = None
+        return scan_stream(path, fh, scan, reference)
+
+
+def scan_stream(
+    source: str, stream: BinaryIO, scan: LogScan, reference: datetime | None = None
+) -> LogScan:
+    """``scan_file`` on an open byte stream (gzip undone first)."""
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[type-var]
+    try:
+        reader: BinaryIO = buffered
+        gz = buffered.peek(2)[:2] == b"\x1f\x8b"
+        if gz:
+            reader = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
+            head = reader.peek(64)  # type: ignore[attr-defined]
+        else:
+            head = buffered.peek(64)
+        if EXPORT_START.match(head):
+            scan_records(read_export(source, reader), scan)
+            return scan
+        parser = LineParser(source, reference)
+        scan_records(_candidates(parser, reader, GZIP_PIECE if gz else 0), scan)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise TreasonError(source, f"cannot read: {exc}") from None
+    return scan
+
+
+#: Inflated bytes asked of gzip at a time: damage in the compressed data loses at most this
+#: much of what came before it (a whole buffer would be lost with one large read).
+GZIP_PIECE = 8192
+
+
+class _Damaged(Exception):
+    """A read failed after ``data`` was read: report what is there, then the error."""
+
+    def __init__(self, data: bytes, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.data, self.cause = data, cause
+
+
+def _read(reader: BinaryIO, piece: int) -> bytes:
+    """Up to CHUNK bytes; for gzip (``piece`` > 0) gathered a piece at a time."""
+    if not piece:
+        return reader.read(CHUNK)
+    pieces: list[bytes] = []
+    size = 0
+    while size < CHUNK:
+        try:
+            got = reader.read1(piece)  # type: ignore[attr-defined]
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _Damaged(b"".join(pieces), exc) from None
+        if not got:
+            break
+        pieces.append(got)
+        size += len(got)
+    return b"".join(pieces)
+
+
+def _candidates(parser: LineParser, reader: BinaryIO, piece: int) -> Iterator[Record]:
+    """The records of the lines that can matter, in file order, with their line numbers."""
+    lineno = 0  # lines before the region being read
+    carry = b""  # an incomplete last line, at most LINE_LIMIT bytes of it
+    dropping = False  # inside a line longer than LINE_LIMIT: its rest is skipped
+    tail = b""  # the end of what was read before, where a repeat marker may look back
+    damage: BaseException | None = None
+    while damage is None:
+        try:
+            data = _read(reader, piece)
+        except _Damaged as exc:  # the complete lines before the damage are still read
+            data, damage = exc.data, exc.cause
+            data = data[: data.rfind(b"\n") + 1]
+            if not data:
+                break
+        if not data:
+            break
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:  # no line ends here: the line goes on
+            if not dropping:
+                carry = (carry + data)[:LINE_LIMIT]
+                dropping = len(carry) == LINE_LIMIT
+            continue
+        regions: list[tuple[bytes, int, int]] = [(data, 0, cut)]
+        if carry:  # the line this chunk completes, read alone; then the rest in place
+            first = data.find(b"\n") + 1
+            head = carry + data[:first]
+            regions = [(head, 0, len(head)), (data, first, cut)]
+        for buf, lo, hi in regions:
+            found, newlines = find_candidates(buf, lo, hi)
+            yield from _records_of(parser, buf, lo, hi, found, lineno, tail)
+            lineno += newlines
+            tail = (tail + buf[max(lo, hi - LOOK_BACK_BYTES) : hi])[-LOOK_BACK_BYTES:]
+        rest = data[cut:]
+        carry, dropping = rest[:LINE_LIMIT], len(rest) > LINE_LIMIT
+    if damage is not None:
+        raise damage
+    if carry:
+        found, _ = find_candidates(carry, 0, len(carry))
+        yield from _records_of(parser, carry, 0, len(carry), found, lineno, tail)
+
+
+#: How far a repeat marker looks back for the line it repeats (lines, and bytes before the
+#: current region). syslogd writes the marker right after that line; a central log may put
+#: other hosts' lines between.
+LOOK_BACK_LINES = 64
+LOOK_BACK_BYTES = 256 << 10
+
+
+def find_candidates(buf: bytes, lo: int, hi: int) -> tuple[list[tuple[int, int]], int]:
+    """Lines of ``buf[lo:hi]`` holding a key, as (line start, newlines between ``lo`` and
+    it), and the newlines of the whole range: the compiled search, or the same in Python."""
+    if _logscan is not None:
+        return _logscan.candidates(buf, lo, hi, KEYS)  # type: ignore[no-any-return]
+    return find_candidates_python(buf, lo, hi)
+
+
+def find_candidates_python(buf: bytes, lo: int, hi: int) -> tuple[list[tuple[int, int]], int]:
+    """``find_candidates`` with ``bytes.find``: one pass per key."""
+    starts: set[int] = set()
+    for key in KEYS:
+        pos = buf.find(key, lo, hi)
+        while pos >= 0:
+            starts.add(buf.rfind(b"\n", lo, pos) + 1 or lo)
+            end = buf.find(b"\n", pos, hi)
+            pos = buf.find(key, end + 1, hi) if end >= 0 else -1
+    found, counted, newlines = [], lo, 0
+    for start in sorted(starts):
+        newlines += buf.count(b"\n", counted, start)
+        counted = start
+        found.append((start, newlines))
+    return found, newlines + buf.count(b"\n", counted, hi)
+
+
+def _records_of(
+    parser: LineParser,
+    buf: bytes,
+    lo: int,
+    hi: int,
+    found: list[tuple[int, int]],
+    base: int,
+    tail: bytes,
+) -> Iterator[Record]:
+    """Records of the candidate lines ``found`` in ``buf[lo:hi]`` (whole lines, the last one
+    perhaps without its end; line ``base + 1`` first). ``tail`` is the text before."""
+    extra: list[tuple[int, int]] = []
+    for start, before in found:
+        end = buf.find(b"\n", start, hi)
+        end = hi if end < 0 else end
+        if buf.find(b"message repeated", start, end) < 0:
+            continue
+        back = _repeated_line(parser, buf, lo, start, end, tail)
+        if isinstance(back, int):
+            extra.append((back, before - buf.count(b"\n", back, start)))
+        elif back is not None:
+            yield back
+    if extra:
+        found = sorted(set(found) | set(extra))
+    for start, before in found:
+        end = buf.find(b"\n", start, hi) + 1 or hi  # the last line may have no end
+        line = buf[start : min(end, start + LINE_LIMIT)]
+        record = json_or_line(parser, log_text(line), base + before + 1)
+        if record is not None:
+            yield record
+
+
+def _repeated_line(
+    parser: LineParser, buf: bytes, lo: int, start: int, end: int, tail: bytes
+) -> int | Record | None:
+    """The line a repeat marker (at ``buf[start:end]``) repeats, as ``scan_records`` decides
+    it: the host's last record that is not itself a marker. Its start in ``buf``, or its
+    record when it lies in ``tail`` and was not read as a candidate (it only says the marker
+    repeats no report), or None."""
+    scratch = LineParser(parser.source, parser.reference)
+    marker = scratch.parse(log_text(buf[start:end]), 0)
+    if marker is None or not _is_marker(marker):
+        return None
+    lines = 0
+    for text, offset, in_tail in _lines_back(buf, lo, start, tail):
+        lines += 1
+        if lines > LOOK_BACK_LINES:
+            return None
+        record = json_or_line(scratch, log_text(text[:LINE_LIMIT]), 0)
+        if record is None or record.host != marker.host or _is_marker(record):
+            continue
+        if not in_tail:
+            return offset
+        return None if any(key in text for key in KEYS) else record
+    return None
+
+
+def _is_marker(record: Record) -> bool:
+    """A repeat or rate-limit marker: ``scan_records`` keeps the host's last line across it."""
+    if record.repeats and not record.kernel and record.program is None:
+        return True
+    return record.kernel and parse_marker(record.message) is not None
+
+
+def _lines_back(buf: bytes, lo: int, start: int, tail: bytes) -> Iterator[tuple[bytes, int, bool]]:
+    """Lines before ``buf[start]`` back to ``lo``, then those of ``tail``, nearest first:
+    (text, start in buf or tail, from the tail)."""
+    end = start
+    while end > lo:
+        begin = buf.rfind(b"\n", lo, end - 1) + 1 or lo
+        yield buf[begin:end], begin, False
+        end = begin
+    end = len(tail)
+    while end > 0:
+        begin = tail.rfind(b"\n", 0, end - 1) + 1
+        if begin == 0:
+            return  # the first line of the tail may be cut: never read it
+        yield tail[begin:end], begin, True
+        end = begin

@@ -1,0 +1,364 @@
+"""Every shape a report reaches a person in: logwatch mails, pasted blocks, redacted addresses.
+
+The seed of the project is a logwatch kernel section pasted in a blog post, addresses hidden,
+its closing ruler drawn in em dashes by the blog; ``data/logs/seed-logwatch-block.txt`` is
+that block, byte for byte.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from treason.cli import main
+from treason.kernel import WORDINGS, kernel_lines
+from treason.logs import LogScan, scan_records
+from treason.logs.bulk import KEYS, _logscan, find_candidates_python, read_logs, scan_stream
+from treason.logs.formats import read_stream
+from treason.logs.grammar import near_miss, parse_shrink
+
+DATA = Path(__file__).parent / "data" / "logs"
+BLOCK = DATA / "seed-logwatch-block.txt"
+SEED_XY = [
+    (1898670412, 1898670413),
+    (1911943385, 1911943386),
+    (1922304386, 1922304387),
+    (1922444120, 1922444121),
+    (1949802160, 1949802161),
+]
+TREASON = [sys.executable, "-m", "treason"]
+
+MAIL_HEAD = (
+    "From: logwatch@www.example.org\nTo: root@www.example.org\n"
+    'Subject: Logwatch for www (Linux)\nContent-Type: text/plain; charset="UTF-8"\n\n'
+    " ################### Logwatch 7.7 (07/22/22) #################### \n"
+    "        Processing Initiated: Fri Jul  4 06:25:01 2008\n\n"
+    " --------------------- pam_unix Begin ------------------------ \n\n"
+    " sshd:\n    Authentication Failures:\n       root (192.0.2.66): 3 Time(s)\n\n"
+    " ---------------------- pam_unix End ------------------------- \n\n"
+)
+MAIL_TAIL = "\n ###################### Logwatch End ######################### \n"
+
+
+def test_the_seed_block_through_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["logs", "--format", "json", str(BLOCK)]) == 1
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(r["x"], r["y"]) for r in rows] == SEED_XY
+    for r in rows:  # the redaction is kept, never replaced by an invented address
+        assert (r["peer"], r["peer_raw"], r["peer_port"], r["local_port"]) == (
+            None,
+            "XXX.XX.XX.XXX",
+            None,
+            None,
+        )
+        assert (r["wording"], r["count"], r["outstanding"], r["format"]) == (
+            "2.4.17",
+            1,
+            1,
+            "logwatch",
+        )
+    assert main(["logs", str(BLOCK)]) == 1
+    text = capsys.readouterr().out
+    # Redacted addresses cannot tell the five reports' connections apart: never counted as one.
+    assert (
+        "5 report(s), 5 stall episode(s), an unknown number of connections and peers "
+        "(addresses redacted)" in text
+    )
+    assert "1 connection(s)" not in text
+    assert "XXX.XX.XX.XXX (address redacted in the log)" in text
+    for x, y in SEED_XY:
+        assert f"X={x} Y={y}: 1 byte(s) outstanding" in text
+    assert "No window-shrink reports found" not in text
+
+
+def test_the_seed_block_inside_a_whole_mail(tmp_path: Path) -> None:
+    mail = tmp_path / "mail.txt"
+    block = BLOCK.read_bytes()
+    mail.write_bytes(
+        MAIL_HEAD.encode() + block.replace(b"\n1 Time", b"\n   1 Time") + MAIL_TAIL.encode()
+    )
+    lines = read_logs([str(mail)]).lines
+    assert [(ln.shrink.x, ln.shrink.y) for ln in lines] == SEED_XY
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes((MAIL_HEAD.encode() + block + MAIL_TAIL.encode()).replace(b"\n", b"\r\n"))
+    assert [(ln.shrink.x, ln.shrink.y) for ln in read_logs([str(crlf)]).lines] == SEED_XY
+
+
+def test_the_seed_block_through_explain_as_argument_and_on_stdin() -> None:
+    first = BLOCK.read_text().splitlines()[2]
+    assert first.startswith("1 Time(s): TCP: Treason uncloaked!")
+    one = subprocess.run([*TREASON, "explain", first], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    assert "X = 1898670412" in one.stdout and "Y - X = 1" in one.stdout
+    assert "XXX.XX.XX.XXX" in one.stdout and "redacted" in one.stdout
+    assert "No kernel prints this wording today" in one.stdout
+    assert "dynamic_debug/control" in one.stdout and "treason trace" in one.stdout
+    whole = subprocess.run(
+        [*TREASON, "explain"], input=BLOCK.read_bytes(), capture_output=True, check=False
+    )
+    assert whole.returncode == 0, whole.stderr
+    out = whole.stdout.decode()
+    assert out.count("Worked example") == 1  # the model once, then each stall
+    assert "5 distinct stall(s)" in out
+    positions = [out.index(f"X={x} (snd_una), Y={y}") for x, y in SEED_XY]
+    assert positions == sorted(positions)  # in the order of the input
+    assert out.count("Kernel era (2.4.17") == 1
+
+
+#: Containers a report line reaches a person in: wrap(message) -> line.
+CONTAINERS = {
+    "syslog": lambda m: f"Jul  4 03:12:09 www kernel: {m}",
+    "syslog-no-host": lambda m: f"Jun  2 21:38:52 kernel: {m}",
+    "syslog-uptime": lambda m: f"Jul  4 03:12:09 www kernel: [ 8123.456789] {m}",
+    "rsyslog": lambda m: f"2024-03-05T06:07:08.123456+01:00 www kernel: {m}",
+    "rfc5424": lambda m: f"<7>1 2024-03-05T06:07:08Z www kernel - - - {m}",
+    "logwatch": lambda m: f"1 Time(s): {m}",
+    "logwatch-indented": lambda m: f"   12 Time(s): {m}",
+    "kernel-tag": lambda m: f"kernel: {m}",
+    "bare": lambda m: m,
+    "dmesg": lambda m: f"[ 8123.456789] {m}",
+    "dmesg-T": lambda m: f"[Tue Mar  5 06:07:08 2024] {m}",
+    "dmesg-x": lambda m: f"kern  :debug : [ 8123.456789] {m}",
+    "dyndbg": lambda m: f"[ 8123.456789] [1234] tcp_timer:tcp_retransmit_timer:500: {m}",
+    "kmsg": lambda m: f"7,1234,8123456789,-;{m}",
+    "journal-json": lambda m: json.dumps({"MESSAGE": m, "_TRANSPORT": "kernel"}),
+    "journal-json-bytes": lambda m: json.dumps(
+        {"MESSAGE": list(m.encode()), "SYSLOG_IDENTIFIER": "kernel"}
+    ),
+}
+LOOK_ALIKES = [
+    "nf_ct_tcp: SEQ is over the upper bound (over the window of the receiver) IN= OUT= "
+    "SRC=192.0.2.1 DST=192.0.2.2",
+    "IN=eth0 OUT= SRC=192.0.2.1 DST=192.0.2.2 LEN=40 PROTO=TCP SPT=80 DPT=22 WINDOW=0 RES=0x00",
+    "TCP: tcp_parse_options: Illegal window scaling value 15 > 14 received",
+]
+
+
+def read_text(text: str) -> LogScan:
+    return scan_records(read_stream("t", io.BufferedReader(io.BytesIO(text.encode()))))  # type: ignore[arg-type]
+
+
+def fields(s: object) -> tuple[object, ...]:
+    names = ("wording", "peer", "peer_raw", "peer_port", "local_port", "x", "y", "wnd")
+    return tuple(getattr(s, n) for n in names)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    wording=st.sampled_from([w.key for w in WORDINGS]),
+    peer=st.one_of(st.ip_addresses().map(str), st.sampled_from(["203.0.113.7", "2001:db8::9"])),
+    pport=st.integers(0, 0xFFFF),
+    lport=st.integers(0, 0xFFFF),
+    x=st.integers(0, 2**32 - 1),
+    y=st.integers(0, 2**32 - 1),
+    container=st.sampled_from(sorted(CONTAINERS)),
+)
+def test_any_report_in_any_container_parses_to_the_same_fields(
+    wording: str, peer: str, pport: int, lport: int, x: int, y: int, container: str
+) -> None:
+    message = kernel_lines(peer, pport, lport, x, y, snd_wnd=7, recv_ms=1, lasting_ms=2)[wording]
+    bare = parse_shrink(message)
+    assert bare is not None
+    found = read_text(CONTAINERS[container](message) + "\n").lines
+    assert [fields(ln.shrink) for ln in found] == [fields(bare)]
+    expected = 12 if container == "logwatch-indented" else 1
+    assert found[0].count == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.sampled_from(LOOK_ALIKES), container=st.sampled_from(sorted(CONTAINERS)))
+def test_look_alikes_never_parse_in_any_container(text: str, container: str) -> None:
+    scan = read_text(CONTAINERS[container](text) + "\n")
+    assert scan.lines == [] and scan.near_misses == []
+
+
+@pytest.mark.parametrize(
+    ("redacted", "port"),
+    [("XXX.XX.XX.XXX", "XXXX"), ("x.x.x.x", "443"), ("<ip>", "443"), ("203.0.113.xxx", "443"),
+     ("[redacted]", "<port>"), ("xxxx:xxxx::xxxx", "443")],
+)  # fmt: skip
+def test_redacted_addresses_are_read_and_never_invented(redacted: str, port: str) -> None:
+    line = f"kernel: Peer {redacted}:{port}/22 unexpectedly shrunk window 100:1548 (repaired)"
+    (found,) = read_text(line + "\n").lines
+    s = found.shrink
+    assert (s.peer, s.peer_raw, s.x, s.y, s.outstanding, s.wording) == (
+        None,
+        redacted,
+        100,
+        1548,
+        1448,
+        "3.13",
+    )
+    assert s.peer_port == (int(port) if port.isdigit() else None) and s.local_port == 22
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("Peer 192.0.2.1:70000/22 unexpectedly shrunk window 1:2 (repaired)", "16 bits"),
+        ("Peer 192.0.2.1:443/22 unexpectedly shrunk window 1:99999999999 (repaired)", "32 bits"),
+        ("Peer 192.0.2.1:443/22 unexpectedly shrunk window 1:2", "cut short"),
+        ("TCP: Treason uncloaked! Peer 192.0.2.1:443/22 shrinks wind", "cut short"),
+        ("Peer host.example:443/22 unexpectedly shrunk window 1:2 (repaired)", "not an address"),
+    ],
+)
+def test_almost_a_report_is_said_not_silenced(
+    line: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert parse_shrink(line) is None
+    reason = near_miss(line)
+    assert reason is not None and why in reason
+    log = tmp_path / "kern.log"
+    log.write_text(f"Jul  4 03:12:09 www kernel: {line}\n")
+    assert main(["logs", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "Almost a report (1 line(s)" in out and why in out and f"{log}:1:" in out
+    assert main(["explain", line]) == 2
+    assert "almost a window-shrink report" in capsys.readouterr().err
+
+
+def _same(scan_a: LogScan, scan_b: LogScan) -> None:
+    def key(scan: LogScan) -> list[tuple[object, ...]]:
+        return [
+            (ln.record.lineno, ln.record.raw, ln.repeats, ln.count, fields(ln.shrink))
+            for ln in scan.lines
+        ]
+
+    assert key(scan_a) == key(scan_b)
+    assert [(n.record.lineno, n.reason) for n in scan_a.near_misses] == [
+        (n.record.lineno, n.reason) for n in scan_b.near_misses
+    ]
+    assert scan_a.suppressed == scan_b.suppressed
+
+
+LINE_KINDS = [
+    "Jul  4 03:12:09 www kernel: e1000e: eth0 NIC Link is Up",
+    "Jul  4 03:12:09 www last message repeated 3 times",
+    "Jul  4 03:12:09 www kernel: net_ratelimit: 4 callbacks suppressed",
+    "Jul  4 03:12:09 www sshd[1]: Accepted publickey for root",
+    "--------------------- Kernel Begin ------------------------",
+    "---------------------- Kernel End -------------------------",
+    "Jul  4 03:12:09 www kernel: Peer 192.0.2.1:70000/22 unexpectedly shrunk window 1:2 (repaired)",
+    "",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(LINE_KINDS),
+            st.builds(
+                lambda c, w, x: CONTAINERS[c](kernel_lines("192.0.2.9", 80, 443, x, x + 1)[w]),
+                st.sampled_from(sorted(CONTAINERS)),
+                st.sampled_from([w.key for w in WORDINGS]),
+                st.integers(0, 2**32 - 2),
+            ),
+            st.text(max_size=40),
+        ),
+        max_size=40,
+    )
+)
+def test_candidate_search_finds_what_reading_every_line_finds(lines: list[str]) -> None:
+    data = "\n".join(lines).encode()
+    whole = scan_records(read_stream("t", io.BufferedReader(io.BytesIO(data))))  # type: ignore[arg-type]
+    fast = scan_stream("t", io.BytesIO(data), LogScan())  # type: ignore[arg-type]
+    _same(fast, whole)
+
+
+def test_candidate_search_across_buffer_boundaries_and_long_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import treason.logs.bulk as bulk
+
+    msg = kernel_lines("192.0.2.9", 80, 443, 5, 6)["3.13"]
+    lines = []
+    for i in range(300):
+        lines.append(f"Jul  4 03:12:09 www kernel: noise {i}")
+        if i % 7 == 0:
+            lines.append(f"Jul  4 03:12:09 www kernel: {msg}")
+        if i % 50 == 0:
+            lines.append("x" * 70_000 + " shrunk window")  # longer than a line is kept
+    data = "\n".join(lines).encode()
+    whole = scan_records(read_stream("t", io.BufferedReader(io.BytesIO(data))))  # type: ignore[arg-type]
+    monkeypatch.setattr(bulk, "CHUNK", 4096)
+    fast = scan_stream("t", io.BytesIO(data), LogScan())  # type: ignore[arg-type]
+    assert len(fast.lines) == 43
+    _same(fast, whole)
+    monkeypatch.setattr(bulk, "_logscan", None)  # the search in Python, as without a compiler
+    _same(scan_stream("t", io.BytesIO(data), LogScan()), whole)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([k.decode("latin-1") for k in KEYS]),
+            st.sampled_from(["\n", " ", "x", "\xe2\x80\x94", "End", "Begin"]),
+            st.text(max_size=30),
+        ),
+        max_size=60,
+    ),
+    st.integers(0, 40),
+    st.integers(0, 40),
+)
+def test_the_compiled_search_finds_what_the_python_search_finds(
+    parts: list[str], cut_lo: int, cut_hi: int
+) -> None:
+    """Every key at every offset (the vector search works 16 bytes at a time), any range."""
+    if _logscan is None:
+        pytest.skip("the compiled search (treason._logscan) is not built")
+    data = "".join(parts).encode("utf-8", "surrogateescape")
+    lo, hi = min(cut_lo, len(data)), max(min(len(data) - cut_hi, len(data)), 0)
+    lo = min(lo, hi)
+    for vector in (True, False):  # the 16-byte pair filter, and the scalar skip search
+        want = find_candidates_python(data, lo, hi)
+        assert _logscan.candidates(data, lo, hi, KEYS, vector) == want
+        for shift in range(17):  # each alignment against the 16-byte blocks
+            padded = b"y" * shift + data
+            assert _logscan.candidates(
+                padded, 0, len(padded), KEYS, vector
+            ) == find_candidates_python(padded, 0, len(padded))
+
+
+def test_match_pairs_redacted_lines_on_what_they_still_show() -> None:
+    from test_match import event
+    from treason.logs.match import match
+
+    ev = event("198.51.100.7", 80, 51001, 1898670412, 1898670413)
+    other = event("198.51.100.8", 443, 51002, 1898670412, 1898670413)  # same X:Y elsewhere
+    text = (
+        "1 Time(s): TCP: Treason uncloaked! Peer XXX.XX.XX.XXX:XXXX/XX shrinks window "
+        "1898670412:1898670413. Repaired.\n"
+        "Peer x.x.x.x:443/51002 unexpectedly shrunk window 1898670412:1898670413 (repaired)\n"
+        "Peer <ip>:80/51001 unexpectedly shrunk window 5:6 (repaired)\n"
+    )
+    result = match(read_text(text).lines, [ev, other])
+    assert [(ln.record.lineno, e.src) for ln, e in result.pairs] == [
+        (1, "198.51.100.7"),
+        (2, "198.51.100.8"),
+    ]
+    ((ln, near),) = result.unmatched_lines  # other stall of a connection the ports name
+    assert ln.record.lineno == 3 and near is ev
+
+
+def test_match_escapes_log_file_names(tmp_path: Path) -> None:
+    log = tmp_path / "\x1b]0;owned\x07kern.log"
+    log.write_text(f"Jul  4 03:12:09 www kernel: {kernel_lines('192.0.2.1', 1, 2, 3, 4)['3.13']}\n")
+    capture = Path(__file__).resolve().parent.parent / "examples" / "shrink.pcap"
+    done = subprocess.run([*TREASON, "match", str(log), str(capture)], capture_output=True)
+    assert done.returncode in (0, 1), done.stderr
+    assert b"\x1b" not in done.stdout and b"\\x1b]0;owned\\x07kern.log:1:" in done.stdout
+    missing = tmp_path / "\x1b[2Jgone.log"
+    broken = tmp_path / "\x1b[2Jbroken.pcap"
+    broken.write_bytes(b"not a capture")
+    done = subprocess.run([*TREASON, "match", str(missing), str(broken)], capture_output=True)
+    assert done.returncode == 2 and b"\x1b" not in done.stderr
+    assert done.stderr.count(b"\n") == 2  # the log's error, then the capture's
