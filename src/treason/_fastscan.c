@@ -1270,7 +1270,7 @@ static void window_update(Scanner *S, Conn *c, const Seg *g, Side *r, Side *s)
     s->snd_wnd = g->win;
     s->has |= H_WL | H_WND;
     uint32_t edge = side_edge(s, s->snd_wscale < 0 ? MAX_SHIFT : s->snd_wscale);
-    if (!(s->has & H_FAR) || after(edge, s->furthest)) {
+    if (!(s->has & H_FAR) || after(edge, s->furthest) || before(s->furthest, ack)) {
         s->furthest = edge;
         s->has |= H_FAR;
     }

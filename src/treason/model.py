@@ -311,7 +311,9 @@ class Connection:
             s.held = event
         s.snd_wl1, s.snd_wl2, s.snd_wnd = seg.seq, ack, seg.win
         edge = s.edge(MAX_SHIFT if s.snd_wscale is None else s.snd_wscale)
-        if s.furthest is None or sq.after(edge, s.furthest):
+        # An ACK of seen data can pass the furthest edge (a sender overrunning the window):
+        # the edge is then measured from there on, so serial comparisons stay within range.
+        if s.furthest is None or sq.after(edge, s.furthest) or sq.before(s.furthest, ack):
             s.furthest = edge
         if s.snd_wscale is None:
             if s.max_edge is None:
