@@ -166,7 +166,7 @@ def test_command_json_and_refuses_to_overwrite_an_input(
     assert doc["flows"][0]["windows_rewritten"] >= len(doc["events"])
     before = near.read_bytes()
     proc = subprocess.run([*cli, "-o", str(near)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "refusing to overwrite" in proc.stderr
+    assert proc.returncode == 2 and "refusing to write over it" in proc.stderr
     assert "Traceback" not in proc.stderr and near.read_bytes() == before
 
 

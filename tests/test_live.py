@@ -473,7 +473,7 @@ def test_unit_command_line_is_a_valid_live_invocation() -> None:
     assert argv[:2] == ["/usr/bin/env", "treason"]
     args = build_parser().parse_args([a.replace("${TREASON_INTERFACE}", "eth0") for a in argv[2:]])
     assert args.command == "live" and args.interface == "eth0"
-    assert args.metrics.startswith("127.0.0.1:")
+    assert args.metrics[0] == "127.0.0.1"
     assert args.write.startswith("/var/lib/treason-live/") and args.rotate is not None
 
 

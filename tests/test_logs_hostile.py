@@ -151,3 +151,16 @@ def test_a_latin1_kernel_conf_is_refused_before_anything_changes(tmp_path: Path)
         assert "not UTF-8 text (byte 3)" in err and "nothing was changed" in err
         after = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
         assert after == before  # no service half installed, no temporary file
+
+
+def test_logs_refuses_to_write_over_its_own_input(tmp_path: Path) -> None:
+    log = tmp_path / "kern.log"
+    line = kernel_lines("203.0.113.7", 2315, 80, 1, 2)["3.13"]
+    log.write_text(f"Jun  2 21:38:52 kernel: {line}\n")
+    before = log.read_bytes()
+    for target in (log, tmp_path / "link"):
+        if target != log:
+            target.symlink_to(log)
+        code, _, err, _ = run("logs", str(log), "-o", str(target))
+        assert code == 2 and "refusing to write over it" in err
+        assert log.read_bytes() == before

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import sys
 
+from treason.commands.common import SecondsRange
 from treason.errors import TreasonError
+
+#: Longer waits only hold more packets: the pairing offset is found in the first seconds.
+MAX_WINDOW = 3600.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,46 +26,31 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("near", metavar="NEAR", help="capture at one point (e.g. at the data sender)")
     p.add_argument("far", metavar="FAR", help="capture at another point (e.g. at the receiver)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("-f", "--format", choices=("text", "json"), default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically)")
     p.add_argument(
         "--window",
-        type=float,
+        type=SecondsRange(0, MAX_WINDOW, above_low=True),
         default=2.0,
         metavar="SECONDS",
-        help="how long a packet waits for its twin at the other point (default 2)",
+        help="how long a packet waits for its twin at the other point "
+        f"(default 2, at most {MAX_WINDOW:.0f})",
     )
     p.add_argument("--all", action="store_true", help="also attribute retractions")
     p.set_defaults(func=run)
 
 
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
 def run(args: argparse.Namespace) -> int:
     from treason.compare import compare
     from treason.compare.report import render_json, render_text
-    from treason.output.atomic import atomic_text
+    from treason.output.atomic import output_text
 
     if args.near == "-" and args.far == "-":
         raise TreasonError("-", "only one of NEAR and FAR can be standard input")
-    if not (args.window > 0 and math.isfinite(args.window)):
-        raise TreasonError("--window", f"must be a positive number of seconds, not {args.window}")
-    if args.output:
-        for given in (args.near, args.far):
-            if given != "-" and _same_file(args.output, given):
-                raise TreasonError(args.output, "is an input capture; refusing to overwrite it")
     result = compare(args.near, args.far, window=args.window, retractions=args.all)
     text = render_json(result) if args.format == "json" else render_text(result)
-    if args.output:
-        with atomic_text(args.output) as out:
-            out.write(text)
-    else:
-        sys.stdout.write(text)
+    with output_text(args.output, inputs=(args.near, args.far)) as out:
+        out.write(text)
     if result.errors:
         for extra in result.errors[1:]:
             print(f"treason: {extra}", file=sys.stderr)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
+import socket
 import sys
 import time
 
-from treason.commands.common import add_model_options, positive_int
+from treason.commands.common import IntRange, add_model_options, add_watch_options, shown
+from treason.errors import TreasonError
 from treason.events import Event
 from treason.live import capture as cap
 from treason.live import report
-from treason.live.pcapout import DEFAULT_RING, FlowRecorder, PcapSink, parse_rotation
+from treason.live.pcapout import DEFAULT_RING, FlowRecorder, PcapSink, Rotation, parse_rotation
 from treason.live.session import LiveSession, capture_loop
 from treason.live.stats import LiveStats
 from treason.scanner import fast_available
@@ -32,13 +35,25 @@ Packets the kernel had to drop because treason fell behind are counted in both.
 Needs CAP_NET_RAW (root, or the capability granted to the process; see docs/live.md).
 """
 
+#: ``--snaplen`` at most this, as tcpdump: no link carries a larger packet.
+MAX_SNAPLEN = 262_144
+#: ``--ring`` at most a million packets per flow (a whole flow, handshake included, as the
+#: live tests keep); beyond, the number is a typo, not a plan.
+MAX_RING = 1_000_000
+#: ``--status-interval`` at most a day.
+#: ``--rotate`` sizes and ages: a piece is fsynced and renamed, so not for every packet.
+MIN_ROTATE_SIZE = 64 << 10
+MAX_ROTATE_SIZE = 1 << 40
+MAX_ROTATE_SECONDS = 366 * 86_400
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "live",
         help="watch an interface and report window shrinks as they happen",
         description=DESCRIPTION,
-        epilog="exit status: 0 stopped by SIGINT/SIGTERM, 2 error (no privilege, no interface)",
+        epilog="exit status: 0 stopped by SIGINT/SIGTERM, 2 error (no privilege, no interface; "
+        "the interface going down or away ends the capture with its summary, then exit 2)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-i", "--interface", required=True, metavar="IFACE", help="interface")
@@ -47,16 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="BPF",
         help="tcpdump filter expression, applied in the kernel as 'tcp and (BPF)'",
     )
-    p.add_argument(
-        "-f", "--format", choices=("text", "json"), default="text", help="event output format"
-    )
-    p.add_argument(
-        "--status-interval",
-        type=float,
-        default=10.0,
-        metavar="SEC",
-        help="status line on stderr every SEC seconds (0: none; default 10)",
-    )
+    add_watch_options(p)
     p.add_argument(
         "-w", "--write", metavar="FILE", help="save the packets of flows with events (pcap)"
     )
@@ -64,26 +70,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--rotate",
         type=_rotation,
         metavar="SIZE|SECONDS",
-        help="with --write: start a new file after SIZE (100M, 1G) or SECONDS (3600, 1h)",
+        help="with --write: start a new file after SIZE (100M, 1G) or SECONDS (3600, 1h); "
+        "from 64k to 1T or from 1s to 366d",
     )
     p.add_argument(
         "--ring",
-        type=positive_int,
+        type=IntRange(1, MAX_RING, "packets kept per flow"),
         default=DEFAULT_RING,
         metavar="N",
-        help=f"with --write: packets kept per flow before its first event (default {DEFAULT_RING})",
-    )
-    p.add_argument(
-        "--metrics",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics (HOST defaults to 127.0.0.1)",
+        help="with --write: packets kept per flow before its first event "
+        f"(default {DEFAULT_RING}, at most {MAX_RING})",
     )
     p.add_argument(
         "--snaplen",
-        type=positive_int,
+        type=IntRange(1, MAX_SNAPLEN, "as tcpdump"),
         default=cap.DEFAULT_SNAPLEN,
         metavar="BYTES",
-        help=f"bytes kept of each packet (default {cap.DEFAULT_SNAPLEN}: all headers)",
+        help=f"bytes kept of each packet (default {cap.DEFAULT_SNAPLEN}: all headers; "
+        f"at most {MAX_SNAPLEN})",
     )
     p.add_argument(
         "--engine",
@@ -95,11 +99,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _rotation(text: str):
+def _rotation(text: str) -> Rotation:
+    limits = "sizes from 64k to 1T, times from 1s to 366d"
     try:
-        return parse_rotation(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        rotation = parse_rotation(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)} is not a size such as 100M or a time such as 3600, 90s, 1h ({limits})"
+        ) from None
+    size, seconds = rotation.size, rotation.seconds
+    if (size is not None and not MIN_ROTATE_SIZE <= size <= MAX_ROTATE_SIZE) or (
+        seconds is not None and not 1 <= seconds <= MAX_ROTATE_SECONDS
+    ):
+        raise argparse.ArgumentTypeError(f"{shown(text)} is out of range ({limits})")
+    return rotation
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,10 +145,16 @@ def run(args: argparse.Namespace) -> int:
     finally:
         source.close()
         if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
+            server.stop()
 
 
-def _capture(args, source, stats, sink, recorder) -> int:
+def _capture(
+    args: argparse.Namespace,
+    source: cap.PacketSocket,
+    stats: LiveStats,
+    sink: PcapSink | None,
+    recorder: FlowRecorder | None,
+) -> int:
     out = sys.stdout
     if args.format == "json":
 
@@ -204,6 +223,7 @@ def _capture(args, source, stats, sink, recorder) -> int:
         file=sys.stderr,
         flush=True,
     )
+    lost: TreasonError | None = None
     try:
         capture_loop(
             source,
@@ -213,6 +233,12 @@ def _capture(args, source, stats, sink, recorder) -> int:
             every=every,
             periodic=periodic,
         )
+    except OSError as exc:
+        if exc.errno not in INTERFACE_LOST:
+            raise
+        # As tcpdump: the capture ends, but what it saw is still reported (pending events,
+        # the summary, the --write file) before the one line that says why it ended.
+        lost = _interface_lost(source, exc)
     finally:
         signal.set_wakeup_fd(old_wakeup)
         for s, handler in previous.items():
@@ -232,4 +258,22 @@ def _capture(args, source, stats, sink, recorder) -> int:
     with contextlib.suppress(BrokenPipeError):
         sys.stdout.flush()
     print("\n".join(lines), file=sys.stderr, flush=True)
+    if lost is not None:
+        raise lost
     return 0
+
+
+#: What the packet socket answers once its interface is down or deleted.
+INTERFACE_LOST = (errno.ENETDOWN, errno.ENODEV, errno.ENXIO)
+
+
+def _interface_lost(source: cap.PacketSocket, exc: OSError) -> TreasonError:
+    try:
+        still_there = socket.if_nametoindex(source.interface) == source.ifindex
+    except OSError:
+        still_there = False
+    what = "went down" if still_there else "disappeared"
+    return TreasonError(
+        f"live capture on {source.interface}",
+        f"the interface {what} ({exc.strerror or exc}); capture stopped",
+    )

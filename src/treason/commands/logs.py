@@ -15,7 +15,7 @@ from treason.logs.explain import explain_shrink
 from treason.logs.formats import Record, rotation_order
 from treason.logs.grammar import Shrink, parse_marker
 from treason.logs.summary import render, render_logwatch
-from treason.output.atomic import atomic_text
+from treason.output.atomic import output_text
 from treason.terminal import safe
 
 
@@ -110,12 +110,8 @@ def run(args: argparse.Namespace) -> int:
         text = render(scan, args.format, explain=not args.no_explain, detail=detail)
         if args.format == "text" and source_note:
             text = f"Source: {source_note}\n\n{text}"
-    if args.output:
-        with atomic_text(args.output) as out:
-            out.write(text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    with output_text(args.output, inputs=files) as out:
+        out.write(text)
     for error in errors[:-1]:
         print(f"treason: {safe(str(error))}", file=sys.stderr)
     if errors:

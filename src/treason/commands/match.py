@@ -11,11 +11,13 @@ from treason.events import Event
 from treason.logs import LogLine, LogScan
 from treason.logs.bulk import scan_file
 from treason.logs.match import MatchResult, match
-from treason.output.atomic import atomic_text
+from treason.output.atomic import output_text
+from treason.output.present import event_flow
+from treason.scanner import ScanStats
 from treason.terminal import safe
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "match",
         help="pair kernel log lines with the shrink events of a capture",
@@ -37,10 +39,8 @@ def _line(ln: LogLine) -> str:
 
 
 def _event(ev: Event) -> str:
-    return (
-        f"frame {ev.frame}: {ev.src}:{ev.sport} -> {ev.dst}:{ev.dport} "
-        f"X:Y {ev.snd_una}:{ev.snd_nxt}"
-    )
+    """The event as a Linux log names it: peer, ports and X:Y (``snd_una:snd_nxt``)."""
+    return f"frame {ev.frame}: {event_flow(ev)} X:Y {ev.snd_una}:{ev.snd_nxt}"
 
 
 def render_text(result: MatchResult) -> str:
@@ -87,19 +87,19 @@ def run(args: argparse.Namespace) -> int:
     except TreasonError as exc:
         log_error = exc
     events = []
+    stats = ScanStats()
     cap_error: TreasonError | None = None
     try:
-        for ev in treason.scan(args.capture):
+        for ev in treason.scan(args.capture, stats=stats):
             events.append(ev)
     except TreasonError as exc:
         cap_error = exc
+    for warning in stats.warnings:  # a cut capture: its last events may be missing
+        print(f"treason: warning: {safe(warning)}", file=sys.stderr)
     result = match(scan.lines, events)
     text = render_json(result) if args.format == "json" else render_text(result)
-    if args.output:
-        with atomic_text(args.output) as out:
-            out.write(text)
-    else:
-        sys.stdout.write(text)
+    with output_text(args.output, newline="", inputs=(args.logfile, args.capture)) as out:
+        out.write(text)
     if log_error and cap_error:
         print(f"treason: {safe(str(log_error))}", file=sys.stderr)
     if cap_error or log_error:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import itertools
 
+from treason.commands.common import IntRange
 from treason.simulate import SEED_ACKS, replay
+
+#: ACK numbers count bytes from the sender's first; beyond 2^31 - 1 two of them could be more
+#: than half the sequence space apart, where "before" and "after" lose their meaning.
+MAX_ACK = 2**31 - 1
+#: Windows are unscaled 16-bit TCP header fields.
+MAX_WINDOW = 65_535
 
 DESCRIPTION = """\
 Replay a sequence of ACKs from a receiver through the reference model and show, for each,
@@ -25,7 +32,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--window", type=int, default=1024, help="window the receiver first offers (bytes)"
+        "--window",
+        type=IntRange(0, MAX_WINDOW, "an unscaled TCP window"),
+        default=1024,
+        help="window the receiver first offers (bytes)",
     )
     p.add_argument(
         "acks", nargs="*", metavar="ACK:WIN", type=_pair, help="acknowledged bytes and window"
@@ -38,8 +48,10 @@ def _pair(text: str) -> tuple[int, int]:
         ack, win = (int(x) for x in text.split(":"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected ACK:WIN, got {text!r}") from None
-    if ack < 0 or not 0 <= win <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: ACK must be >= 0 and WIN 0..65535")
+    if not 0 <= ack <= MAX_ACK or not 0 <= win <= MAX_WINDOW:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: ACK must be from 0 to {MAX_ACK} and WIN from 0 to {MAX_WINDOW}"
+        )
     return ack, win
 
 

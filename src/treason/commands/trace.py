@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from treason.commands.common import add_model_options, positive_int
+from treason.commands.common import add_model_options, add_watch_options, positive_int
 from treason.events import Event, Severity
 from treason.ktrace import report as trace_report
 from treason.ktrace.engine import compiled_available
@@ -81,21 +81,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="ADDR[/PREFIX]",
         help="only sockets with an end in this network (repeatable; checked once per socket)",
     )
-    p.add_argument(
-        "-f", "--format", choices=("text", "json"), default="text", help="event output format"
-    )
-    p.add_argument(
-        "--status-interval",
-        type=float,
-        default=10.0,
-        metavar="SEC",
-        help="status line on stderr every SEC seconds (0: none; default 10)",
-    )
-    p.add_argument(
-        "--metrics",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics, as `treason live` (HOST defaults to 127.0.0.1)",
-    )
+    add_watch_options(p)
     p.add_argument(
         "--buffer-kb",
         type=positive_int,
@@ -127,9 +113,6 @@ def address_filter(
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.status_interval < 0:
-        print("treason: --status-interval must be 0 or more", file=sys.stderr)
-        return 2
     if args.engine == "fast" and not compiled_available():
         print("treason: --engine fast: the compiled tracer is not built", file=sys.stderr)
         return 2
@@ -184,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         session.close()
         if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
+            server.stop()
         signal.set_wakeup_fd(old_wakeup)
         for s, handler in previous.items():
             signal.signal(s, handler)

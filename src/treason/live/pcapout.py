@@ -7,24 +7,24 @@ bounded number of flows (least recently active dropped first), so memory stays b
 busy interface.
 
 Files are written under a temporary name beside the target and renamed into place only when
-complete, so a reader never opens half a file. ``--rotate`` closes the current file after a
-size or an age and starts the next one: on a long run each finished piece is there to read.
+complete (``treason.output.atomic``), so a reader never opens half a file. ``--rotate`` closes
+the current file after a size or an age and starts the next one: on a long run each finished
+piece is there to read.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import re
 import struct
-import tempfile
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import NoReturn
 
 from treason.errors import TreasonError
+from treason.output.atomic import Output
 from treason.packets import Frame
 
 PCAP_MAGIC_NSEC = 0xA1B23C4D
@@ -72,6 +72,9 @@ class PcapSink:
     Without rotation the file is ``path`` (written even when no flow had an event, so the user
     finds a valid, empty capture). With rotation each piece is named after the UTC time it was
     started, ``<stem>-YYYYmmddTHHMMSSZ<ext>``, and pieces without packets are not kept.
+
+    A write error (a full disk) keeps what already reached the disk in place, since part of
+    the evidence is better than none, and says so in the one-line error.
     """
 
     def __init__(
@@ -83,36 +86,47 @@ class PcapSink:
         self.rotation = rotation
         self.finished: list[str] = []
         self.packets = 0
-        self._stream: BinaryIO | None = None
-        self._tmp = ""
+        self._output: Output | None = None
         self._started = 0.0
         self._size = 0
         self._count = 0
         self._open(dt.datetime.now(dt.timezone.utc).timestamp())
 
     def _open(self, now: float) -> None:
-        directory = os.path.dirname(self.path)
-        try:
-            fd, self._tmp = tempfile.mkstemp(prefix=".treason-", suffix=".pcap.tmp", dir=directory)
-        except OSError as exc:
-            raise TreasonError(self.path, f"cannot write: {exc.strerror}") from None
-        self._stream = os.fdopen(fd, "wb")
-        self._stream.write(_HEADER.pack(PCAP_MAGIC_NSEC, 2, 4, 0, 0, self.snaplen, self.linktype))
         self._started = now
-        self._size = _HEADER.size
+        self._output = Output(self._target())
+        self._size = 0
         self._count = 0
+        self._put(_HEADER.pack(PCAP_MAGIC_NSEC, 2, 4, 0, 0, self.snaplen, self.linktype))
+
+    def _put(self, data: bytes) -> None:
+        assert self._output is not None
+        try:
+            self._output.stream.write(data)
+        except TreasonError as exc:
+            self._fail(exc)
+        self._size += len(data)
+
+    def _fail(self, exc: TreasonError) -> NoReturn:
+        """Keep the partial file and name it in the error, then stop."""
+        output, self._output = self._output, None
+        assert output is not None
+        kept = output.keep_partial()
+        if kept:
+            self.finished.append(output.target)
+            raise TreasonError(
+                output.name,
+                f"{exc.message}; the first {kept} bytes are kept (the last packet may be cut)",
+            ) from None
+        raise exc
 
     def write(self, frame: Frame) -> None:
-        assert self._stream is not None
         rot = self.rotation
         if rot is not None and rot.size is not None and self._count and self._size >= rot.size:
             self.rotate(frame.ts_ns / 1e9)
-            assert self._stream is not None
         sec, nsec = divmod(frame.ts_ns, 1_000_000_000)
         data = frame.data
-        self._stream.write(_RECORD.pack(sec, nsec, len(data), frame.orig_len))
-        self._stream.write(data)
-        self._size += _RECORD.size + len(data)
+        self._put(_RECORD.pack(sec, nsec, len(data), frame.orig_len) + data)
         self._count += 1
         self.packets += 1
 
@@ -127,7 +141,7 @@ class PcapSink:
         self._open(now)
 
     def close(self) -> None:
-        if self._stream is not None:
+        if self._output is not None:
             self._finish()
 
     def _target(self) -> str:
@@ -143,31 +157,24 @@ class PcapSink:
         return name
 
     def _finish(self) -> None:
-        stream, self._stream = self._stream, None
-        assert stream is not None
+        output = self._output
+        assert output is not None
+        if self.rotation is not None and not self._count:
+            self._output = None
+            output.discard()
+            return
         try:
-            stream.flush()
-            os.fsync(stream.fileno())
-            stream.close()
-            if self.rotation is not None and not self._count:
-                os.unlink(self._tmp)
-                return
-            target = self._target()
-            os.chmod(self._tmp, 0o666 & ~_umask())
-            os.replace(self._tmp, target)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
-            raise TreasonError(self.path, f"cannot write: {exc.strerror}") from None
-        self.finished.append(target)
+            output.commit()
+        except TreasonError as exc:
+            self._fail(exc)
+        self._output = None
+        self.finished.append(output.target)
 
     def discard(self) -> None:
         """Drop the unfinished piece (used when the capture could not start)."""
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
+        if self._output is not None:
+            self._output.discard()
+            self._output = None
 
 
 class FlowRecorder:
@@ -204,9 +211,3 @@ class FlowRecorder:
         self._recording[key] = None
         if len(self._recording) > self.max_flows:
             self._recording.popitem(last=False)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

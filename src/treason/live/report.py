@@ -11,19 +11,15 @@ import json
 
 from treason.events import Event
 from treason.live.stats import LiveStats
-from treason.output.text import flow, summary_lines, timestamp
+from treason.output.present import class_text, edges_text, event_flow, scale_text, timestamp
+from treason.output.text import summary_lines
 
 
 def event_text(e: Event) -> list[str]:
     """One event as it happens: when, who shrank towards whom, by how much, and the log line."""
-    cls = e.cls.label + (" (close)" if e.closing else "")
-    if e.certainty != "definite":
-        cls += " ?"
-    scale = str(e.scale) if e.scale_known else f"{e.scale}?"
     lines = [
-        f"{timestamp(e.time)} UTC  frame {e.frame}  {cls}: {flow(e)}  right edge "
-        f"{e.old_edge} -> {e.new_edge} (back {e.shrink_bytes}, beyond {e.beyond_bytes}, "
-        f"ws {scale})"
+        f"{timestamp(e.time)} UTC  frame {e.frame}  {class_text(e)}: {event_flow(e)}  right edge "
+        f"{edges_text(e)} (back {e.shrink_bytes}, beyond {e.beyond_bytes}, ws {scale_text(e)})"
     ]
     if e.kernel_line:
         lines.append(f"    kernel log on {e.dst}: {e.kernel_line}")

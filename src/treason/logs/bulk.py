@@ -39,7 +39,7 @@ from treason.logs.grammar import parse_marker
 
 _logscan: Any
 try:
-    from treason import _logscan  # type: ignore[attr-defined,no-redef]
+    from treason import _logscan  # type: ignore[no-redef]
 except ImportError:  # not built: the same search in Python, one pass per key
     _logscan = None
 

@@ -242,8 +242,8 @@ def render_text(
         port_groups, more = _top(ordered, limit, lambda kv: sum(c.count for c in kv[1]))
         for port, conns in port_groups:
             n = sum(c.count for c in conns)
-            hidden = any(c.redacted for c in conns)
-            npeers = "an unknown number of" if hidden else len({c.peer for c in conns})
+            some_redacted = any(c.redacted for c in conns)
+            npeers = "an unknown number of" if some_redacted else len({c.peer for c in conns})
             out.append(f"    {_port(port)}: {n} report(s) from {npeers} peer(s)")
         out.extend(_more(more, "local port(s)"))
         out.append("  Per connection and stall episode (X = first unacknowledged byte):")

@@ -11,7 +11,12 @@ import io
 import os
 import sys
 import time
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
+
+from treason.output.present import file_text
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 MIN_SIZE = 64 << 20  # smaller captures finish before a progress line would help
 
@@ -33,14 +38,15 @@ class ProgressReader(io.RawIOBase):
 
     def __init__(self, raw: BinaryIO, name: str, total: int, out: TextIO = sys.stderr) -> None:
         self.raw, self.name, self.total, self.out = raw, name, total, out
+        self.label = file_text(name)  # a file name may hold escape sequences: never raw
         self.done = 0
         self.start = self._last = time.monotonic()
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        n = self.raw.readinto(buffer)
+    def readinto(self, buffer: Buffer) -> int:
+        n: int | None = self.raw.readinto(buffer)  # type: ignore[attr-defined]
         if n:
             self.done += n
             now = time.monotonic()
@@ -53,7 +59,7 @@ class ProgressReader(io.RawIOBase):
         rate = self.done / max(now - self.start, 1e-6)
         pct = 100 * self.done / self.total if self.total else 0
         self.out.write(
-            f"\r\x1b[Ktreason: {self.name}: {pct:3.0f}%  {_size(self.done)} of "
+            f"\r\x1b[Ktreason: {self.label}: {pct:3.0f}%  {_size(self.done)} of "
             f"{_size(self.total)}  {_size(rate)}/s"
         )
         self.out.flush()
@@ -81,5 +87,5 @@ def open_with_progress(path: str) -> BinaryIO | None:
     except OSError:
         return None  # unreadable: the scan says so in its own words
     reader = ProgressReader(raw, path, size)
-    reader.name = path  # type: ignore[misc]
+    reader.name = path
     return reader  # type: ignore[return-value]

@@ -2,37 +2,43 @@
 
 Laid out for the person who saw the kernel line: the peer at fault first, the bytes it took
 back, and for kernel-visible events the exact line their server would have logged.
+
+The summary and the peer table come first but are only known at the end, and the event table
+is aligned on its widest cell. So the report is built as events stream past: the peer table as
+counts per peer (``present.PeerTable``), the event rows in an unlinked temporary file on disk
+with the running column widths. Memory stays bounded however many events a capture has; every
+cell is capped (``present.MAX_CELL``), so one absurd event cannot widen every row.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections import defaultdict
+import json
+import tempfile
 from collections.abc import Sequence
 from typing import TextIO
 
 from treason.events import Event, Severity
+from treason.output.present import (
+    PeerTable,
+    class_text,
+    edges_text,
+    endpoint,
+    event_flow,
+    file_text,
+    scale_text,
+    timestamp,
+)
 from treason.scanner import ScanStats
 from treason.terminal import safe
 
+__all__ = ["TextReport", "endpoint", "summary_lines"]  # plot.py imports endpoint from here
 
-def timestamp(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def endpoint(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
-def flow(e: Event) -> str:
-    tag = f" vlan {'.'.join(map(str, e.vlan))}" if e.vlan else ""
-    if e.tunnel:
-        tag += f" in {' '.join(e.tunnel)}"
-    return f"{endpoint(e.src, e.sport)} -> {endpoint(e.dst, e.dport)}{tag}"
+PEER_HEAD = ("peer that shrank", "ports", "events", "kernel", "bytes back", "max beyond", "flows")
+EVENT_HEAD = ("frame", "time (UTC)", "receiver -> sender", "right edge", "back", "beyond", "ws")
 
 
 def summary_lines(stats: ScanStats, files: Sequence[str]) -> list[str]:
-    what = safe(files[0]) if len(files) == 1 else f"{len(files)} captures"
+    what = file_text(files[0]) if len(files) == 1 else f"{len(files)} captures"
     lines = [
         f"Capture: {what}",
         f"  {stats.frames} packets, {stats.segments} TCP segments, {stats.flows} TCP flows "
@@ -59,111 +65,102 @@ def summary_lines(stats: ScanStats, files: Sequence[str]) -> list[str]:
     return lines
 
 
-def peer_table(events: Sequence[Event]) -> list[str]:
-    """One row per receiving host that shrank: who is at fault, how often, how badly."""
-    by_peer: dict[str, list[Event]] = defaultdict(list)
-    for e in events:
-        by_peer[e.src].append(e)
-    rows = []
-    for addr, evs in by_peer.items():
-        flows = {(e.file, e.sport, e.dst, e.dport, e.vlan) for e in evs}
-        ports = sorted({e.sport for e in evs})
-        shown = ",".join(map(str, ports[:4])) + (",..." if len(ports) > 4 else "")
-        rows.append(
-            (
-                addr,
-                shown,
-                len(evs),
-                sum(e.cls is Severity.KERNEL for e in evs),
-                sum(e.shrink_bytes for e in evs),
-                max(e.beyond_bytes for e in evs),
-                len(flows),
-                max(e.cls for e in evs).label,
-            )
-        )
-    rows.sort(key=lambda r: (-r[2], r[0]))
-    head = ("peer that shrank", "ports", "events", "kernel", "bytes back", "max beyond", "flows")
-    return _table((*head, "worst"), rows, right=(2, 3, 4, 5, 6))
+class TextReport:
+    """The report of ``files``, fed one event at a time; ``finish`` writes it to ``out``."""
 
+    def __init__(self, out: TextIO, files: Sequence[str]) -> None:
+        self.out = out
+        self.files = files
+        self.with_file = len(files) > 1
+        self.peers = PeerTable()
+        self.events = 0
+        self.kernel = 0
+        head = ["file", *EVENT_HEAD, "class"] if self.with_file else [*EVENT_HEAD, "class"]
+        self.head = head
+        self.widths = [len(h) for h in head]
+        self._rows = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed by finish
 
-def event_table(events: Sequence[Event], with_file: bool) -> list[str]:
-    rows = []
-    for e in events:
-        cls = e.cls.label + (" (close)" if e.closing else "")
-        if e.certainty != "definite":
-            cls += " ?"
-        scale = str(e.scale) if e.scale_known else f"{e.scale}?"
+    def add(self, e: Event) -> None:
+        self.events += 1
+        self.kernel += e.cls is Severity.KERNEL
+        self.peers.add(e)
         row = [
             str(e.frame),
             timestamp(e.time),
-            flow(e),
-            f"{e.old_edge} -> {e.new_edge}",
+            event_flow(e),
+            edges_text(e),
             str(e.shrink_bytes),
             str(e.beyond_bytes),
-            scale,
-            cls,
+            scale_text(e),
+            class_text(e),
         ]
-        if with_file:
-            row.insert(0, safe(e.file))
-        rows.append(row)
-    head = [
-        "frame",
-        "time (UTC)",
-        "receiver -> sender",
-        "right edge",
-        "back",
-        "beyond",
-        "ws",
-        "class",
-    ]
-    if with_file:
-        head.insert(0, "file")
-    off = 1 if with_file else 0
-    lines = _table(head, rows, right=(off, off + 4, off + 5, off + 6))
-    out = lines[:1]
-    for line, e in zip(lines[1:], events):
-        out.append(line)
-        if e.kernel_line:
-            out.append(f"      kernel log on {e.dst}: {e.kernel_line}")
-    return out
+        if self.with_file:
+            row.insert(0, file_text(e.file))
+        self.widths = [max(w, len(cell)) for w, cell in zip(self.widths, row)]
+        note = f"      kernel log on {e.dst}: {e.kernel_line}" if e.kernel_line else None
+        self._rows.write(json.dumps([row, note]) + "\n")
+
+    def finish(self, stats: ScanStats) -> None:
+        w = self.out.write
+        for line in summary_lines(stats, self.files):
+            w(line + "\n")
+        for warning in stats.warnings:
+            w(f"  warning: {safe(warning)}\n")
+        w("\n")
+        if not self.events:
+            w("No receive-window shrinks found.\n")
+            self._rows.close()
+            return
+        w(
+            f"{self.events} window shrink event(s); {self.kernel} of them Linux on the sender "
+            "would log.\n"
+            "A receiver moved the right edge (ACK + window) of the window it offered to the "
+            "left.\n\n"
+        )
+        rows = [
+            (
+                r.peer,
+                r.ports,
+                r.events,
+                r.kernel,
+                r.bytes_back,
+                r.max_beyond,
+                r.flows,
+                r.worst.label,
+            )
+            for r in self.peers.rows()
+        ]
+        for line in _table((*PEER_HEAD, "worst"), rows, right=(2, 3, 4, 5, 6)):
+            w(line + "\n")
+        w("\n")
+        off = 1 if self.with_file else 0
+        right = (off, off + 4, off + 5, off + 6)
+        w(_line(self.head, self.widths, right) + "\n")
+        self._rows.seek(0)
+        for text in self._rows:
+            row, note = json.loads(text)
+            w(_line(row, self.widths, right) + "\n")
+            if note:
+                w(note + "\n")
+        self._rows.close()
+        w(
+            "\nback: bytes of offered window taken back; beyond: bytes already sent that now lie "
+            "past the edge;\nws: window shift used (? = inferred, handshake not captured); "
+            "class ? = possible under some shifts only.\n"
+        )
 
 
-def write_report(
-    events: Sequence[Event], stats: ScanStats, files: Sequence[str], out: TextIO
-) -> None:
-    for line in summary_lines(stats, files):
-        out.write(line + "\n")
-    for warning in stats.warnings:
-        out.write(f"  warning: {safe(warning)}\n")
-    out.write("\n")
-    if not events:
-        out.write("No receive-window shrinks found.\n")
-        return
-    n_kernel = sum(e.cls is Severity.KERNEL for e in events)
-    out.write(
-        f"{len(events)} window shrink event(s); {n_kernel} of them Linux on the sender would log.\n"
-        "A receiver moved the right edge (ACK + window) of the window it offered to the left.\n\n"
-    )
-    for line in peer_table(events):
-        out.write(line + "\n")
-    out.write("\n")
-    for line in event_table(events, with_file=len(files) > 1):
-        out.write(line + "\n")
-    out.write(
-        "\nback: bytes of offered window taken back; beyond: bytes already sent that now lie "
-        "past the edge;\nws: window shift used (? = inferred, handshake not captured); "
-        "class ? = possible under some shifts only.\n"
-    )
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence], right: tuple[int, ...]) -> list[str]:
+def _table(
+    head: Sequence[str], rows: Sequence[Sequence[object]], right: tuple[int, ...]
+) -> list[str]:
     cells = [list(map(str, head))] + [list(map(str, r)) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
-    lines = []
-    for row in cells:
-        parts = [
-            cell.rjust(w) if i in right else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths))
-        ]
-        lines.append("  " + "  ".join(parts).rstrip())
-    return lines
+    return [_line(row, widths, right) for row in cells]
+
+
+def _line(row: Sequence[str], widths: Sequence[int], right: tuple[int, ...]) -> str:
+    parts = [
+        cell.rjust(w) if i in right else cell.ljust(w)
+        for i, (cell, w) in enumerate(zip(row, widths))
+    ]
+    return "  " + "  ".join(parts).rstrip()

@@ -1,0 +1,99 @@
+"""One presentation of an event (``treason.output.present``) in every view, and ``match``'s words.
+
+The terminal report, ``live`` and ``match`` name an event's class and flow through the same
+functions; the peer table is counted once. ``match`` warns when its capture was cut short, and
+never shows a log file's name raw on the terminal.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import treason
+from treason.events import Event, Severity
+from treason.live.report import event_text
+from treason.output.present import class_text, event_flow, peer_rows, scale_text
+from treason.output.text import TextReport
+from treason.scanner import ScanStats
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL_EXAMPLE = ROOT / "examples" / "kernel.pcap"
+EXAMPLE = ROOT / "examples" / "shrink.pcap"
+
+
+def kernel_events() -> list[Event]:
+    return [e for e in treason.scan(KERNEL_EXAMPLE) if e.cls is Severity.KERNEL]
+
+
+def test_class_text() -> None:
+    e = kernel_events()[0]
+    assert class_text(replace(e, closing=False, certainty="definite")) == "kernel"
+    assert class_text(replace(e, closing=True, certainty="definite")) == "kernel (close)"
+    assert class_text(replace(e, closing=True, certainty="possible")) == "kernel (close) ?"
+    assert class_text(replace(e, cls=Severity.SHRINK, certainty="possible")) == "shrink ?"
+    assert scale_text(replace(e, scale=7, scale_known=False)) == "7?"
+
+
+def test_report_and_live_show_an_event_the_same_way() -> None:
+    events = kernel_events()
+    out = io.StringIO()
+    report = TextReport(out, [str(KERNEL_EXAMPLE)])
+    for e in events:
+        report.add(e)
+    report.finish(ScanStats())
+    rows = out.getvalue().splitlines()
+    for e in events:
+        live = event_text(e)
+        assert f"{class_text(e)}: {event_flow(e)}" in live[0]
+        row = next(r for r in rows if r.split()[:1] == [str(e.frame)])
+        assert event_flow(e) in row and row.endswith(class_text(e))
+        assert live[1].strip() in [r.strip() for r in rows]  # the kernel line, word for word
+
+
+def test_peer_rows_count_what_the_report_shows() -> None:
+    events = list(treason.scan(EXAMPLE))
+    rows = peer_rows(events)
+    assert sum(r.events for r in rows) == len(events)
+    out = io.StringIO()
+    report = TextReport(out, [str(EXAMPLE)])
+    for e in events:
+        report.add(e)
+    report.finish(ScanStats())
+    for r in rows:
+        line = next(x for x in out.getvalue().splitlines() if x.split()[:1] == [r.peer])
+        assert line.split()[2:5] == [str(r.events), str(r.kernel), str(r.bytes_back)]
+
+
+def match(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "treason", "match", *args], capture_output=True, timeout=120
+    )
+
+
+def test_match_on_a_truncated_capture_warns(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(KERNEL_EXAMPLE.read_bytes()[:-10])
+    event = kernel_events()[0]
+    log = tmp_path / "kern.log"
+    log.write_text(f"Jan  1 00:00:00 host kernel: [  1.000000] {event.kernel_line}\n")
+    res = match(str(log), str(cut))
+    assert res.returncode == 1, res.stderr
+    err = res.stderr.decode()
+    assert err.startswith(f"treason: warning: {cut}: truncated record")
+    assert "(at byte " in err and err.count("\n") == 1
+    assert f"= frame {event.frame}: {event_flow(event)}" in res.stdout.decode()
+    whole = match(str(log), str(KERNEL_EXAMPLE))
+    assert whole.returncode == 1 and whole.stderr == b""
+
+
+def test_match_escapes_log_file_names(tmp_path: Path) -> None:
+    event = kernel_events()[0]
+    log = tmp_path / "kern\x1b[31m.log"
+    log.write_text(f"Jan  1 00:00:00 host kernel: [  1.000000] {event.kernel_line}\n")
+    res = match(str(log), str(KERNEL_EXAMPLE))
+    assert res.returncode == 1, res.stderr
+    assert b"\x1b" not in res.stdout and b"kern\\x1b[31m.log:1:" in res.stdout
