@@ -355,6 +355,11 @@ def explain_general() -> str:
         "A:P is the remote receiver, L your local port, X = snd_una and Y = snd_nxt",
         "(sequence numbers, not sizes; Y - X bytes were outstanding).",
         "",
+        "From Linux 3.19 the message is debug-only (compiled out on most distribution",
+        "kernels): a modern server logs nothing while a peer stalls its connections. There,",
+        "`treason trace` (as root) reports each stall from the kernel's own TCP tracepoints,",
+        "with the line your kernel would have printed.",
+        "",
         "Paste one of your lines for a field-by-field explanation: treason explain '<line>'",
         "Summarise a whole log: treason logs /var/log/kern.log",
     ]
