@@ -257,3 +257,7 @@ def test_each_short_option_means_one_thing_in_every_command() -> None:
                         meanings.setdefault(short, set()).add(opt.dest)
     assert all(len(dests) == 1 for dests in meanings.values()), meanings
     assert meanings["-F"] == {"follow"} and meanings["-f"] == {"format"}
+    compare = next(
+        a.choices["compare"] for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    assert compare.parse_args(["-f", "json", "near.pcap", "far.pcap"]).format == "json"
