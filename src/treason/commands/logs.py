@@ -107,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
         text = render_logwatch(scan, detail)
     else:
         detail = args.detail or 0
-        text = render(scan, args.format, explain=not args.no_explain, detail=detail)
+        text = render(
+            scan, args.format, explain=not args.no_explain, detail=detail, unread=len(errors)
+        )
         if args.format == "text" and source_note:
             text = f"Source: {source_note}\n\n{text}"
     if args.output:

@@ -198,14 +198,21 @@ def render_text(
     explain: bool = True,
     detail: int = 0,
     near_misses: Sequence[NearMiss] = (),
+    unread: int = 0,
 ) -> str:
     """The human summary. Every string that came from the log goes through ``safe``. Long
     lists show their top entries (by reports) and how many more there are; ``detail`` 10
-    shows everything."""
+    shows everything. ``unread`` files failed to read (to the end): "none found" then says
+    it covers only what was read, so the summary alone is never a false all-clear."""
     out: list[str] = []
     limit = entries_shown(detail)
     if not hosts:
         out.append("No window-shrink reports found.")
+    if unread:
+        out.append(
+            f"Only what could be read was searched: {unread} file(s) could not be read "
+            "(to the end); see the error."
+        )
     for h in hosts:
         lines = h.lines
         n_ep = sum(len(c.episodes) for c in h.connections.values())
@@ -417,10 +424,14 @@ def render_csv(lines: Iterable[LogLine]) -> str:
     return buf.getvalue()
 
 
-def render(scan: LogScan, fmt: str = "text", explain: bool = True, detail: int = 0) -> str:
+def render(
+    scan: LogScan, fmt: str = "text", explain: bool = True, detail: int = 0, unread: int = 0
+) -> str:
     if fmt == "json":
         return render_json(scan.lines)
     if fmt == "csv":
         return render_csv(scan.lines)
     hosts = summarise(scan.lines, scan.suppressed)
-    return render_text(hosts, explain=explain, detail=detail, near_misses=scan.near_misses)
+    return render_text(
+        hosts, explain=explain, detail=detail, near_misses=scan.near_misses, unread=unread
+    )
