@@ -105,9 +105,12 @@ def test_reports_appear_as_they_are_written(follower) -> None:
     assert rec["line"] == 4  # the line number in the file, not among the lines followed
     append(log, line("198.51.100.8", 40000, 7000))
     assert f.next_record()["peer"] == "198.51.100.8"
+    # A logwatch line stands for N reports, in the count at the end as in `logs`.
+    append(log, "   3 Time(s): " + line("198.51.100.9", 40001, 9000).split("] ", 1)[1])
+    assert f.next_record()["count"] == 3
     rc, rest = f.stop()
     assert rc == 0 and rest == []
-    assert "2 report(s) seen" in "".join(f.err)
+    assert "5 report(s) seen" in "".join(f.err)
 
 
 def test_rotation_and_truncation(follower) -> None:

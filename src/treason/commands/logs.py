@@ -168,7 +168,8 @@ def run_follow(files: list[str], fmt: str, explain: bool = True) -> int:
         sys.stderr.flush()
         for record in stream:
             shrink = match_record(record)
-            found += shrink is not None  # counted before it is shown: a signal may follow
+            if shrink is not None:  # counted before it is shown: a signal may follow
+                found += record.count  # logwatch's "N Time(s):" is N reports
             _show(record, shrink, fmt, explain)
     except _Stop:
         pass
