@@ -73,6 +73,7 @@ def test_the_seed_block_through_logs(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     assert "1 connection(s)" not in text
     assert "XXX.XX.XX.XXX (address redacted in the log)" in text
+    assert "(redacted in the log: one connection or several): 5 episode(s)" in text
     for x, y in SEED_XY:
         assert f"X={x} Y={y}: 1 byte(s) outstanding" in text
     assert "No window-shrink reports found" not in text
@@ -110,6 +111,9 @@ def test_the_seed_block_through_explain_as_argument_and_on_stdin() -> None:
     positions = [out.index(f"X={x} (snd_una), Y={y}") for x, y in SEED_XY]
     assert positions == sorted(positions)  # in the order of the input
     assert out.count("Kernel era (2.4.17") == 1
+    # Hidden addresses cannot say whether the five stalls were one connection's or five.
+    assert "Connection: peer XXX.XX.XX.XXX" not in out
+    assert out.count("one connection or several") == 1
 
 
 #: Containers a report line reaches a person in: wrap(message) -> line.

@@ -277,10 +277,16 @@ def _stall_list(stalls: dict[tuple[object, ...], list[LogLine]]) -> str:
             local = "(redacted)" if s.local_port is None else str(s.local_port)
             local += f" ({svc})" if svc else ""
             pport = "(redacted)" if s.peer_port is None else s.peer_port
+            hidden = s.redacted or s.peer_port is None or s.local_port is None
             out.append(
-                f"  Connection{host}: peer {safe(s.peer_text)} port {pport}, local port {local}"
+                f"  {'Redacted reports' if hidden else 'Connection'}{host}: peer "
+                f"{safe(s.peer_text)} port {pport}, local port {local}"
                 f" (Linux {BY_KEY[s.wording].kernels})"
             )
+            if hidden:
+                out.append(
+                    "    (one connection or several: the hidden addresses cannot tell them apart)"
+                )
         count = sum(ln.count for ln in group)
         where = ", ".join(f"line {ln.record.lineno}" for ln in group[:5])
         where += ", ..." if len(group) > 5 else ""

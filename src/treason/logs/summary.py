@@ -257,7 +257,11 @@ def render_text(
         conns_shown, more = _top(list(h.connections.values()), limit, lambda c: c.count)
         for c in conns_shown:
             pport = "?" if c.peer_port is None else c.peer_port
-            hidden = " (redacted in the log)" if c.redacted or c.peer_port is None else ""
+            hidden = (
+                " (redacted in the log: one connection or several)"
+                if c.redacted or c.peer_port is None or c.local_port is None
+                else ""
+            )
             out.append(
                 f"    {safe(c.peer)}:{pport} -> local {_port(c.local_port)}{hidden}: "
                 f"{len(c.episodes)} episode(s)"
