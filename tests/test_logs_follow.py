@@ -158,6 +158,25 @@ def test_journal_json_on_stdin_is_explained_as_it_arrives() -> None:
     assert f.proc.wait(timeout=20) == 0
 
 
+def test_journal_json_appended_to_a_followed_file(follower) -> None:
+    """``journalctl -k -f -o json >> k.json`` (or ``-o json-seq``) then ``--follow k.json``:
+    the file is read as ``logs k.json`` reads it, record by record."""
+    log, f = follower
+    record = {
+        "_TRANSPORT": "kernel",
+        "_HOSTNAME": "db1",
+        "MESSAGE": "Peer 203.0.113.9:5432/60000 unexpectedly shrunk window 10:11 (repaired)",
+    }
+    append(log, json.dumps(record) + "\n" + "\x1e" + json.dumps({**record, "_HOSTNAME": "db2"}))
+    append(log, "\n")
+    got = [f.next_record(), f.next_record()]
+    assert [(r["host"], r["peer"], r["x"], r["format"]) for r in got] == [
+        ("db1", "203.0.113.9", 10, "journal-json"),
+        ("db2", "203.0.113.9", 10, "journal-json"),
+    ]
+    assert f.stop()[0] == 0
+
+
 def test_missing_file_one_clear_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [*TREASON, "logs", "--follow", str(tmp_path / "nope.log")],
