@@ -24,9 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("near", metavar="NEAR", help="capture at one point (e.g. at the data sender)")
     p.add_argument("far", metavar="FAR", help="capture at another point (e.g. at the receiver)")
-    p.add_argument(
-        "-f", "--format", choices=("text", "json"), default="text", help="text (default) or JSON"
-    )
+    p.add_argument("-f", "--format", choices=("text", "json"), default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically)")
     p.add_argument(
         "--window",
