@@ -92,6 +92,18 @@ def test_the_seed_block_inside_a_whole_mail(tmp_path: Path) -> None:
     assert [(ln.shrink.x, ln.shrink.y) for ln in read_logs([str(crlf)]).lines] == SEED_XY
 
 
+def test_the_seed_block_quoted_in_a_reply(tmp_path: Path) -> None:
+    """A logwatch mail forwarded or answered: every line behind ``> `` (or ``>> ``)."""
+    for quote in ("> ", ">> ", ">"):
+        mail = tmp_path / "reply.txt"
+        quoted = "".join(quote + ln for ln in (MAIL_HEAD + BLOCK.read_text()).splitlines(True))
+        mail.write_text("Re: what does this mean?\n\n" + quoted + "\nThanks\n")
+        lines = read_logs([str(mail)]).lines
+        assert [(ln.shrink.x, ln.shrink.y, ln.count) for ln in lines] == [
+            (x, y, 1) for x, y in SEED_XY
+        ], quote
+
+
 def test_the_seed_block_through_explain_as_argument_and_on_stdin() -> None:
     first = BLOCK.read_text().splitlines()[2]
     assert first.startswith("1 Time(s): TCP: Treason uncloaked!")

@@ -186,6 +186,8 @@ _RULER = re.compile(
 )
 #: A logwatch listing line: exactly N identical messages (the stock kernel service's catch-all).
 _TIMES = re.compile(r"\s{0,16}(?P<n>\d{1,12}) Time\(s\): (?P<msg>.*)")
+#: The quote marks a mail client puts before each line of a quoted mail (``> ``, ``>> ``).
+_QUOTE = re.compile(r"(?:> ?)+")
 #: The syslog tag alone, as in ``kernel: message`` pasted without stamp or host.
 _KERNEL_TAG = re.compile(r"kernel(?:\[\d{0,10}\])?: ?(?P<msg>.*)")
 #: ``prog[pid]: message`` right after a stamp: a classic sysklogd line without a host name
@@ -214,6 +216,11 @@ class LineParser:
         self.section: str | None = None
 
     def parse(self, raw: str, lineno: int) -> Record | None:
+        if raw.startswith(">"):  # a mail quoted in a reply; no log line starts so
+            record = self.parse(_QUOTE.sub("", raw, count=1), lineno)
+            if record is not None:
+                record.raw = raw
+            return record
         line = raw[:MAX_LINE].rstrip("\r\n")
         if "Begin" in line or "End" in line:
             ruler = _RULER.fullmatch(line)
