@@ -237,7 +237,7 @@ def test_almost_a_report_is_said_not_silenced(
     out = capsys.readouterr().out
     assert "Almost a report (1 line(s)" in out and why in out and f"{log}:1:" in out
     assert main(["explain", line]) == 2
-    assert "almost a window-shrink report" in capsys.readouterr().err
+    assert f"almost a window-shrink report: {reason}" in capsys.readouterr().err
 
 
 def _same(scan_a: LogScan, scan_b: LogScan) -> None:
