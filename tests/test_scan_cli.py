@@ -160,3 +160,10 @@ def test_help_documents_exit_status():
     res = treason_cli("scan", "--help")
     assert b"exit status: 0 nothing found, 1 events found, 2 error" in res.stdout
     assert os.linesep.encode() in res.stdout
+
+
+def test_the_summary_says_whether_retractions_are_shown() -> None:
+    hidden = treason_cli("scan", str(EXAMPLE)).stdout.decode()
+    shown = treason_cli("scan", "--all", str(EXAMPLE)).stdout.decode()
+    assert "sub-granularity retractions (--all shows them)" in hidden
+    assert "sub-granularity retractions (shown)" in shown and "--all shows them" not in shown

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     found = 0
     errors: list[str] = []
     with _open_output(args) as out:
-        writer = _writer(args.format, out, names)
+        writer = _writer(args.format, out, names, args.all)
         for result in _results(args, options):
             for event in result.events:
                 writer.add(event)
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         writer.finish(total)
         if args.format != "text":
             if not args.quiet:
-                for line in summary_lines(total, names):
+                for line in summary_lines(total, names, args.all):
                     print(line, file=sys.stderr)
             for warning in total.warnings:
                 print(f"treason: warning: {safe(warning)}", file=sys.stderr)
@@ -219,9 +219,9 @@ def _open_output(args: argparse.Namespace) -> AbstractContextManager[Any]:
     return output_text(args.output, newline="", inputs=args.files)
 
 
-def _writer(fmt: str, out: Any, names: list[str]) -> EventWriter:
+def _writer(fmt: str, out: Any, names: list[str], retractions_shown: bool) -> EventWriter:
     if fmt == "text":
-        return TextReport(out, names)
+        return TextReport(out, names, retractions_shown)
     if fmt == "json":
         return JsonLines(out)
     if fmt == "csv":
