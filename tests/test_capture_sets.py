@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from captures import MS, Packets, epb, idb, pcap_records, shb, tools_missing
+from captures import MS, T0, Packets, epb, idb, pcap, pcap_records, shb, tools_missing
 from strategies import conversations, to_pcap
 from treason import scan
 from treason.scanner import ScanStats, fast_available
@@ -61,9 +61,27 @@ def handmade() -> dict[str, bytes]:
     return {"handmade": p.pcap()}
 
 
+def tunnelled() -> dict[str, bytes]:
+    """The same inner conversation (one shrink each) in every encapsulation treason opens,
+    interleaved: tenants with the same inner addresses on other tunnels are other flows."""
+    import tunnels
+
+    flows = [
+        [wrap(p) for p in tunnels.conversation(v6=n % 2 == 1)]
+        for n, (wrap, _) in enumerate(tunnels.ENCAPSULATIONS.values())
+    ]
+    frames = []
+    for step in range(max(map(len, flows))):
+        for flow in flows:
+            if step < len(flow):
+                frames.append((T0 + len(frames) * MS, flow[step]))
+    return {"tunnelled": pcap(frames, nano=True)}
+
+
 def corpus() -> dict[str, bytes]:
     found = {path.name: path.read_bytes() for path in EXAMPLES}
     found.update(handmade())
+    found.update(tunnelled())
     return found
 
 

@@ -23,6 +23,7 @@ from treason.compare.fingerprint import Packet, fingerprint
 from treason.compare.pairing import FAR, NEAR
 from treason.compare.report import flows
 from treason.decode import decode
+from treason.engine.stats import ScanStats
 from treason.packets import Frame
 from treason.readers import open_frames
 from treason.scanner import fast_available, scan
@@ -164,6 +165,11 @@ def test_command_json_and_refuses_to_overwrite_an_input(
         "other_scale",
     ]
     assert doc["flows"][0]["windows_rewritten"] >= len(doc["events"])
+    # The capture summaries count each event once, as scan's do.
+    for point, path in (("near", near), ("far", far)):
+        alone = ScanStats()
+        list(scan(path, stats=alone, retractions=True))
+        assert doc["scan_stats"][point]["events"] == dict(alone.events), point
     before = near.read_bytes()
     proc = subprocess.run([*cli, "-o", str(near)], capture_output=True, text=True)
     assert proc.returncode == 2 and "refusing to write over it" in proc.stderr

@@ -35,6 +35,17 @@ def test_general_explanation_is_computed_by_the_reference_model(
         assert w.kernels in out
 
 
+def test_without_a_line_users_of_modern_kernels_are_sent_to_trace(
+    capsys: pytest.CaptureFixture[str], no_stdin: None
+) -> None:
+    """On a kernel of today the line is debug-only, so its user often has none to paste:
+    the explanation without a line must say so and name `treason trace`."""
+    assert main(["explain"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3.19" in out and "debug" in out
+    assert "treason trace" in out
+
+
 @pytest.mark.parametrize("wording", [w.key for w in WORDINGS])
 def test_each_field_in_plain_words(wording: str, capsys: pytest.CaptureFixture[str]) -> None:
     msg = kernel_lines("::ffff:198.51.100.7", 51234, 22, 1898670412, 1898670413)[wording]

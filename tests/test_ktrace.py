@@ -439,3 +439,17 @@ def test_the_timer_not_any_retransmission_marks_the_kernel_message(engine: str) 
     assert with_timer[6] == without[6] == int(Severity.KERNEL)  # Event.key(): class at 6
     assert with_timer[-2] == pytest.approx(6000 / 1e9)  # the Loss record, sixth
     assert without[-2] == pytest.approx(4000 / 1e9)  # the retransmission, fourth
+
+
+def test_summary_says_where_retractions_went() -> None:
+    """Without --all the summary counts the retractions it hid; with --all they were shown."""
+    from treason.ktrace.report import summary
+    from treason.ktrace.session import TraceCounters
+    from treason.live.stats import LiveStats
+
+    stats = LiveStats(interface="trace")
+    stats.scan.events["retraction"] = 3
+    hidden = "\n".join(summary(stats, TraceCounters(), 1.0))
+    assert "3 sub-granularity retractions (--all shows them)" in hidden
+    shown = "\n".join(summary(stats, TraceCounters(), 1.0, retractions_shown=True))
+    assert "3 sub-granularity retractions (shown above)" in shown and "--all" not in shown

@@ -105,9 +105,12 @@ def test_reports_appear_as_they_are_written(follower) -> None:
     assert rec["line"] == 4  # the line number in the file, not among the lines followed
     append(log, line("198.51.100.8", 40000, 7000))
     assert f.next_record()["peer"] == "198.51.100.8"
+    # A logwatch line stands for N reports, in the count at the end as in `logs`.
+    append(log, "   3 Time(s): " + line("198.51.100.9", 40001, 9000).split("] ", 1)[1])
+    assert f.next_record()["count"] == 3
     rc, rest = f.stop()
     assert rc == 0 and rest == []
-    assert "2 report(s) seen" in "".join(f.err)
+    assert "5 report(s) seen" in "".join(f.err)
 
 
 def test_rotation_and_truncation(follower) -> None:
@@ -153,6 +156,25 @@ def test_journal_json_on_stdin_is_explained_as_it_arrives() -> None:
     assert "203.0.113.9, port 5432" in text and "Y - X = 1" in text
     f.proc.stdin.close()
     assert f.proc.wait(timeout=20) == 0
+
+
+def test_journal_json_appended_to_a_followed_file(follower) -> None:
+    """``journalctl -k -f -o json >> k.json`` (or ``-o json-seq``) then ``--follow k.json``:
+    the file is read as ``logs k.json`` reads it, record by record."""
+    log, f = follower
+    record = {
+        "_TRANSPORT": "kernel",
+        "_HOSTNAME": "db1",
+        "MESSAGE": "Peer 203.0.113.9:5432/60000 unexpectedly shrunk window 10:11 (repaired)",
+    }
+    append(log, json.dumps(record) + "\n" + "\x1e" + json.dumps({**record, "_HOSTNAME": "db2"}))
+    append(log, "\n")
+    got = [f.next_record(), f.next_record()]
+    assert [(r["host"], r["peer"], r["x"], r["format"]) for r in got] == [
+        ("db1", "203.0.113.9", 10, "journal-json"),
+        ("db2", "203.0.113.9", 10, "journal-json"),
+    ]
+    assert f.stop()[0] == 0
 
 
 def test_missing_file_one_clear_line(tmp_path: Path) -> None:
@@ -257,3 +279,7 @@ def test_each_short_option_means_one_thing_in_every_command() -> None:
                         meanings.setdefault(short, set()).add(opt.dest)
     assert all(len(dests) == 1 for dests in meanings.values()), meanings
     assert meanings["-F"] == {"follow"} and meanings["-f"] == {"format"}
+    compare = next(
+        a.choices["compare"] for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    assert compare.parse_args(["-f", "json", "near.pcap", "far.pcap"]).format == "json"

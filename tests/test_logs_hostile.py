@@ -139,6 +139,19 @@ def test_error_lines_of_every_file_are_escaped(tmp_path: Path) -> None:
     assert err.count("\\x1b[2Jmissing") == 3
 
 
+def test_a_log_that_cannot_be_read_is_no_all_clear(tmp_path: Path) -> None:
+    """stdout alone (mailed by cron, say) must not read as "nothing found" when a log was
+    not read: the summary says what could not be read."""
+    missing = tmp_path / "kern.log.1"
+    status, out, err, _ = run("logs", str(missing))
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "No window-shrink reports found" in out and "1 file(s) could not be read" in out
+    clean = tmp_path / "kern.log"
+    clean.write_text("Jul  4 03:12:09 www kernel: e1000e: eth0 NIC Link is Up\n")
+    status, out, _, _ = run("logs", str(clean))
+    assert status == 0 and "could not be read" not in out
+
+
 def test_a_latin1_kernel_conf_is_refused_before_anything_changes(tmp_path: Path) -> None:
     services = tmp_path / "etc/logwatch/conf/services"
     services.mkdir(parents=True)

@@ -73,6 +73,7 @@ def test_the_seed_block_through_logs(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     assert "1 connection(s)" not in text
     assert "XXX.XX.XX.XXX (address redacted in the log)" in text
+    assert "(redacted in the log: one connection or several): 5 episode(s)" in text
     for x, y in SEED_XY:
         assert f"X={x} Y={y}: 1 byte(s) outstanding" in text
     assert "No window-shrink reports found" not in text
@@ -89,6 +90,18 @@ def test_the_seed_block_inside_a_whole_mail(tmp_path: Path) -> None:
     crlf = tmp_path / "crlf.txt"
     crlf.write_bytes((MAIL_HEAD.encode() + block + MAIL_TAIL.encode()).replace(b"\n", b"\r\n"))
     assert [(ln.shrink.x, ln.shrink.y) for ln in read_logs([str(crlf)]).lines] == SEED_XY
+
+
+def test_the_seed_block_quoted_in_a_reply(tmp_path: Path) -> None:
+    """A logwatch mail forwarded or answered: every line behind ``> `` (or ``>> ``)."""
+    for quote in ("> ", ">> ", ">"):
+        mail = tmp_path / "reply.txt"
+        quoted = "".join(quote + ln for ln in (MAIL_HEAD + BLOCK.read_text()).splitlines(True))
+        mail.write_text("Re: what does this mean?\n\n" + quoted + "\nThanks\n")
+        lines = read_logs([str(mail)]).lines
+        assert [(ln.shrink.x, ln.shrink.y, ln.count) for ln in lines] == [
+            (x, y, 1) for x, y in SEED_XY
+        ], quote
 
 
 def test_the_seed_block_through_explain_as_argument_and_on_stdin() -> None:
@@ -110,6 +123,9 @@ def test_the_seed_block_through_explain_as_argument_and_on_stdin() -> None:
     positions = [out.index(f"X={x} (snd_una), Y={y}") for x, y in SEED_XY]
     assert positions == sorted(positions)  # in the order of the input
     assert out.count("Kernel era (2.4.17") == 1
+    # Hidden addresses cannot say whether the five stalls were one connection's or five.
+    assert "Connection: peer XXX.XX.XX.XXX" not in out
+    assert out.count("one connection or several") == 1
 
 
 #: Containers a report line reaches a person in: wrap(message) -> line.
@@ -221,7 +237,7 @@ def test_almost_a_report_is_said_not_silenced(
     out = capsys.readouterr().out
     assert "Almost a report (1 line(s)" in out and why in out and f"{log}:1:" in out
     assert main(["explain", line]) == 2
-    assert "almost a window-shrink report" in capsys.readouterr().err
+    assert f"almost a window-shrink report: {reason}" in capsys.readouterr().err
 
 
 def _same(scan_a: LogScan, scan_b: LogScan) -> None:

@@ -23,7 +23,8 @@ EXAMPLE = ROOT / "examples" / "shrink.pcap"
 SCHEMA = {
     "file", "frame", "time", "src", "sport", "dst", "dport", "vlan", "class", "closing",
     "certainty", "old_edge", "new_edge", "shrink_bytes", "beyond_bytes", "snd_una", "snd_nxt",
-    "ack", "win", "scale", "scale_known", "kernel_line", "kernel_lines", "capture_set",
+    "ack", "win", "scale", "scale_known", "kernel_line", "kernel_lines", "tunnel", "outer",
+    "capture_set",
 }  # fmt: skip
 
 
@@ -160,3 +161,10 @@ def test_help_documents_exit_status():
     res = treason_cli("scan", "--help")
     assert b"exit status: 0 nothing found, 1 events found, 2 error" in res.stdout
     assert os.linesep.encode() in res.stdout
+
+
+def test_the_summary_says_whether_retractions_are_shown() -> None:
+    hidden = treason_cli("scan", str(EXAMPLE)).stdout.decode()
+    shown = treason_cli("scan", "--all", str(EXAMPLE)).stdout.decode()
+    assert "sub-granularity retractions (--all shows them)" in hidden
+    assert "sub-granularity retractions (shown)" in shown and "--all shows them" not in shown

@@ -39,7 +39,34 @@ typedef unsigned __int128 u128;
 #define F_ACK 0x10
 
 /* Skip reasons, in the order of treason.decode.SKIP_REASONS (exported as SKIP_REASONS). */
-enum { SK_NOT_IP, SK_NOT_TCP, SK_FRAGMENT, SK_UNKNOWN_LT, SK_MALFORMED, SK_TRUNC, SK_N };
+enum {
+    SK_NOT_IP,
+    SK_NOT_TCP,
+    SK_FRAGMENT,
+    SK_UNKNOWN_LT,
+    SK_MALFORMED,
+    SK_TRUNC,
+    SK_TUNNEL_OTHER,
+    SK_MANY_TAGS,
+    SK_MANY_TUNNELS,
+    SK_N
+};
+
+/* treason.decode: nesting caps, and the tunnel kinds of a flow key's tag path. */
+#define MAX_TAGS 16
+#define MAX_TUNNELS 8
+#define PATH_WORDS (3 * (MAX_TAGS + MAX_TUNNELS))
+enum {
+    TUNNEL_VXLAN = 1,
+    TUNNEL_GENEVE,
+    TUNNEL_GRE,
+    TUNNEL_GRE_KEY,
+    TUNNEL_ERSPAN,
+    TUNNEL_GTP,
+    TUNNEL_IP,
+    TUNNEL_PPPOE,
+    TUNNEL_MPLS
+};
 
 /* Model anomaly counters, in the order of treason.engine.stats.ModelStats (MODEL_COUNTERS). */
 enum {
@@ -52,21 +79,24 @@ enum {
     M_IGNORED_SYNS,
     M_RESETS,
     M_OVERRUNS,
+    M_IMPOSSIBLE,
     M_N
 };
 
 /* The names of what crosses into Python, in order: treason.engine.compiled checks them at import,
    so a field added or moved on one side only cannot be read under another field's name. */
-static const char *const SKIP_NAMES[SK_N] = {"not-ip",           "not-tcp",   "fragment",
-                                             "unknown-linktype", "malformed", "truncated-header"};
+static const char *const SKIP_NAMES[SK_N] = {
+    "not-ip",           "not-tcp",      "fragment",      "unknown-linktype", "malformed",
+    "truncated-header", "tunnel-other", "over-16-tags",  "over-8-tunnels"};
 static const char *const MODEL_NAMES[M_N] = {
     "duplicates", "old_acks", "stale_updates", "paws_rejects",   "unseen_acks",
-    "stray_acks", "ignored_syns", "resets",     "window_overruns"};
+    "stray_acks", "ignored_syns", "resets",     "window_overruns", "impossible_acks"};
 /* ev_tuple's fields. */
 static const char *const EVENT_NAMES[] = {
     "frame",  "ts_ns",    "v6",        "src",          "sport",        "dst",     "dport",
-    "vlan",   "cls",      "closing",   "definite",     "old_edge",     "new_edge", "shrink_bytes",
-    "beyond_bytes", "snd_una", "snd_nxt", "ack",       "win",          "shift",   "scale_known"};
+    "path",   "cls",      "closing",   "definite",     "old_edge",     "new_edge", "shrink_bytes",
+    "beyond_bytes", "snd_una", "snd_nxt", "ack",       "win",          "shift",   "scale_known",
+    "outer"};
 
 /* Severity values of treason.events.Severity. */
 enum { CLS_NONE = 0, CLS_RETRACTION = 1, CLS_SHRINK = 2, CLS_BEYOND = 3, CLS_KERNEL = 4 };
@@ -129,11 +159,16 @@ typedef struct {
     uint16_t win;
     int64_t payload_len;
     int ws; /* -1: option absent */
-    uint32_t nvlan;
+    uint32_t nvlan; /* words of the tag path (VLAN ids, tunnel entries): the flow key's */
     const uint16_t *vlan;
     uint16_t ip_id, checksum;
     int has_tsval;
     uint32_t tsval;
+    /* decoder state (treason.decode._Stack) */
+    uint32_t tags, tunnels, nouter;
+    uint16_t path[PATH_WORDS];
+    uint8_t outer_v6[MAX_TUNNELS + 1];
+    uint8_t outer[MAX_TUNNELS + 1][2][16]; /* enclosing IP headers' source, destination */
 } Seg;
 
 /* What a side needs only while its peer's window scale is unknown. */
@@ -144,6 +179,7 @@ typedef struct {
 
 typedef struct {
     uint32_t isn, snd_una, snd_nxt, snd_wl1, snd_wl2, ts_recent;
+    uint32_t furthest; /* H_FAR: furthest edge ever offered (shift 14 while unknown) */
     Unknown *unk; /* NULL until the first accepted update while the scale is unknown */
     uint16_t snd_wnd, feasible;
     uint8_t has; /* H_* bits: which optional fields are set */
@@ -165,8 +201,15 @@ typedef struct {
 #define H_WND 16
 #define H_COPY 32
 #define H_TS 64
+#define H_FAR 128
 
 #define VLAN_INLINE 4
+
+/* The second path of a connection whose directions carry different tags (rare: allocated). */
+typedef struct AltKey {
+    uint32_t hash, n;
+    uint16_t path[];
+} AltKey;
 
 typedef struct {
     /* flow key: VLAN stack and both endpoints, lower (address, port) first */
@@ -176,10 +219,13 @@ typedef struct {
     uint8_t a_is_lo; /* side a (sender of the first segment) is the lower endpoint */
     uint8_t client; /* 0 none, 1 a, 2 b */
     uint8_t syn_seen, synack_seen, established, reset;
+    uint8_t pending; /* has a SYN-SENT entry (FlowTable._pending) under pend_hash */
     uint32_t nvlan;
     uint16_t vlan_in[VLAN_INLINE];
     uint16_t *vlan_ext;
-    uint32_t hash;
+    uint32_t hash, pend_hash;
+    uint64_t syn_frame; /* Connection.syn_frame */
+    struct AltKey *alt; /* FlowTable._alias: the key of the other direction's path, if paired */
     uint32_t prev, next; /* recency list, least recent first */
     i128 last_active;
     Side a, b;
@@ -205,6 +251,7 @@ typedef struct {
     uint32_t nvlan;
     uint16_t vlan_in[VLAN_INLINE];
     uint16_t *vlan_ext;
+    PyObject *outer; /* bytes: per enclosing IP header, v6 flag, source, destination; or NULL */
 } EvRec;
 
 typedef struct {
@@ -243,13 +290,11 @@ typedef struct {
     i128 idle, now;
     Conn *conns;
     uint32_t n_conns, cap_conns, free_head, live;
-    uint32_t *slots; /* open addressing: conn index + 1, 0 empty */
+    uint32_t *slots; /* open addressing: conn index + 1 (| SLOT_ALT, SLOT_PEND), 0 empty */
+    uint32_t n_entries; /* slots in use */
     uint64_t hash_seed; /* random per scanner: crafted flow keys cannot pile onto one slot */
     uint32_t n_slots; /* power of two */
     uint32_t lru_head, lru_tail;
-    /* decoder scratch */
-    uint16_t *vlan_buf;
-    uint32_t vlan_cap;
     /* events not yet final or not yet behind every open one: ids q_head..q_tail-1, a ring */
     EvRec *queue;
     uint64_t q_head, q_tail, q_cap; /* q_cap: a power of two (or 0) */
@@ -282,19 +327,56 @@ static void set_error(Scanner *S, int kind, int64_t offset, const char *fmt, ...
 
 /* -- decoder (treason.decode) --------------------------------------------------------------- */
 
-static int vlan_push(Scanner *S, uint32_t n, uint16_t id)
+/*
+ * The flow key's tag path (treason.decode._Stack.path) as 16-bit words: a VLAN id is one word
+ * (< 0x1000); a tunnel entry (kind << 32 | id) is the word 0x8000 | kind and the id's two
+ * halves. Equal word strings are equal Python tuples; ev_tuple turns them back.
+ */
+#define PATH_TUNNEL 0x8000
+
+static int path_tag(Seg *g, uint16_t vlan)
 {
-    if (n >= S->vlan_cap) {
-        uint32_t cap = S->vlan_cap ? S->vlan_cap * 2 : 16;
-        uint16_t *p = realloc(S->vlan_buf, cap * sizeof *p);
-        if (!p)
-            return -1;
-        S->vlan_buf = p;
-        S->vlan_cap = cap;
-    }
-    S->vlan_buf[n] = id;
-    return 0;
+    if (++g->tags > MAX_TAGS)
+        return SK_MANY_TAGS;
+    g->path[g->nvlan++] = vlan;
+    return -1;
 }
+
+static int path_entry(Seg *g, uint32_t kind, uint32_t id)
+{
+    g->path[g->nvlan++] = (uint16_t)(PATH_TUNNEL | kind);
+    g->path[g->nvlan++] = (uint16_t)(id >> 16);
+    g->path[g->nvlan++] = (uint16_t)id;
+    return -1;
+}
+
+static int path_label(Seg *g, uint32_t label)
+{
+    if (++g->tags > MAX_TAGS)
+        return SK_MANY_TAGS;
+    return path_entry(g, TUNNEL_MPLS, label);
+}
+
+static int path_tunnel(Seg *g, uint32_t kind, uint32_t id)
+{
+    if (++g->tunnels > MAX_TUNNELS)
+        return SK_MANY_TUNNELS;
+    return path_entry(g, kind, id);
+}
+
+static void push_outer(Seg *g, int v6, const uint8_t *src, const uint8_t *dst)
+{
+    int alen = v6 ? 16 : 4;
+    g->outer_v6[g->nouter] = (uint8_t)v6;
+    memcpy(g->outer[g->nouter][0], src, alen);
+    memcpy(g->outer[g->nouter][1], dst, alen);
+    g->nouter++;
+}
+
+static int dec_ipv4(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g);
+static int dec_ipv6(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g);
+static int dec_ethertype(const uint8_t *d, int64_t len, int64_t off, uint16_t etype,
+                         uint32_t orig_len, Seg *g);
 
 /* Returns a skip reason, or -1 when g holds a segment. */
 static int dec_tcp(const uint8_t *d, int64_t len, int64_t off, int64_t ip_payload, int more_frag,
@@ -369,6 +451,231 @@ static int dec_tcp(const uint8_t *d, int64_t len, int64_t off, int64_t ip_payloa
     return -1;
 }
 
+static int dec_ether(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    if (len < off + 14)
+        return SK_TRUNC;
+    return dec_ethertype(d, len, off + 14, be16(d + off + 12), orig_len, g);
+}
+
+static int dec_ip_by_version(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len,
+                             Seg *g)
+{
+    if (len < off + 1)
+        return SK_TRUNC;
+    if (d[off] >> 4 == 4)
+        return dec_ipv4(d, len, off, orig_len, g);
+    if (d[off] >> 4 == 6)
+        return dec_ipv6(d, len, off, orig_len, g);
+    return SK_TUNNEL_OTHER;
+}
+
+static int dec_mpls(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    for (;;) {
+        if (len < off + 4)
+            return SK_TRUNC;
+        uint32_t entry = be32(d + off);
+        int why = path_label(g, entry >> 12);
+        if (why >= 0)
+            return why;
+        off += 4;
+        if (entry & 0x100)
+            return dec_ip_by_version(d, len, off, orig_len, g);
+    }
+}
+
+static int dec_pppoe(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    if (len < off + 8)
+        return SK_TRUNC;
+    if (d[off] != 0x11 || d[off + 1] != 0)
+        return SK_MALFORMED;
+    int why = path_tunnel(g, TUNNEL_PPPOE, be16(d + off + 2));
+    if (why >= 0)
+        return why;
+    uint16_t proto = be16(d + off + 6);
+    if (proto == 0x0021)
+        return dec_ipv4(d, len, off + 8, orig_len, g);
+    if (proto == 0x0057)
+        return dec_ipv6(d, len, off + 8, orig_len, g);
+    return SK_NOT_IP;
+}
+
+static int dec_ethertype(const uint8_t *d, int64_t len, int64_t off, uint16_t etype,
+                         uint32_t orig_len, Seg *g)
+{
+    while (etype == 0x8100 || etype == 0x88A8 || etype == 0x9100) {
+        if (len < off + 4)
+            return SK_TRUNC;
+        int why = path_tag(g, be16(d + off) & 0x0FFF);
+        if (why >= 0)
+            return why;
+        etype = be16(d + off + 2);
+        off += 4;
+    }
+    if (etype == 0x0800)
+        return dec_ipv4(d, len, off, orig_len, g);
+    if (etype == 0x86DD)
+        return dec_ipv6(d, len, off, orig_len, g);
+    if (etype == 0x8847 || etype == 0x8848)
+        return dec_mpls(d, len, off, orig_len, g);
+    if (etype == 0x8864)
+        return dec_pppoe(d, len, off, orig_len, g);
+    return SK_NOT_IP;
+}
+
+static int dec_gtpu(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    if (len < off + 8)
+        return SK_TRUNC;
+    uint8_t flags = d[off];
+    if (flags >> 5 != 1 || !(flags & 0x10) || d[off + 1] != 255)
+        return SK_TUNNEL_OTHER;
+    uint32_t teid = be32(d + off + 4);
+    int64_t pos = off + 8;
+    if (flags & 0x07) {
+        if (len < pos + 4)
+            return SK_TRUNC;
+        uint8_t next_ext = d[pos + 3];
+        pos += 4;
+        while (next_ext) {
+            if (len < pos + 1)
+                return SK_TRUNC;
+            int64_t size = (int64_t)d[pos] * 4;
+            if (size == 0)
+                return SK_MALFORMED;
+            if (len < pos + size)
+                return SK_TRUNC;
+            next_ext = d[pos + size - 1];
+            pos += size;
+        }
+    }
+    int why = path_tunnel(g, TUNNEL_GTP, teid);
+    if (why >= 0)
+        return why;
+    return dec_ip_by_version(d, len, pos, orig_len, g);
+}
+
+static int dec_udp(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g,
+                   int v6, const uint8_t *src, const uint8_t *dst)
+{
+    if (len < off + 8)
+        return SK_TRUNC;
+    uint16_t dport = be16(d + off + 2);
+    if (dport != 4789 && dport != 8472 && dport != 6081 && dport != 2152)
+        return SK_NOT_TCP;
+    push_outer(g, v6, src, dst);
+    off += 8;
+    if (dport == 2152)
+        return dec_gtpu(d, len, off, orig_len, g);
+    if (len < off + 8)
+        return SK_TRUNC;
+    uint32_t vni = be32(d + off + 4) >> 8;
+    int why;
+    if (dport == 6081) {
+        if (d[off] >> 6)
+            return SK_TUNNEL_OTHER;
+        uint16_t etype = be16(d + off + 2);
+        why = path_tunnel(g, TUNNEL_GENEVE, vni);
+        if (why >= 0)
+            return why;
+        int64_t payload = off + 8 + (int64_t)(d[off] & 0x3F) * 4;
+        if (etype == 0x6558)
+            return dec_ether(d, len, payload, orig_len, g);
+        if (etype == 0x0800)
+            return dec_ipv4(d, len, payload, orig_len, g);
+        if (etype == 0x86DD)
+            return dec_ipv6(d, len, payload, orig_len, g);
+        return SK_TUNNEL_OTHER;
+    }
+    why = path_tunnel(g, TUNNEL_VXLAN, vni);
+    if (why >= 0)
+        return why;
+    return dec_ether(d, len, off + 8, orig_len, g);
+}
+
+static int dec_erspan(const uint8_t *d, int64_t len, int64_t off, int version, int64_t hlen,
+                      uint32_t orig_len, Seg *g)
+{
+    if (len < off + hlen)
+        return SK_TRUNC;
+    if (d[off] >> 4 != version)
+        return SK_TUNNEL_OTHER;
+    if (version == 2) {
+        if ((d[off + 10] >> 2) & 0x1F)
+            return SK_TUNNEL_OTHER;
+        if (d[off + 11] & 1)
+            hlen += 8;
+    }
+    int why = path_tunnel(g, TUNNEL_ERSPAN, be16(d + off + 2) & 0x3FF);
+    if (why >= 0)
+        return why;
+    return dec_ether(d, len, off + hlen, orig_len, g);
+}
+
+static int dec_gre(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
+{
+    if (len < off + 4)
+        return SK_TRUNC;
+    uint16_t flags = be16(d + off);
+    uint16_t proto = be16(d + off + 2);
+    if (flags & (0x4000 | 0x0007))
+        return SK_TUNNEL_OTHER;
+    int64_t hlen =
+        4 + 4 * (((flags & 0x8000) != 0) + ((flags & 0x2000) != 0) + ((flags & 0x1000) != 0));
+    if (len < off + hlen)
+        return SK_TRUNC;
+    int why;
+    if (flags & 0x2000)
+        why = path_tunnel(g, TUNNEL_GRE_KEY, be32(d + off + ((flags & 0x8000) ? 8 : 4)));
+    else
+        why = path_tunnel(g, TUNNEL_GRE, 0);
+    if (why >= 0)
+        return why;
+    int64_t pos = off + hlen;
+    switch (proto) {
+    case 0x0800:
+        return dec_ipv4(d, len, pos, orig_len, g);
+    case 0x86DD:
+        return dec_ipv6(d, len, pos, orig_len, g);
+    case 0x6558:
+        return dec_ether(d, len, pos, orig_len, g);
+    case 0x8847:
+    case 0x8848:
+        return dec_mpls(d, len, pos, orig_len, g);
+    case 0x88BE:
+        if (!(flags & 0x1000))
+            return dec_ether(d, len, pos, orig_len, g);
+        return dec_erspan(d, len, pos, 1, 8, orig_len, g);
+    case 0x22EB:
+        return dec_erspan(d, len, pos, 2, 12, orig_len, g);
+    default:
+        return SK_TUNNEL_OTHER;
+    }
+}
+
+/* treason.decode._tunnel: an IP packet carrying IP, UDP or GRE. */
+static int dec_tunnel(const uint8_t *d, int64_t len, int64_t off, uint8_t proto, int more_frag,
+                      uint32_t orig_len, Seg *g, int v6, const uint8_t *src, const uint8_t *dst)
+{
+    if (more_frag)
+        return SK_FRAGMENT;
+    if (proto == 17)
+        return dec_udp(d, len, off, orig_len, g, v6, src, dst);
+    push_outer(g, v6, src, dst);
+    if (proto == 47)
+        return dec_gre(d, len, off, orig_len, g);
+    int why = path_tunnel(g, TUNNEL_IP, 0);
+    if (why >= 0)
+        return why;
+    if (proto == 4)
+        return dec_ipv4(d, len, off, orig_len, g);
+    return dec_ipv6(d, len, off, orig_len, g);
+}
+
+static inline int tunnel_proto(uint8_t p) { return p == 4 || p == 17 || p == 41 || p == 47; }
+
 static int dec_ipv4(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_len, Seg *g)
 {
     if (len < off + 20)
@@ -388,10 +695,13 @@ static int dec_ipv4(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_le
         return SK_MALFORMED;
     if (frag & 0x1FFF)
         return SK_FRAGMENT;
-    if (p[9] != 6)
+    if (p[9] != 6 && !tunnel_proto(p[9]))
         return SK_NOT_TCP;
     if (len < off + ihl)
         return SK_TRUNC;
+    if (p[9] != 6)
+        return dec_tunnel(d, len, off + ihl, p[9], (frag & 0x2000) != 0, orig_len, g, 0, p + 12,
+                          p + 16);
     g->v6 = 0;
     memset(g->src, 0, 16);
     memset(g->dst, 0, 16);
@@ -415,32 +725,33 @@ static int dec_ipv6(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_le
     int64_t pos = off + 40;
     int64_t remaining = plen;
     int more_frag = 0;
-    while (nh != 6) {
-        if (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51) {
-            int64_t hlen;
-            if (remaining < 8)
-                return SK_MALFORMED;
-            if (len < pos + 8)
-                return SK_TRUNC;
-            if (nh == 44) {
-                uint16_t of = be16(d + pos + 2);
-                if (of & 0xFFF8)
-                    return SK_FRAGMENT;
-                more_frag = of & 1;
-                hlen = 8;
-            } else if (nh == 51) {
-                hlen = ((int64_t)d[pos + 1] + 2) * 4;
-            } else {
-                hlen = ((int64_t)d[pos + 1] + 1) * 8;
-            }
-            if (hlen > remaining)
-                return SK_MALFORMED;
-            nh = d[pos];
-            pos += hlen;
-            remaining -= hlen;
+    while (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51) {
+        int64_t hlen;
+        if (remaining < 8)
+            return SK_MALFORMED;
+        if (len < pos + 8)
+            return SK_TRUNC;
+        if (nh == 44) {
+            uint16_t of = be16(d + pos + 2);
+            if (of & 0xFFF8)
+                return SK_FRAGMENT;
+            more_frag = of & 1;
+            hlen = 8;
+        } else if (nh == 51) {
+            hlen = ((int64_t)d[pos + 1] + 2) * 4;
         } else {
-            return SK_NOT_TCP;
+            hlen = ((int64_t)d[pos + 1] + 1) * 8;
         }
+        if (hlen > remaining)
+            return SK_MALFORMED;
+        nh = d[pos];
+        pos += hlen;
+        remaining -= hlen;
+    }
+    if (nh != 6) {
+        if (tunnel_proto(nh))
+            return dec_tunnel(d, len, pos, nh, more_frag, orig_len, g, 1, p + 8, p + 24);
+        return SK_NOT_TCP;
     }
     g->v6 = 1;
     memcpy(g->src, p + 8, 16);
@@ -449,32 +760,23 @@ static int dec_ipv6(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_le
     return dec_tcp(d, len, pos, remaining, more_frag, g);
 }
 
-static int decode(Scanner *S, uint32_t lt, const uint8_t *d, int64_t len, uint32_t orig_len,
-                  Seg *g)
+static int decode(uint32_t lt, const uint8_t *d, int64_t len, uint32_t orig_len, Seg *g)
 {
-    uint16_t etype;
-    int64_t off;
-    g->nvlan = 0;
-    g->vlan = S->vlan_buf;
+    g->nvlan = g->tags = g->tunnels = g->nouter = 0;
+    g->vlan = g->path;
     switch (lt) {
     case 1:
         if (len < 14)
             return SK_TRUNC;
-        etype = be16(d + 12);
-        off = 14;
-        break;
+        return dec_ethertype(d, len, 14, be16(d + 12), orig_len, g);
     case 276:
         if (len < 20)
             return SK_TRUNC;
-        etype = be16(d);
-        off = 20;
-        break;
+        return dec_ethertype(d, len, 20, be16(d), orig_len, g);
     case 113:
         if (len < 16)
             return SK_TRUNC;
-        etype = be16(d + 14);
-        off = 16;
-        break;
+        return dec_ethertype(d, len, 16, be16(d + 14), orig_len, g);
     case 101:
     case 12:
     case 14:
@@ -505,26 +807,6 @@ static int decode(Scanner *S, uint32_t lt, const uint8_t *d, int64_t len, uint32
     default:
         return SK_UNKNOWN_LT;
     }
-    uint32_t n = 0;
-    while (etype == 0x8100 || etype == 0x88A8 || etype == 0x9100) {
-        if (len < off + 4)
-            return SK_TRUNC;
-        if (vlan_push(S, n, be16(d + off) & 0x0FFF) < 0) {
-            S->py_error = 1;
-            PyErr_NoMemory();
-            return SK_TRUNC;
-        }
-        n++;
-        etype = be16(d + off + 2);
-        off += 4;
-    }
-    g->nvlan = n;
-    g->vlan = S->vlan_buf;
-    if (etype == 0x0800)
-        return dec_ipv4(d, len, off, orig_len, g);
-    if (etype == 0x86DD)
-        return dec_ipv6(d, len, off, orig_len, g);
-    return SK_NOT_IP;
 }
 
 /* -- endpoint model (treason.model.Connection) --------------------------------------------- */
@@ -555,6 +837,7 @@ static void conn_reset_state(Conn *c, const Seg *g)
     side_init(&c->b);
     c->client = 0;
     c->syn_seen = c->synack_seen = c->established = c->reset = 0;
+    c->syn_frame = 0;
     /* side a is the sender of the connection's first segment */
     c->a_is_lo = (addr_eq(g->src, c->lo_addr) && g->sport == c->lo_port);
 }
@@ -625,14 +908,33 @@ static uint64_t emit(Scanner *S, Conn *c, const Seg *g, Side *s, int shift, int 
         goto nomem;
     uint64_t id = S->q_tail;
     EvRec *e = ev_at(S, id);
+    /* the path of the segment that made the event (a paired connection has two) */
     e->vlan_ext = NULL;
-    e->nvlan = c->nvlan;
-    if (c->nvlan > VLAN_INLINE) {
-        e->vlan_ext = malloc(c->nvlan * sizeof(uint16_t));
+    e->nvlan = g->nvlan;
+    if (g->nvlan > VLAN_INLINE) {
+        e->vlan_ext = malloc(g->nvlan * sizeof(uint16_t));
         if (!e->vlan_ext)
             goto nomem;
     }
-    memcpy(ev_vlan(e), conn_vlan(c), c->nvlan * sizeof(uint16_t));
+    memcpy(ev_vlan(e), g->vlan, g->nvlan * sizeof(uint16_t));
+    e->outer = NULL;
+    if (g->nouter) {
+        char raw[(MAX_TUNNELS + 1) * 33];
+        Py_ssize_t n = 0;
+        for (uint32_t i = 0; i < g->nouter; i++) {
+            int alen = g->outer_v6[i] ? 16 : 4;
+            raw[n++] = (char)g->outer_v6[i];
+            memcpy(raw + n, g->outer[i][0], alen);
+            memcpy(raw + n + alen, g->outer[i][1], alen);
+            n += 2 * alen;
+        }
+        e->outer = PyBytes_FromStringAndSize(raw, n);
+        if (!e->outer) {
+            free(e->vlan_ext);
+            S->py_error = 1;
+            return 0;
+        }
+    }
     uint32_t old_edge = side_edge(s, shift);
     uint32_t new_edge = g->ack + ((uint32_t)g->win << shift);
     int32_t beyond = sdiff(s->snd_nxt, new_edge);
@@ -694,29 +996,42 @@ static PyObject *ev_tuple(EvRec *e)
 {
     int alen = e->v6 ? 16 : 4;
     uint16_t *vl = ev_vlan(e);
-    PyObject *vlan = PyTuple_New(e->nvlan);
-    if (!vlan)
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < e->nvlan; i += (vl[i] & PATH_TUNNEL) ? 3 : 1)
+        n++;
+    PyObject *path = PyTuple_New(n);
+    if (!path)
         return NULL;
-    for (uint32_t i = 0; i < e->nvlan; i++) {
-        PyObject *v = PyLong_FromLong(vl[i]);
+    for (uint32_t i = 0, k = 0; i < e->nvlan; k++) {
+        PyObject *v;
+        if (vl[i] & PATH_TUNNEL) {
+            uint64_t kind = vl[i] & ~PATH_TUNNEL;
+            v = PyLong_FromUnsignedLongLong(kind << 32 | (uint64_t)vl[i + 1] << 16 | vl[i + 2]);
+            i += 3;
+        } else {
+            v = PyLong_FromLong(vl[i]);
+            i += 1;
+        }
         if (!v) {
-            Py_DECREF(vlan);
+            Py_DECREF(path);
             return NULL;
         }
-        PyTuple_SET_ITEM(vlan, i, v);
+        PyTuple_SET_ITEM(path, k, v);
     }
     PyObject *ts = py_int128(e->ts);
     if (!ts) {
-        Py_DECREF(vlan);
+        Py_DECREF(path);
         return NULL;
     }
-    return Py_BuildValue("(KNiy#iy#iNiiikkiikkkiii)", (unsigned long long)e->frame, ts, (int)e->v6,
-                         e->src, (Py_ssize_t)alen, (int)e->sport, e->dst, (Py_ssize_t)alen,
-                         (int)e->dport, vlan, (int)e->cls, (int)e->closing, (int)e->definite,
-                         (unsigned long)e->old_edge, (unsigned long)e->new_edge,
-                         (int)e->shrink_bytes, (int)e->beyond_bytes, (unsigned long)e->snd_una,
+    PyObject *outer = e->outer ? e->outer : Py_None;
+    return Py_BuildValue("(KNiy#iy#iNiiikkiikkkiiiO)", (unsigned long long)e->frame, ts,
+                         (int)e->v6, e->src, (Py_ssize_t)alen, (int)e->sport, e->dst,
+                         (Py_ssize_t)alen, (int)e->dport, path, (int)e->cls, (int)e->closing,
+                         (int)e->definite, (unsigned long)e->old_edge,
+                         (unsigned long)e->new_edge, (int)e->shrink_bytes,
+                         (int)e->beyond_bytes, (unsigned long)e->snd_una,
                          (unsigned long)e->snd_nxt, (unsigned long)e->ack, (int)e->win,
-                         (int)e->shift, (int)e->scale_known);
+                         (int)e->shift, (int)e->scale_known, outer);
 }
 
 /* FlowTable._release: final events at the front of the queue go to Python, in frame order. */
@@ -735,6 +1050,7 @@ static void release(Scanner *S)
         Py_DECREF(ev);
         free(e->vlan_ext);
         e->vlan_ext = NULL;
+        Py_CLEAR(e->outer);
         S->q_head++;
     }
 }
@@ -903,29 +1219,28 @@ static void sent(Scanner *S, const Seg *g, Side *sender)
 static void window_update(Scanner *S, Conn *c, const Seg *g, Side *r, Side *s)
 {
     if (!c->established) {
-        if (!c->client) {
-            c->established = 1;
-        } else {
-            Side *client = side_of(c, c->client);
-            if (r == client || !(client->has & H_ISN) || !after(g->ack, client->isn)) {
-                S->model[M_STRAY]++;
-                return;
-            }
-            c->established = 1;
-            int8_t w = client->ws_option < 0 ? 0 : -1;
+        /* mid-connection, or the client left SYN-SENT: the SYN-ACK was not captured */
+        c->established = 1;
+        if (c->client) {
+            int8_t w = side_of(c, c->client)->ws_option < 0 ? 0 : -1;
             r->snd_wscale = w;
-            client->snd_wscale = w;
+            s->snd_wscale = w;
         }
     }
     uint32_t ack = g->ack;
-    if (!(s->has & H_UNA)) {
-        s->snd_una = ack;
-        s->has |= H_UNA;
-    } else if (before(ack, s->snd_una)) {
+    if ((s->has & H_UNA) && before(ack, s->snd_una)) {
         S->model[M_OLD_ACKS]++;
         return;
-    } else if (after(ack, s->snd_una)) {
+    }
+    if ((s->has & H_FAR) && after(ack, s->furthest) &&
+        (!(s->has & H_NXT) || after(ack, s->snd_nxt))) {
+        /* an ACK of data past every edge ever offered: corrupt, never moves SND.UNA */
+        S->model[M_IMPOSSIBLE]++;
+        return;
+    }
+    if (!(s->has & H_UNA) || after(ack, s->snd_una)) {
         s->snd_una = ack;
+        s->has |= H_UNA;
     }
     if (!(s->has & H_NXT) || before(s->snd_nxt, ack)) {
         if (s->has & H_NXT)
@@ -963,6 +1278,11 @@ static void window_update(Scanner *S, Conn *c, const Seg *g, Side *r, Side *s)
     s->snd_wl2 = ack;
     s->snd_wnd = g->win;
     s->has |= H_WL | H_WND;
+    uint32_t edge = side_edge(s, s->snd_wscale < 0 ? MAX_SHIFT : s->snd_wscale);
+    if (!(s->has & H_FAR) || after(edge, s->furthest) || before(s->furthest, ack)) {
+        s->furthest = edge;
+        s->has |= H_FAR;
+    }
     if (s->snd_wscale < 0) {
         if (!s->unk) {
             s->unk = calloc(1, sizeof *s->unk);
@@ -993,6 +1313,7 @@ static void syn(Scanner *S, Conn *c, const Seg *g, Side *sender, Side *peer, int
             return;
         }
         c->syn_seen = 1;
+        c->syn_frame = g->frame;
         c->client = (uint8_t)sender_id;
         sender->isn = g->seq;
         sender->ws_option = (int8_t)ws;
@@ -1064,6 +1385,11 @@ static void conn_process(Scanner *S, Conn *c, const Seg *g)
     }
     if (g->flags & F_SYN) {
         syn(S, c, g, sender, peer, sender_id);
+        return;
+    }
+    if (!c->established && c->client && c->client != sender_id) {
+        /* RFC 9293 section 3.10.7.3: in SYN-SENT only a SYN-ACK (or RST) is taken */
+        S->model[M_STRAY]++;
         return;
     }
     sent(S, g, sender);
@@ -1218,6 +1544,16 @@ static void lru_append(Scanner *S, uint32_t i)
     S->lru_tail = i;
 }
 
+#define SLOT_ALT 0x80000000u
+#define SLOT_PEND 0x40000000u
+#define SLOT_IDX 0x3FFFFFFFu
+
+static inline uint32_t slot_hash(Scanner *S, uint32_t v)
+{
+    Conn *c = &S->conns[(v & SLOT_IDX) - 1];
+    return v & SLOT_ALT ? c->alt->hash : v & SLOT_PEND ? c->pend_hash : c->hash;
+}
+
 static int slots_grow(Scanner *S)
 {
     uint32_t n = S->n_slots ? S->n_slots * 2 : 1024;
@@ -1228,7 +1564,7 @@ static int slots_grow(Scanner *S)
         uint32_t v = S->slots[j];
         if (!v)
             continue;
-        uint32_t k = S->conns[v - 1].hash & (n - 1);
+        uint32_t k = slot_hash(S, v) & (n - 1);
         while (slots[k])
             k = (k + 1) & (n - 1);
         slots[k] = v;
@@ -1239,12 +1575,26 @@ static int slots_grow(Scanner *S)
     return 0;
 }
 
-static void slots_remove(Scanner *S, uint32_t idx)
+/* Put v in the table (grown first when half full). */
+static int slots_insert(Scanner *S, uint32_t v, uint32_t hash)
+{
+    if ((uint64_t)(S->n_entries + 1) * 2 > S->n_slots && slots_grow(S) < 0)
+        return -1;
+    uint32_t mask = S->n_slots - 1, j = hash & mask;
+    while (S->slots[j])
+        j = (j + 1) & mask;
+    S->slots[j] = v;
+    S->n_entries++;
+    return 0;
+}
+
+static void slots_remove(Scanner *S, uint32_t v, uint32_t hash)
 {
     uint32_t mask = S->n_slots - 1;
-    uint32_t j = S->conns[idx].hash & mask;
-    while (S->slots[j] != idx + 1)
+    uint32_t j = hash & mask;
+    while (S->slots[j] != v)
         j = (j + 1) & mask;
+    S->n_entries--;
     /* backward-shift deletion keeps every probe chain unbroken without tombstones */
     uint32_t k = j;
     for (;;) {
@@ -1253,7 +1603,7 @@ static void slots_remove(Scanner *S, uint32_t idx)
             k = (k + 1) & mask;
             if (!S->slots[k])
                 return;
-            uint32_t home = S->conns[S->slots[k] - 1].hash & mask;
+            uint32_t home = slot_hash(S, S->slots[k]) & mask;
             /* move slots[k] into j unless its home lies cyclically in (j, k] */
             if (j <= k ? (home <= j || home > k) : (home <= j && home > k))
                 break;
@@ -1261,6 +1611,69 @@ static void slots_remove(Scanner *S, uint32_t idx)
         S->slots[j] = S->slots[k];
         j = k;
     }
+}
+
+/* key_equal for the alias key of c */
+static inline int alt_equal(Conn *c, uint32_t hash, const uint8_t *lo, uint16_t lo_port,
+                            const uint8_t *hi, uint16_t hi_port, int v6, uint32_t nvlan,
+                            const uint16_t *vlan)
+{
+    const AltKey *k = c->alt;
+    return k && k->hash == hash && c->lo_port == lo_port && c->hi_port == hi_port &&
+           c->v6 == v6 && k->n == nvlan && addr_eq(c->lo_addr, lo) && addr_eq(c->hi_addr, hi) &&
+           (nvlan == 0 || memcmp(k->path, vlan, nvlan * sizeof(uint16_t)) == 0);
+}
+
+/* Connection.answers_syn: g is the SYN-ACK to c's SYN, its client still in SYN-SENT. */
+static int answers_syn(Conn *c, const Seg *g)
+{
+    if (!c->syn_seen || c->synack_seen || c->established || !c->client)
+        return 0;
+    Side *cl = side_of(c, c->client);
+    int a_sends = c->a_is_lo ? (addr_eq(g->src, c->lo_addr) && g->sport == c->lo_port)
+                             : (addr_eq(g->src, c->hi_addr) && g->sport == c->hi_port);
+    return (cl->has & H_ISN) && (a_sends ? 1 : 2) != c->client && g->ack == cl->isn + 1;
+}
+
+/* The hash of a 4-tuple alone, for the SYN-SENT entries. */
+static inline uint32_t pend_hash(Scanner *S, const uint8_t *lo, uint16_t lo_port,
+                                 const uint8_t *hi, uint16_t hi_port, int v6)
+{
+    return key_hash(S->hash_seed ^ 0x5bd1e9955bd1e995ULL, lo, lo_port, hi, hi_port, v6, 0, NULL);
+}
+
+/* FlowTable._pair: the connection on another path whose SYN g answers (latest SYN); NIL. */
+static uint32_t pair(Scanner *S, const Seg *g, uint32_t hash, const uint8_t *lo,
+                     uint16_t lo_port, const uint8_t *hi, uint16_t hi_port)
+{
+    uint32_t h4 = pend_hash(S, lo, lo_port, hi, hi_port, g->v6);
+    uint32_t mask = S->n_slots - 1, found = NIL;
+    for (uint32_t j = h4 & mask; S->slots[j]; j = (j + 1) & mask) {
+        uint32_t v = S->slots[j];
+        if (!(v & SLOT_PEND))
+            continue;
+        uint32_t i = (v & SLOT_IDX) - 1;
+        Conn *c = &S->conns[i];
+        if (c->pend_hash != h4 || c->alt || c->lo_port != lo_port || c->hi_port != hi_port ||
+            c->v6 != g->v6 || !addr_eq(c->lo_addr, lo) || !addr_eq(c->hi_addr, hi) ||
+            !answers_syn(c, g))
+            continue;
+        if (found == NIL || c->syn_frame > S->conns[found].syn_frame)
+            found = i;
+    }
+    if (found == NIL)
+        return NIL;
+    Conn *c = &S->conns[found];
+    AltKey *k = malloc(sizeof *k + g->nvlan * sizeof(uint16_t));
+    if (!k)
+        return NIL - 1;
+    k->hash = hash;
+    k->n = g->nvlan;
+    memcpy(k->path, g->vlan, g->nvlan * sizeof(uint16_t));
+    c->alt = k;
+    if (slots_insert(S, (found + 1) | SLOT_ALT, hash) < 0)
+        return NIL - 1;
+    return found;
 }
 
 /* FlowTable._drop: a flow that ends has nothing more in flight. */
@@ -1274,7 +1687,16 @@ static void conn_evict(Scanner *S, uint32_t idx)
 {
     Conn *c = &S->conns[idx];
     conn_drop(S, c);
-    slots_remove(S, idx);
+    slots_remove(S, idx + 1, c->hash);
+    if (c->alt) {
+        slots_remove(S, (idx + 1) | SLOT_ALT, c->alt->hash);
+        free(c->alt);
+        c->alt = NULL;
+    }
+    if (c->pending) {
+        slots_remove(S, (idx + 1) | SLOT_PEND, c->pend_hash);
+        c->pending = 0;
+    }
     lru_unlink(S, idx);
     free(c->a.unk);
     free(c->b.unk);
@@ -1318,12 +1740,22 @@ static int table_process(Scanner *S, const Seg *g)
         hash = key_hash(S->hash_seed, lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
         uint32_t mask = S->n_slots - 1;
         for (uint32_t j = hash & mask; S->slots[j]; j = (j + 1) & mask) {
-            uint32_t i = S->slots[j] - 1;
-            if (key_equal(&S->conns[i], hash, lo, lo_port, hi, hi_port, g->v6, g->nvlan,
-                          g->vlan)) {
+            uint32_t v = S->slots[j];
+            if (v & SLOT_PEND)
+                continue;
+            uint32_t i = (v & SLOT_IDX) - 1;
+            if (v & SLOT_ALT ? alt_equal(&S->conns[i], hash, lo, lo_port, hi, hi_port, g->v6,
+                                         g->nvlan, g->vlan)
+                             : key_equal(&S->conns[i], hash, lo, lo_port, hi, hi_port, g->v6,
+                                         g->nvlan, g->vlan)) {
                 idx = i;
                 break;
             }
+        }
+        if (idx == NIL && (g->flags & (F_SYN | F_ACK)) == (F_SYN | F_ACK)) {
+            idx = pair(S, g, hash, lo, lo_port, hi, hi_port);
+            if (idx == NIL - 1)
+                goto nomem;
         }
     }
     Conn *c;
@@ -1348,10 +1780,10 @@ static int table_process(Scanner *S, const Seg *g)
                 S->conns = p;
                 S->cap_conns = (uint32_t)cap;
             }
+            if (S->n_conns >= SLOT_IDX - 1)
+                goto nomem;
             idx = S->n_conns++;
         }
-        if ((uint64_t)(S->live + 1) * 2 > S->n_slots && slots_grow(S) < 0)
-            goto nomem;
         c = &S->conns[idx];
         memset(c, 0, sizeof *c);
         memcpy(c->lo_addr, lo, 16);
@@ -1369,10 +1801,8 @@ static int table_process(Scanner *S, const Seg *g)
             memcpy(c->vlan_in, g->vlan, g->nvlan * sizeof(uint16_t));
         }
         c->hash = hash;
-        uint32_t mask = S->n_slots - 1, j = hash & mask;
-        while (S->slots[j])
-            j = (j + 1) & mask;
-        S->slots[j] = idx + 1;
+        if (slots_insert(S, idx + 1, hash) < 0)
+            goto nomem;
         S->live++;
         conn_reset_state(c, g);
         S->flows++;
@@ -1393,6 +1823,17 @@ static int table_process(Scanner *S, const Seg *g)
     c->last_active = S->now;
     if (c->syn_seen && c->synack_seen && !was_seen)
         S->handshakes++;
+    if (c->pending && (c->synack_seen || c->established)) {
+        /* out of SYN-SENT: never a candidate again (FlowTable._pair skips it) */
+        slots_remove(S, (idx + 1) | SLOT_PEND, c->pend_hash);
+        c->pending = 0;
+    } else if (!c->pending && c->syn_frame == g->frame && c->syn_seen && !c->synack_seen) {
+        /* FlowTable._pend: the client entered SYN-SENT */
+        c->pend_hash = pend_hash(S, lo, lo_port, hi, hi_port, g->v6);
+        if (slots_insert(S, (idx + 1) | SLOT_PEND, c->pend_hash) < 0)
+            goto nomem;
+        c->pending = 1;
+    }
     lru_append(S, idx);
     if (S->q_head != S->q_tail && !ev_at(S, S->q_head)->open)
         release(S);
@@ -1417,7 +1858,7 @@ static inline int frame(Scanner *S, i128 ts, uint32_t lt, const uint8_t *d, int6
     g.ts = g.clock = ts;
     if (S->split)
         return split_frame(S, &g, lt, d, len, orig_len);
-    int why = decode(S, lt, d, len, orig_len, &g);
+    int why = decode(lt, d, len, orig_len, &g);
     if (S->py_error)
         return -1;
     if (why >= 0) {
@@ -1438,8 +1879,10 @@ static inline int frame(Scanner *S, i128 ts, uint32_t lt, const uint8_t *d, int6
 /*
  * A decoded segment as a record of its own, so that a capture can be decoded once and its
  * segments analysed elsewhere (another process, another machine) in any grouping by flow. Native
- * byte order, no padding (Python reads it with struct format SEGREC_FORMAT); nvlan VLAN ids
- * (uint16) follow, and the record is padded to a multiple of 8 bytes.
+ * byte order, no padding (Python reads it with struct format SEGREC_FORMAT); the nvlan words of
+ * the flow key's tag path (uint16: VLAN ids, tunnel entries) follow, then for each enclosing IP
+ * header (opts >> 4 of them) its v6 byte, source and destination (16 bytes each), and the
+ * record is padded to a multiple of 8 bytes.
  */
 typedef struct {
     uint32_t size; /* bytes of the whole record */
@@ -1451,16 +1894,18 @@ typedef struct {
     int64_t payload_len;
     uint32_t seq, ack, tsval;
     uint16_t sport, dport, win, ip_id, checksum;
-    uint8_t ws, opts; /* opts bit 0: window-scale option present; bit 1: TSval present */
+    uint8_t ws, opts; /* opts bit 0: window-scale option; bit 1: TSval; bits 4-7: outer headers */
     uint8_t src[16], dst[16];
 } SegRec;
 
 #define SEGREC_FORMAT "=IHBBQQQQQqIIIHHHHHBB16s16s"
+#define OUTER_BYTES 33 /* per enclosing IP header: v6, source, destination */
 _Static_assert(sizeof(SegRec) == 112, "SegRec must have no padding (SEGREC_FORMAT)");
 
 static int bucket_put(Scanner *S, uint32_t b, const Seg *g)
 {
-    size_t size = (sizeof(SegRec) + g->nvlan * sizeof(uint16_t) + 7) & ~(size_t)7;
+    size_t size = (sizeof(SegRec) + g->nvlan * sizeof(uint16_t) + g->nouter * OUTER_BYTES + 7) &
+                  ~(size_t)7;
     if (S->bk_len[b] + size > S->bk_cap[b]) {
         size_t cap = S->bk_cap[b] ? S->bk_cap[b] * 2 : 65536;
         while (cap < S->bk_len[b] + size)
@@ -1492,7 +1937,7 @@ static int bucket_put(Scanner *S, uint32_t b, const Seg *g)
     r.ip_id = g->ip_id;
     r.checksum = g->checksum;
     r.ws = g->ws >= 0 ? (uint8_t)g->ws : 0;
-    r.opts = (uint8_t)((g->ws >= 0 ? 1 : 0) | (g->has_tsval ? 2 : 0));
+    r.opts = (uint8_t)((g->ws >= 0 ? 1 : 0) | (g->has_tsval ? 2 : 0) | g->nouter << 4);
     memcpy(r.src, g->src, 16);
     memcpy(r.dst, g->dst, 16);
     uint8_t *at = S->bk[b] + S->bk_len[b];
@@ -1500,6 +1945,13 @@ static int bucket_put(Scanner *S, uint32_t b, const Seg *g)
     memcpy(at, &r, sizeof r);
     if (g->nvlan)
         memcpy(at + sizeof r, g->vlan, g->nvlan * sizeof(uint16_t));
+    uint8_t *o = at + sizeof r + g->nvlan * sizeof(uint16_t);
+    for (uint32_t i = 0; i < g->nouter; i++, o += OUTER_BYTES) {
+        size_t alen = g->outer_v6[i] ? 16 : 4; /* the rest stays zero: records are exact */
+        o[0] = g->outer_v6[i];
+        memcpy(o + 1, g->outer[i][0], alen);
+        memcpy(o + 17, g->outer[i][1], alen);
+    }
     S->bk_len[b] += size;
     return 0;
 }
@@ -1522,7 +1974,7 @@ static int split_frame(Scanner *S, Seg *g, uint32_t lt, const uint8_t *d, int64_
     uint32_t n = (uint32_t)(S->split - 1);
     if (!n)
         return 0;
-    int why = decode(S, lt, d, len, orig_len, g);
+    int why = decode(lt, d, len, orig_len, g);
     if (S->py_error)
         return -1;
     if (why >= 0) {
@@ -1536,7 +1988,9 @@ static int split_frame(Scanner *S, Seg *g, uint32_t lt, const uint8_t *d, int64_
     const uint8_t *lo, *hi;
     uint16_t lo_port, hi_port;
     flow_ends(g, &lo, &lo_port, &hi, &hi_port);
-    uint32_t h = key_hash(0, lo, lo_port, hi, hi_port, g->v6, g->nvlan, g->vlan);
+    /* Endpoints only, no tag path: a connection whose directions carry different tags
+       (treason.model.FlowTable's aliases) stays in one bucket. */
+    uint32_t h = key_hash(0, lo, lo_port, hi, hi_port, g->v6, 0, NULL);
     if (bucket_put(S, h % n, g) < 0) {
         S->py_error = 1;
         PyErr_NoMemory();
@@ -1552,8 +2006,10 @@ static int feed_segrecs(Scanner *S, const uint8_t *buf, Py_ssize_t len, i128 bas
     while (len - pos >= (Py_ssize_t)sizeof(SegRec)) {
         SegRec r;
         memcpy(&r, buf + pos, sizeof r);
-        if (r.size < sizeof r || (Py_ssize_t)r.size > len - pos ||
-            r.size < sizeof r + r.nvlan * sizeof(uint16_t)) {
+        uint32_t nouter = (uint32_t)r.opts >> 4;
+        if (r.size < sizeof r || (Py_ssize_t)r.size > len - pos || r.nvlan > PATH_WORDS ||
+            nouter > MAX_TUNNELS + 1 ||
+            r.size < sizeof r + r.nvlan * sizeof(uint16_t) + nouter * OUTER_BYTES) {
             PyErr_SetString(PyExc_ValueError, "malformed segment record");
             S->py_error = 1;
             return -1;
@@ -1576,16 +2032,16 @@ static int feed_segrecs(Scanner *S, const uint8_t *buf, Py_ssize_t len, i128 bas
         g.payload_len = r.payload_len;
         g.ws = (r.opts & 1) ? r.ws : -1;
         g.nvlan = r.nvlan;
-        for (uint32_t i = 0; i < g.nvlan; i++) {
-            uint16_t id;
-            memcpy(&id, buf + pos + sizeof r + i * sizeof id, sizeof id);
-            if (vlan_push(S, i, id) < 0) {
-                S->py_error = 1;
-                PyErr_NoMemory();
-                return -1;
-            }
+        memcpy(g.path, buf + pos + sizeof r, r.nvlan * sizeof(uint16_t));
+        g.vlan = g.path;
+        g.tags = g.tunnels = 0; /* the decoder's depth counts: not read past decoding */
+        g.nouter = nouter;
+        const uint8_t *o = buf + pos + sizeof r + r.nvlan * sizeof(uint16_t);
+        for (uint32_t i = 0; i < nouter; i++, o += OUTER_BYTES) {
+            g.outer_v6[i] = o[0];
+            memcpy(g.outer[i][0], o + 1, 16);
+            memcpy(g.outer[i][1], o + 17, 16);
         }
-        g.vlan = S->vlan_buf;
         g.ip_id = r.ip_id;
         g.checksum = r.checksum;
         g.has_tsval = (r.opts & 2) != 0;
@@ -1957,14 +2413,16 @@ static void Scanner_dealloc(Scanner *S)
         free(S->conns[i].b.unk);
         if (S->conns[i].nvlan > VLAN_INLINE)
             free(S->conns[i].vlan_ext);
+        free(S->conns[i].alt);
     }
-    for (uint64_t id = S->q_head; id != S->q_tail; id++)
+    for (uint64_t id = S->q_head; id != S->q_tail; id++) {
         free(ev_at(S, id)->vlan_ext);
+        Py_XDECREF(ev_at(S, id)->outer);
+    }
     free(S->queue);
     free(S->conns);
     free(S->slots);
     free(S->ifaces);
-    free(S->vlan_buf);
     for (int b = 0; b < S->split - 1; b++)
         free(S->bk[b]);
     free(S->bk);

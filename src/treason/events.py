@@ -57,6 +57,11 @@ class Event:
     when the handshake was not seen it is the smallest plausible shift that makes this an event,
     and ``certainty`` says whether every plausible shift agrees (``definite``) or only some do
     (``possible``).
+
+    ``tunnel`` names the tunnel layers the connection was found in, outermost first
+    (``vxlan:42``, ``mpls:16``; docs/decoding.md), and ``outer`` the (source, destination)
+    addresses of the enclosing IP headers of the segment that made the event; both are empty
+    for traffic that was not tunnelled. ``src``/``dst`` are always the innermost addresses.
     """
 
     frame: int
@@ -80,6 +85,8 @@ class Event:
     scale: int
     scale_known: bool
     file: str = ""
+    tunnel: tuple[str, ...] = ()
+    outer: tuple[tuple[str, str], ...] = ()
     capture_set: int = 1  # which capture set of a scan the file belongs to (docs/capture-sets.md)
 
     @property
@@ -123,6 +130,8 @@ class Event:
             self.snd_nxt,
             self.scale,
             self.scale_known,
+            self.tunnel,
+            self.outer,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,5 +160,7 @@ class Event:
             "scale_known": self.scale_known,
             "kernel_line": self.kernel_line,
             "kernel_lines": self.kernel_lines,
+            "tunnel": list(self.tunnel),
+            "outer": [list(pair) for pair in self.outer],
             "capture_set": self.capture_set,
         }

@@ -19,12 +19,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from treason import seq as sq
+from treason.decode import tunnel_names
 from treason.engine.stats import ModelStats, ScanStats
 from treason.events import Certainty, Event, Severity
 from treason.packets import ACK, FIN, RST, SYN, Segment
 
 #: RFC 7323 §2.3: shift counts above 14 are treated as 14.
 MAX_SHIFT = 14
+#: The largest window TCP can offer (RFC 7323): 65535 << 14.
+MAX_WINDOW = 65535 << MAX_SHIFT
 #: Bit s set: a window shift of s is still consistent with what the capture showed.
 ALL_SHIFTS = (1 << (MAX_SHIFT + 1)) - 1
 #: How long (capture time) a zero-window event stays open for data the sender had in flight:
@@ -43,6 +46,7 @@ class Side:
         "addr",
         "feasible",
         "fin",
+        "furthest",
         "held",
         "isn",
         "last_copy",
@@ -76,6 +80,9 @@ class Side:
         self.shrink_counts: list[int] | None = None  # per shift, shrinks it would imply
         self.ts_recent: int | None = None  # TSval of the last accepted update from the peer
         self.held: Event | None = None  # open zero-window event (see FlowTable)
+        # furthest right edge ever offered to this side (under shift 14 while the scale is
+        # unknown): no real ACK can acknowledge data past it
+        self.furthest: int | None = None
         self.last_copy: tuple[object, ...] | None = None
 
     def edge(self, shift: int) -> int:
@@ -87,11 +94,11 @@ class Side:
 class Connection:
     """Both directions of one TCP connection, fed its segments in capture order."""
 
-    def __init__(self, first: Segment, vlan: tuple[int, ...], stats: ModelStats) -> None:
+    def __init__(self, first: Segment, stats: ModelStats) -> None:
         self.a = Side(first.src, first.sport)
         self.b = Side(first.dst, first.dport)
-        self.vlan = vlan
         self.stats = stats
+        self.syn_frame = 0  # frame of the SYN that put the client in SYN-SENT
         self.client: Side | None = None  # sender of the SYN, when seen
         self.syn_seen = False
         self.synack_seen = False
@@ -102,6 +109,19 @@ class Connection:
     @property
     def handshake_seen(self) -> bool:
         return self.syn_seen and self.synack_seen
+
+    def answers_syn(self, seg: Segment) -> bool:
+        """Whether ``seg`` is the SYN-ACK to this connection's SYN, the client still in SYN-SENT."""
+        client = self.client
+        return (
+            self.syn_seen
+            and not self.synack_seen
+            and not self.established
+            and client is not None
+            and client.isn is not None
+            and (seg.dst, seg.dport) == (client.addr, client.port)
+            and seg.ack == sq.add(client.isn, 1)
+        )
 
     def sides(self, seg: Segment) -> tuple[Side, Side]:
         """(sender of ``seg``, its peer)."""
@@ -138,6 +158,11 @@ class Connection:
         if flags & SYN:
             self._syn(seg, sender, peer)
             return None
+        if not self.established and self.client is not None and sender is not self.client:
+            # The client is in SYN-SENT, where anything but a SYN-ACK (or RST) is dropped
+            # (RFC 9293 §3.10.7.3): a stray FIN/ACK must not stand in for the SYN-ACK.
+            self.stats.stray_acks += 1
+            return None
         self._sent(seg, sender, peer)
         if flags & ACK:
             return self._window_update(seg, sender, peer)
@@ -151,6 +176,7 @@ class Connection:
                 self.stats.ignored_syns += 1
                 return
             self.syn_seen = True
+            self.syn_frame = seg.frame
             self.client = sender
             sender.isn, sender.ws_option = seg.seq, ws
             sender.snd_una, sender.snd_nxt = seg.seq, end
@@ -239,24 +265,25 @@ class Connection:
     def _window_update(self, seg: Segment, r: Side, s: Side) -> Event | None:
         """``r`` advertises a window to ``s``: apply S's acceptance test, then compare edges."""
         if not self.established:
-            client = self.client
-            if client is None:
-                self.established = True  # capture began mid-connection
-            elif r is client or client.isn is None or not sq.after(seg.ack, client.isn):
-                self.stats.stray_acks += 1
-                return None
-            else:
-                # The server acknowledges the SYN: the SYN-ACK was not captured.
-                self.established = True
-                r.snd_wscale = 0 if client.ws_option is None else None
-                client.snd_wscale = 0 if client.ws_option is None else None
+            # The capture began mid-connection, or the client acknowledges (process() lets
+            # only the client through here): it left SYN-SENT, the SYN-ACK was not captured.
+            self.established = True
+            if self.client is not None:
+                r.snd_wscale = s.snd_wscale = 0 if self.client.ws_option is None else None
         ack = seg.ack
-        if s.snd_una is None:
-            s.snd_una = ack
-        elif sq.before(ack, s.snd_una):
+        if s.snd_una is not None and sq.before(ack, s.snd_una):
             self.stats.old_acks += 1
             return None
-        elif sq.after(ack, s.snd_una):
+        if (
+            s.furthest is not None
+            and sq.after(ack, s.furthest)
+            and (s.snd_nxt is None or sq.after(ack, s.snd_nxt))
+        ):
+            # Data past every edge ever offered was never sent: the ACK is corrupt, not a
+            # sign of data the capture missed, and must not move SND.UNA.
+            self.stats.impossible_acks += 1
+            return None
+        if s.snd_una is None or sq.after(ack, s.snd_una):
             s.snd_una = ack
         if s.snd_nxt is None or sq.before(s.snd_nxt, ack):
             if s.snd_nxt is not None:
@@ -283,6 +310,11 @@ class Connection:
         elif event is not None:
             s.held = event
         s.snd_wl1, s.snd_wl2, s.snd_wnd = seg.seq, ack, seg.win
+        edge = s.edge(MAX_SHIFT if s.snd_wscale is None else s.snd_wscale)
+        # An ACK of seen data can pass the furthest edge (a sender overrunning the window):
+        # the edge is then measured from there on, so serial comparisons stay within range.
+        if s.furthest is None or sq.after(edge, s.furthest) or sq.before(s.furthest, ack):
+            s.furthest = edge
         if s.snd_wscale is None:
             if s.max_edge is None:
                 s.max_edge = [s.edge(k) for k in range(MAX_SHIFT + 1)]
@@ -376,6 +408,10 @@ class Connection:
         old_edge = s.edge(shift)
         new_edge = sq.add(seg.ack, seg.win << shift)
         beyond = max(0, sq.diff(s.snd_nxt, new_edge))
+        path = seg.key_path
+        # No event takes back more than the receiver could ever have offered.
+        assert 0 < sq.diff(old_edge, new_edge) <= MAX_WINDOW, (seg.frame, old_edge, new_edge)
+        assert s.furthest is not None and not sq.after(old_edge, s.furthest), seg.frame
         return Event(
             frame=seg.frame,
             time=seg.ts_ns / 1e9,
@@ -383,7 +419,7 @@ class Connection:
             sport=r.port,
             dst=s.addr,
             dport=s.port,
-            vlan=self.vlan,
+            vlan=tuple(tag for tag in path if tag < 1 << 32),
             cls=cls,
             closing=self.a.fin or self.b.fin,
             certainty=certainty,
@@ -397,11 +433,14 @@ class Connection:
             win=seg.win,
             scale=shift,
             scale_known=s.snd_wscale is not None,
+            tunnel=tunnel_names(path) if seg.path else (),
+            outer=seg.outer,
         )
 
 
-#: A flow: its VLAN stack and both endpoints, lower one first (either direction, one key).
+#: A flow key: the tag path, then both endpoints (address, port), lower first.
 FlowKey = tuple[tuple[int, ...], tuple[str, int], tuple[str, int]]
+Endpoints = tuple[tuple[str, int], tuple[str, int]]
 
 
 @dataclass
@@ -413,6 +452,15 @@ class FlowTable:
     ``idle_timeout`` are evicted oldest first, and a new flow that would exceed ``max_flows``
     evicts the least recently active one. An evicted flow that resumes starts afresh, as if
     the capture had begun mid-connection.
+
+    The key holds the tag path (VLAN ids, tunnel identifiers): the same packets on two VLANs
+    are two copies, never one connection. A SYN-ACK that matches no key is tried against the
+    connections of the same 4-tuple on other paths whose client is still in SYN-SENT and whose
+    SYN it acknowledges (the latest such SYN): the two directions of one connection can carry
+    different tags (a router on a stick, client on VLAN 81, server on VLAN 80; GTP-U's two
+    TEIDs; MPLS labels per direction), and the handshake pairing up proves they are one
+    connection. The SYN-ACK's path then leads to that connection too (``_alias``). Copies on
+    several VLANs never pair this way, because each copy's SYN-ACK matches its own key first.
 
     Events leave in frame order once final. An event that closes the window to zero stays
     open while the window stays closed, for at most ``HOLD_NS`` of capture time, because data
@@ -430,6 +478,9 @@ class FlowTable:
         self._queue: deque[Event] = deque()  # events not yet released, in frame order
         self._due: deque[tuple[int, Event]] = deque()  # (deadline, event), in deadline order
         self._holder: dict[int, Side] = {}  # id(event) -> the side holding it open
+        self._alias: dict[FlowKey, Connection] = {}  # a second direction's key -> connection
+        self._pending: dict[Endpoints, list[Connection]] = {}  # 4-tuple -> SYN-SENT clients
+        self._keys: dict[int, tuple[FlowKey, FlowKey | None]] = {}  # id(conn) -> (key, alias)
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -437,7 +488,15 @@ class FlowTable:
     @staticmethod
     def key(seg: Segment) -> FlowKey:
         a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
-        return (seg.vlan, a, b) if a <= b else (seg.vlan, b, a)
+        path = seg.key_path
+        return (path, a, b) if a <= b else (path, b, a)
+
+    def flow_key(self, seg: Segment) -> FlowKey:
+        """The key of the connection ``seg`` belongs to: a paired connection has one for both
+        directions (its first path's), as the compiled scanner's flow marks have."""
+        key = self.key(seg)
+        conn = self._alias.get(key)
+        return key if conn is None else self._keys[id(conn)][0]
 
     def process(self, seg: Segment, clock: int | None = None) -> tuple[Event | None, list[Event]]:
         """Feed one segment: the event it makes (maybe still open) and the events now final.
@@ -453,19 +512,31 @@ class FlowTable:
         key = self.key(seg)
         conns = self._conns
         conn = conns.pop(key, None)  # re-inserted below: dict order is recency order
-        if conn is None or (seg.flags & (SYN | ACK) == SYN and conn.reusable_by(seg)):
-            if conn is None and len(conns) >= self.max_flows:
-                self._drop(conns.pop(next(iter(conns))))
+        if conn is None:
+            conn = self._alias.get(key)
+            if conn is None and seg.flags & (SYN | ACK) == SYN | ACK:
+                conn = self._pair(key, seg)
+            if conn is not None:
+                key = self._keys[id(conn)][0]
+                del conns[key]
+        if conn is None:
+            if len(conns) >= self.max_flows:
+                oldest = conns.pop(next(iter(conns)))
+                self._forget(oldest)
+                self._drop(oldest)
                 self.stats.evicted_cap += 1
-            elif conn is not None:
-                self._drop(conn)
-            conn = Connection(seg, seg.vlan, self.stats.model)
+            conn = Connection(seg, self.stats.model)
+            self._keys[id(conn)] = (key, None)
             self.stats.flows += 1
+        elif seg.flags & (SYN | ACK) == SYN and conn.reusable_by(seg):
+            conn = self._reuse(conn, seg)
         was_seen = conn.handshake_seen
         event = conn.process(seg)
         conn.last_active = self._now
         if conn.handshake_seen and not was_seen:
             self.stats.handshakes += 1
+        if conn.syn_frame == seg.frame and conn.syn_seen and not conn.handshake_seen:
+            self._pend(key, conn)
         conns[key] = conn
         if event is not None:
             self._queue.append(event)
@@ -474,6 +545,53 @@ class FlowTable:
                 self._holder[id(event)] = holder
                 self._due.append((self._now + HOLD_NS, event))
         return event, self._release()
+
+    def _pair(self, key: FlowKey, seg: Segment) -> Connection | None:
+        """The connection on another path whose SYN this SYN-ACK answers (latest SYN first)."""
+        found = None
+        for conn in self._pending.get(key[1:], ()):
+            unpaired = self._keys[id(conn)][1] is None
+            if (
+                unpaired
+                and conn.answers_syn(seg)
+                and (found is None or conn.syn_frame > found.syn_frame)
+            ):
+                found = conn
+        if found is not None:
+            self._alias[key] = found
+            self._keys[id(found)] = (self._keys[id(found)][0], key)
+        return found
+
+    def _pend(self, key: FlowKey, conn: Connection) -> None:
+        """A client just entered SYN-SENT: its SYN-ACK may come on another path."""
+        pending = self._pending.setdefault(key[1:], [])
+        if conn not in pending:
+            pending.append(conn)
+
+    def _reuse(self, old: Connection, seg: Segment) -> Connection:
+        """A new connection on a finished one's 4-tuple: it takes over the old one's keys."""
+        self._drop(old)
+        conn = Connection(seg, self.stats.model)
+        self.stats.flows += 1
+        self._keys[id(conn)] = self._keys.pop(id(old))
+        alias = self._keys[id(conn)][1]
+        if alias is not None:
+            self._alias[alias] = conn
+        pending = self._pending.get(self._keys[id(conn)][0][1:], [])
+        if old in pending:
+            pending[pending.index(old)] = conn
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        """A connection leaves the table: its alias and SYN-SENT entries go with it."""
+        key, alias = self._keys.pop(id(conn))
+        if alias is not None:
+            del self._alias[alias]
+        pending = self._pending.get(key[1:])
+        if pending is not None and conn in pending:
+            pending.remove(conn)
+            if not pending:
+                del self._pending[key[1:]]
 
     def advance(self, now_ns: int) -> list[Event]:
         """Let the clock reach ``now_ns`` without a packet (live capture on a quiet link)."""
@@ -528,5 +646,6 @@ class FlowTable:
             key = next(iter(conns))
             if conns[key].last_active >= limit:
                 break
+            self._forget(conns[key])
             self._drop(conns.pop(key))
             self.stats.evicted_idle += 1

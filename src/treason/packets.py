@@ -49,6 +49,9 @@ class Segment:
     model recognise the exact duplicate copies a span port makes. ``tsval`` is the TCP
     timestamp option's TSval (RFC 7323), ``None`` when absent: like PAWS, the model uses it to
     recognise reordered old window updates.
+
+    A segment that came through tunnels is a ``TunnelledSegment``; for the others ``path`` and
+    ``outer`` are empty.
     """
 
     frame: int
@@ -67,3 +70,31 @@ class Segment:
     ip_id: int = 0
     checksum: int = 0
     tsval: int | None = None
+
+    @property
+    def path(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def outer(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    @property
+    def key_path(self) -> tuple[int, ...]:
+        """The tags the flow key holds: the tag path, or the VLAN ids when not tunnelled."""
+        return self.path or self.vlan
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelledSegment(Segment):
+    """A segment that came through tunnels (``treason.decode``), with what they added.
+
+    ``path`` is the flow key's tag path: every VLAN id and tunnel identifier (``kind << 32 |
+    id``: VNI, GRE key, TEID, MPLS label...) in the order met, outermost first, so tenants with
+    overlapping inner addresses never share a flow. ``outer`` holds the (source, destination)
+    addresses of every enclosing IP header, outermost first. A subclass, not two more fields
+    of ``Segment``, because every field costs time in each plain segment's constructor.
+    """
+
+    path: tuple[int, ...] = ()
+    outer: tuple[tuple[str, str], ...] = ()

@@ -45,7 +45,7 @@ class Conversation:
         self._r_seq = 1000
         self._sent = 0
         syn = self._segment(RECEIVER, SENDER, self._r_seq - 1, 0, SYN, window)
-        self.conn = Connection(syn, (), self.stats)
+        self.conn = Connection(syn, self.stats)
         self.conn.process(syn)
         self.conn.process(self._segment(SENDER, RECEIVER, isn, self._r_seq, SYN | ACK, 65535))
         self.first_ack = self.ack(0, window)

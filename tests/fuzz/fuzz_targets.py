@@ -18,7 +18,14 @@ import struct
 from datetime import datetime
 
 from treason import scan
-from treason.decode import LINKTYPES, SKIP_REASONS, decode
+from treason.decode import (
+    LINKTYPES,
+    MAX_TAGS,
+    MAX_TUNNELS,
+    SKIP_REASONS,
+    TUNNEL_NAMES,
+    decode,
+)
 from treason.errors import CaptureError, TreasonError
 from treason.kernel import kernel_lines
 from treason.logs import LogScan, scan_records
@@ -92,6 +99,9 @@ def _check_decoded(frame: Frame) -> None:
     assert result.payload_len >= 0
     assert result.ws is None or 0 <= result.ws <= 0xFF
     assert all(0 <= v <= 0xFFF for v in result.vlan)
+    assert len(result.path) <= MAX_TAGS + MAX_TUNNELS and len(result.outer) <= MAX_TUNNELS
+    assert not result.path or len(result.path) > len(result.vlan)
+    assert all(entry >> 32 in TUNNEL_NAMES or entry <= 0xFFF for entry in result.path)
 
 
 def packet(linktype: int, data: bytes) -> None:

@@ -38,6 +38,7 @@ from captures import (  # noqa: E402
     tcp,
 )
 from treason.kernel import kernel_lines  # noqa: E402
+from tunnels import ENCAPSULATIONS  # noqa: E402
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 A4, B4 = "192.0.2.1", "198.51.100.7"
@@ -99,6 +100,17 @@ def captures() -> dict[str, bytes]:
             )
         ),
     }
+    # Tunnels: every encapsulation the decoder opens, grouped by carrier, both IP versions.
+    groups = {
+        "tunnels-udp.pcap": ("vxlan", "vxlan-8472-v6", "geneve-options", "geneve-ip", "gtpu"),
+        "tunnels-gre.pcap": ("gre", "gre-key-seq-csum", "gre-teb", "erspan-1", "erspan-2"),
+        "tunnels-erspan3-gtpext.pcap": ("erspan-3", "erspan-3-subheader", "gtpu-extension"),
+        "tunnels-ip-pppoe-mpls.pcap": ("ip-in-ip4", "ip-in-ip6", "pppoe", "mpls", "mpls-over-gre"),
+        "tunnels-nested.pcap": ("nested",),
+    }
+    for name, kinds in groups.items():
+        wraps = [ENCAPSULATIONS[k][0] for k in kinds]
+        out[name] = pcap(records([w(p) for w in wraps for p in v4[:3] + v6[3:6]]))
     eth = [ether(p) for p in v4]
     ng = shb() + idb(1, tsresol=9) + b"".join(epb(0, i, f) for i, f in enumerate(eth))
     out["eth-v4.pcapng"] = ng

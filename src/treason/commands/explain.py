@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if pasted.scan.near_misses:
         near = pasted.scan.near_misses[0]
-        raise TreasonError(source, f"almost a window-shrink report, but {near.reason}")
+        raise TreasonError(source, f"almost a window-shrink report: {near.reason}")
     raise TreasonError(source, "no kernel window-shrink report in it (see `treason explain`)")
 
 

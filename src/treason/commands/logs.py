@@ -107,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
         text = render_logwatch(scan, detail)
     else:
         detail = args.detail or 0
-        text = render(scan, args.format, explain=not args.no_explain, detail=detail)
+        text = render(
+            scan, args.format, explain=not args.no_explain, detail=detail, unread=len(errors)
+        )
         if args.format == "text" and source_note:
             text = f"Source: {source_note}\n\n{text}"
     with output_text(args.output, inputs=files) as out:
@@ -162,7 +164,8 @@ def run_follow(files: list[str], fmt: str, explain: bool = True) -> int:
         sys.stderr.flush()
         for record in stream:
             shrink = match_record(record)
-            found += shrink is not None  # counted before it is shown: a signal may follow
+            if shrink is not None:  # counted before it is shown: a signal may follow
+                found += record.count  # logwatch's "N Time(s):" is N reports
             _show(record, shrink, fmt, explain)
     except _Stop:
         pass

@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     found = 0
     errors: list[str] = []
     with _open_output(args) as out:
-        writer = _writer(args.format, out, names)
+        writer = _writer(args.format, out, names, args.all)
         for result in results:
             for event in result.events:
                 writer.add(event)
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
             out.write("".join(line + "\n" for line in described))
         if args.format != "text":
             if not args.quiet:
-                for line in summary_lines(total, names) + described:
+                for line in summary_lines(total, names, args.all) + described:
                     print(line, file=sys.stderr)
             for warning in total.warnings:
                 print(f"treason: warning: {safe(warning)}", file=sys.stderr)
@@ -305,9 +305,9 @@ def _open_output(args: argparse.Namespace) -> AbstractContextManager[Any]:
     return output_text(args.output, newline="", inputs=args.files)
 
 
-def _writer(fmt: str, out: Any, names: list[str]) -> EventWriter:
+def _writer(fmt: str, out: Any, names: list[str], retractions_shown: bool) -> EventWriter:
     if fmt == "text":
-        return TextReport(out, names)
+        return TextReport(out, names, retractions_shown)
     if fmt == "json":
         return JsonLines(out)
     if fmt == "csv":

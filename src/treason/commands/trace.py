@@ -214,6 +214,7 @@ def _trace(
     trace_report.sync_stats(stats, c)
     with contextlib.suppress(BrokenPipeError):
         sys.stdout.flush()
-    lines = trace_report.summary(stats, session.counters, time.monotonic() - start)
+    elapsed = time.monotonic() - start
+    lines = trace_report.summary(stats, session.counters, elapsed, retractions_shown=args.all)
     print("\n".join(lines), file=sys.stderr, flush=True)
     return 0

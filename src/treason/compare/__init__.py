@@ -132,9 +132,8 @@ def compare(
     matcher = Matcher(int(window * 1e9), max_pending, on_pair, on_lost)
 
     def keep(events: list[Event], side: _Side) -> None:
-        for ev in events:
+        for ev in events:  # the engine counted them in its stats already
             ev.file = side.name
-            cmp.stats[side.point].events[ev.cls.label] += 1
             if retractions or ev.cls is not Severity.RETRACTION:
                 found.append((side.point, ev))
 

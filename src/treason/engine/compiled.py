@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from treason.decode import SKIP_REASONS
+from treason.decode import SKIP_REASONS, tunnel_names
 from treason.engine.protocol import (
     MARK_EVENT,
     MARK_SHOWN,
@@ -50,7 +50,7 @@ EVENT_FIELDS = (
     "sport",
     "dst",
     "dport",
-    "vlan",
+    "path",
     "cls",
     "closing",
     "definite",
@@ -64,6 +64,7 @@ EVENT_FIELDS = (
     "win",
     "shift",
     "scale_known",
+    "outer",
 )
 
 _FORMATS = {"pcap": 1, "pcapng": 2}
@@ -295,7 +296,7 @@ def _event(raw: tuple[Any, ...]) -> Event:
         sport,
         dst_raw,
         dport,
-        vlan,
+        path,
         cls_value,
         closing,
         definite,
@@ -309,6 +310,7 @@ def _event(raw: tuple[Any, ...]) -> Event:
         win,
         shift,
         scale_known,
+        outer_raw,
     ) = raw
     return Event(
         frame=frame,
@@ -317,7 +319,7 @@ def _event(raw: tuple[Any, ...]) -> Event:
         sport=sport,
         dst=_addr(v6, dst_raw),
         dport=dport,
-        vlan=vlan,
+        vlan=tuple(tag for tag in path if tag < 1 << 32),
         cls=Severity(cls_value),
         closing=bool(closing),
         certainty=Certainty.DEFINITE if definite else Certainty.POSSIBLE,
@@ -331,7 +333,21 @@ def _event(raw: tuple[Any, ...]) -> Event:
         win=win,
         scale=shift,
         scale_known=bool(scale_known),
+        tunnel=tunnel_names(path),
+        outer=_outer(outer_raw) if outer_raw else (),
     )
+
+
+def _outer(raw: bytes) -> tuple[tuple[str, str], ...]:
+    """The scanner's enclosing addresses: per IP header, a v6 flag, source, destination."""
+    pairs = []
+    i = 0
+    while i < len(raw):
+        v6, size = raw[i], 16 if raw[i] else 4
+        src, dst = raw[i + 1 : i + 1 + size], raw[i + 1 + size : i + 1 + 2 * size]
+        pairs.append((_addr(v6, src), _addr(v6, dst)))
+        i += 1 + 2 * size
+    return tuple(pairs)
 
 
 def check_contract(module: Any) -> None:

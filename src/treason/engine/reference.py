@@ -162,5 +162,5 @@ class ReferenceEngine:
                 bits = MARK_EVENT
                 bits |= MARK_SHOWN if event.cls is not Severity.RETRACTION else 0
                 bits |= MARK_ZERO if event.win == 0 else 0
-            self._marks.append((self.table.key(seg), bits))
+            self._marks.append((self.table.flow_key(seg), bits))
         return final

@@ -17,18 +17,25 @@ import socket
 import struct
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
-from treason.packets import Segment
+from treason.packets import Segment, TunnelledSegment
 
-#: ``SegRec`` in ``_fastscan.c``: size, VLAN count, v6, flags, frame, time and clock (each two
-#: 64-bit halves), payload length, seq, ack, TSval, ports, window, IP id, checksum, window
-#: scale, option bits, addresses; VLAN ids (uint16) follow, padded to 8 bytes.
+#: ``SegRec`` in ``_fastscan.c``: size, tag-path word count, v6, flags, frame, time and clock
+#: (each two 64-bit halves), payload length, seq, ack, TSval, ports, window, IP id, checksum,
+#: window scale, option bits (the high four: enclosing IP headers), addresses. The flow key's
+#: tag path follows as uint16 words (a VLAN id, or a tunnel entry in three: ``0x8000 | kind``,
+#: the identifier's high and low halves), then each enclosing IP header (v6 byte, source,
+#: destination), padded to 8 bytes.
 FORMAT = "=IHBBQQQQQqIIIHHHHHBB16s16s"
 _REC = struct.Struct(FORMAT)
 _VLAN = struct.Struct("=H")
 _MASK64 = (1 << 64) - 1
 _OPT_WS = 1
 _OPT_TSVAL = 2
+_OUTER_SHIFT = 4
+_OUTER = struct.Struct("=B16s16s")
+_TUNNEL_WORD = 0x8000
 
 #: Frame numbers of the ``k``-th capture of a set are ``k << POSITION_BITS`` plus the frame's
 #: number in its file, so one number says which file and which frame an event comes from.
@@ -67,15 +74,44 @@ def _text(v6: int, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET, raw[:4])
 
 
+def _words(path: tuple[int, ...]) -> list[int]:
+    """A tag path as the compiled scanner's uint16 words."""
+    words: list[int] = []
+    for entry in path:
+        if entry < 1 << 32:
+            words.append(entry)
+        else:
+            ident = entry & 0xFFFFFFFF
+            words += [_TUNNEL_WORD | entry >> 32, ident >> 16, ident & 0xFFFF]
+    return words
+
+
+def _entries(words: list[int]) -> tuple[int, ...]:
+    """The compiled scanner's path words as ``Segment`` tag-path entries."""
+    out: list[int] = []
+    i = 0
+    while i < len(words):
+        if words[i] & _TUNNEL_WORD:
+            out.append((words[i] & ~_TUNNEL_WORD) << 32 | words[i + 1] << 16 | words[i + 2])
+            i += 3
+        else:
+            out.append(words[i])
+            i += 1
+    return tuple(out)
+
+
 def pack(seg: Segment, clock: int) -> bytes:
     """The record of ``seg`` (its ``frame`` already a position) at table clock ``clock``."""
     v6, src = _raw(seg.src)
     _, dst = _raw(seg.dst)
-    size = (_REC.size + 2 * len(seg.vlan) + 7) & ~7
+    words = _words(seg.key_path)
+    outer = seg.outer
+    size = (_REC.size + 2 * len(words) + _OUTER.size * len(outer) + 7) & ~7
     opts = (_OPT_WS if seg.ws is not None else 0) | (_OPT_TSVAL if seg.tsval is not None else 0)
+    opts |= len(outer) << _OUTER_SHIFT
     head = _REC.pack(
         size,
-        len(seg.vlan),
+        len(words),
         v6,
         seg.flags,
         seg.frame,
@@ -97,7 +133,10 @@ def pack(seg: Segment, clock: int) -> bytes:
         src,
         dst,
     )
-    tail = b"".join(_VLAN.pack(v) for v in seg.vlan)
+    tail = b"".join(_VLAN.pack(w) for w in words)
+    for a, b in outer:
+        a_v6, a_raw = _raw(a)
+        tail += _OUTER.pack(a_v6, a_raw, _raw(b)[1])
     return (head + tail).ljust(size, b"\0")
 
 
@@ -114,10 +153,19 @@ def unpack(records: bytes | bytearray | memoryview) -> Iterator[tuple[Segment, i
         fields = _REC.unpack_from(data, pos)
         size, nvlan, v6, flags, frame, ts_lo, ts_hi, ck_lo, ck_hi, plen = fields[:10]
         seq, ack, tsval, sport, dport, win, ip_id, checksum, ws, opts, src, dst = fields[10:]
-        if size < _REC.size + 2 * nvlan or pos + size > len(data):
+        nouter = opts >> _OUTER_SHIFT
+        if size < _REC.size + 2 * nvlan + _OUTER.size * nouter or pos + size > len(data):
             raise ValueError(f"malformed segment record at byte {pos}")
-        vlan = tuple(_VLAN.unpack_from(data, pos + _REC.size + 2 * i)[0] for i in range(nvlan))
-        seg = Segment(
+        at = pos + _REC.size
+        path = _entries([_VLAN.unpack_from(data, at + 2 * i)[0] for i in range(nvlan)])
+        at += 2 * nvlan
+        outer = []
+        for _ in range(nouter):
+            o_v6, o_src, o_dst = _OUTER.unpack_from(data, at)
+            outer.append((_text(o_v6, o_src), _text(o_v6, o_dst)))
+            at += _OUTER.size
+        vlan = tuple(entry for entry in path if entry < 1 << 32)
+        common: dict[str, Any] = dict(
             frame=frame,
             ts_ns=_signed128(ts_lo, ts_hi),
             src=_text(v6, src),
@@ -135,6 +183,10 @@ def unpack(records: bytes | bytearray | memoryview) -> Iterator[tuple[Segment, i
             checksum=checksum,
             tsval=tsval if opts & _OPT_TSVAL else None,
         )
+        if len(vlan) == len(path) and not outer:
+            seg = Segment(**common)
+        else:  # came through tunnels (treason.decode)
+            seg = TunnelledSegment(**common, path=path, outer=tuple(outer))
         yield seg, _signed128(ck_lo, ck_hi)
         pos += size
 
@@ -157,7 +209,9 @@ def heads(records: bytes | bytearray | memoryview) -> Iterator[tuple[int, int, i
 
 
 def bucket(seg: Segment, buckets: int) -> int:
-    """The bucket of ``seg``'s flow: the same for both directions and in every process."""
+    """The bucket of ``seg``'s connection: the same for both directions and in every process.
+    Endpoints only, not the tag path: a connection whose directions carry different tags
+    (``FlowTable``'s aliases) stays in one bucket."""
     a, b = (seg.src, seg.sport), (seg.dst, seg.dport)
     lo, hi = (a, b) if a <= b else (b, a)
-    return zlib.crc32(repr((seg.vlan, lo, hi)).encode()) % buckets
+    return zlib.crc32(repr((lo, hi)).encode()) % buckets

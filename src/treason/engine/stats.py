@@ -24,10 +24,11 @@ class ModelStats:
     stale_updates: int = 0  # failed the SND.WL1/SND.WL2 test: older than the last update
     paws_rejects: int = 0  # TSval older than the last accepted update's: a reordered segment
     unseen_acks: int = 0  # ACK beyond SND.NXT: the capture missed the data it acknowledges
-    stray_acks: int = 0  # ACKs before the handshake completed (not a baseline)
+    stray_acks: int = 0  # peer's segments while the client is in SYN-SENT (RFC 9293: dropped)
     ignored_syns: int = 0  # SYNs inside a live connection (scales untouched)
     resets: int = 0  # RST segments (their windows are ignored)
     window_overruns: int = 0  # new data beyond the edge under every plausible shift
+    impossible_acks: int = 0  # ACK past every edge ever offered and all data seen: corrupt
 
 
 #: ``ModelStats`` field names in declaration order (the compiled scanner's counter order).

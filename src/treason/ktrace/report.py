@@ -40,7 +40,14 @@ def status_line(stats: LiveStats, counters: TraceCounters) -> str:
     )
 
 
-def summary(stats: LiveStats, counters: TraceCounters, elapsed: float, top: int = 10) -> list[str]:
+def summary(
+    stats: LiveStats,
+    counters: TraceCounters,
+    elapsed: float,
+    top: int = 10,
+    retractions_shown: bool = False,
+) -> list[str]:
+    """The closing summary; ``retractions_shown`` when ``--all`` printed the retractions."""
     lines = [
         f"Trace: tcp:tcp_probe, tcp:tcp_retransmit_skb (filter: {stats.filter}), {elapsed:.1f} s",
         f"  {counters.records} records: {counters.probes} segments received by "
@@ -49,7 +56,8 @@ def summary(stats: LiveStats, counters: TraceCounters, elapsed: float, top: int 
     ]
     retractions = stats.scan.events.get("retraction", 0)
     if retractions:
-        lines.append(f"  {retractions} sub-granularity retractions (--all shows them)")
+        where = "shown above" if retractions_shown else "--all shows them"
+        lines.append(f"  {retractions} sub-granularity retractions ({where})")
     lines.append("")
     if not stats.reported:
         lines.append("No receive-window shrinks seen.")

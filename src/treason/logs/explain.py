@@ -277,10 +277,16 @@ def _stall_list(stalls: dict[tuple[object, ...], list[LogLine]]) -> str:
             local = "(redacted)" if s.local_port is None else str(s.local_port)
             local += f" ({svc})" if svc else ""
             pport = "(redacted)" if s.peer_port is None else s.peer_port
+            hidden = s.redacted or s.peer_port is None or s.local_port is None
             out.append(
-                f"  Connection{host}: peer {safe(s.peer_text)} port {pport}, local port {local}"
+                f"  {'Redacted reports' if hidden else 'Connection'}{host}: peer "
+                f"{safe(s.peer_text)} port {pport}, local port {local}"
                 f" (Linux {BY_KEY[s.wording].kernels})"
             )
+            if hidden:
+                out.append(
+                    "    (one connection or several: the hidden addresses cannot tell them apart)"
+                )
         count = sum(ln.count for ln in group)
         where = ", ".join(f"line {ln.record.lineno}" for ln in group[:5])
         where += ", ..." if len(group) > 5 else ""
@@ -354,6 +360,11 @@ def explain_general() -> str:
     lines += [
         "A:P is the remote receiver, L your local port, X = snd_una and Y = snd_nxt",
         "(sequence numbers, not sizes; Y - X bytes were outstanding).",
+        "",
+        "From Linux 3.19 the message is debug-only (compiled out on most distribution",
+        "kernels): a modern server logs nothing while a peer stalls its connections. There,",
+        "`treason trace` (as root) reports each stall from the kernel's own TCP tracepoints,",
+        "with the line your kernel would have printed.",
         "",
         "Paste one of your lines for a field-by-field explanation: treason explain '<line>'",
         "Summarise a whole log: treason logs /var/log/kern.log",

@@ -17,7 +17,14 @@ import time
 from collections.abc import Callable, Iterator
 
 from treason.errors import TreasonError
-from treason.logs.formats import MAX_LINE, LineParser, Record, log_text, read_stream
+from treason.logs.formats import (
+    MAX_LINE,
+    LineParser,
+    Record,
+    json_or_line,
+    log_text,
+    read_stream,
+)
 
 JOURNAL_ARGV = ("journalctl", "-k", "-f", "-q", "--no-pager", "-o", "json", "-n", "0")
 
@@ -49,7 +56,7 @@ def follow_file(
 def _records(follower: FileFollower, parser: LineParser) -> Iterator[Record]:
     try:
         for lineno, line in follower.lines():
-            record = parser.parse(log_text(line), lineno)
+            record = json_or_line(parser, log_text(line), lineno)
             if record is not None:
                 yield record
     finally:

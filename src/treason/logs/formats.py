@@ -150,7 +150,11 @@ _FULL_START = re.compile(
     r"[A-Z][a-z]{2} (?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,9})?) \S+ (?P<rest>.*)"
 )
 _UNIX_START = re.compile(r"(?P<ts>\d{9,11}\.\d{1,9}) (?P<rest>.*)")
-_MONO_START = re.compile(r"\[ *(?P<up>\d{1,10}\.\d{1,9})(?: <[ \d.]{1,20}>)?\] (?P<rest>.*)")
+#: ``journalctl -o short-monotonic`` and ``-o short-delta`` (``<delta>``, or blank padding on
+#: the first entry, which has no delta).
+_MONO_START = re.compile(
+    r"\[ *(?P<up>\d{1,10}\.\d{1,9})(?: <[ \d.]{1,20}>| {1,32})?\] (?P<rest>.*)"
+)
 _CTIME = re.compile(
     r"\[(?P<ts>[A-Z][a-z]{2} (?P<mo>[A-Z][a-z]{2}) +(?P<d>\d{1,2}) (?P<t>\d\d:\d\d:\d\d) "
     r"(?P<y>\d{4}))\] ?(?P<msg>.*)"
@@ -182,6 +186,8 @@ _RULER = re.compile(
 )
 #: A logwatch listing line: exactly N identical messages (the stock kernel service's catch-all).
 _TIMES = re.compile(r"\s{0,16}(?P<n>\d{1,12}) Time\(s\): (?P<msg>.*)")
+#: The quote marks a mail client puts before each line of a quoted mail (``> ``, ``>> ``).
+_QUOTE = re.compile(r"(?:> ?)+")
 #: The syslog tag alone, as in ``kernel: message`` pasted without stamp or host.
 _KERNEL_TAG = re.compile(r"kernel(?:\[\d{0,10}\])?: ?(?P<msg>.*)")
 #: ``prog[pid]: message`` right after a stamp: a classic sysklogd line without a host name
@@ -210,6 +216,11 @@ class LineParser:
         self.section: str | None = None
 
     def parse(self, raw: str, lineno: int) -> Record | None:
+        if raw.startswith(">"):  # a mail quoted in a reply; no log line starts so
+            record = self.parse(_QUOTE.sub("", raw, count=1), lineno)
+            if record is not None:
+                record.raw = raw
+            return record
         line = raw[:MAX_LINE].rstrip("\r\n")
         if "Begin" in line or "End" in line:
             ruler = _RULER.fullmatch(line)
@@ -546,10 +557,14 @@ def _skip(source: str, stream: BinaryIO, n: int, lineno: int) -> None:
 
 
 def json_or_line(parser: LineParser, text: str, lineno: int) -> Record | None:
-    """One line of any form: a journal JSON record (even indented, as pasted), or text."""
-    if text.lstrip().startswith("{"):
+    """One line of any form: a journal JSON record (even indented, as pasted; ``-o json-seq``
+    puts an RS character before it, ``-o json-sse`` ``data: ``), or text."""
+    body = text.strip()  # str.strip() also takes json-seq's RS (U+001E) away
+    if body.startswith("data: {"):
+        body = body[len("data: ") :]
+    if body.startswith("{"):
         try:
-            obj = json.loads(text)
+            obj = json.loads(body)
         except (ValueError, RecursionError):
             obj = None
         if isinstance(obj, dict):

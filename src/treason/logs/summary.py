@@ -198,14 +198,21 @@ def render_text(
     explain: bool = True,
     detail: int = 0,
     near_misses: Sequence[NearMiss] = (),
+    unread: int = 0,
 ) -> str:
     """The human summary. Every string that came from the log goes through ``safe``. Long
     lists show their top entries (by reports) and how many more there are; ``detail`` 10
-    shows everything."""
+    shows everything. ``unread`` files failed to read (to the end): "none found" then says
+    it covers only what was read, so the summary alone is never a false all-clear."""
     out: list[str] = []
     limit = entries_shown(detail)
     if not hosts:
         out.append("No window-shrink reports found.")
+    if unread:
+        out.append(
+            f"Only what could be read was searched: {unread} file(s) could not be read "
+            "(to the end); see the error."
+        )
     for h in hosts:
         lines = h.lines
         n_ep = sum(len(c.episodes) for c in h.connections.values())
@@ -250,7 +257,11 @@ def render_text(
         conns_shown, more = _top(list(h.connections.values()), limit, lambda c: c.count)
         for c in conns_shown:
             pport = "?" if c.peer_port is None else c.peer_port
-            hidden = " (redacted in the log)" if c.redacted or c.peer_port is None else ""
+            hidden = (
+                " (redacted in the log: one connection or several)"
+                if c.redacted or c.peer_port is None or c.local_port is None
+                else ""
+            )
             out.append(
                 f"    {safe(c.peer)}:{pport} -> local {_port(c.local_port)}{hidden}: "
                 f"{len(c.episodes)} episode(s)"
@@ -417,10 +428,14 @@ def render_csv(lines: Iterable[LogLine]) -> str:
     return buf.getvalue()
 
 
-def render(scan: LogScan, fmt: str = "text", explain: bool = True, detail: int = 0) -> str:
+def render(
+    scan: LogScan, fmt: str = "text", explain: bool = True, detail: int = 0, unread: int = 0
+) -> str:
     if fmt == "json":
         return render_json(scan.lines)
     if fmt == "csv":
         return render_csv(scan.lines)
     hosts = summarise(scan.lines, scan.suppressed)
-    return render_text(hosts, explain=explain, detail=detail, near_misses=scan.near_misses)
+    return render_text(
+        hosts, explain=explain, detail=detail, near_misses=scan.near_misses, unread=unread
+    )

@@ -61,6 +61,8 @@ def schema() -> pyarrow.Schema:
             ("scale_known", pa.bool_()),
             ("kernel_line", text),
             ("kernel_lines", pa.map_(text, text)),
+            ("tunnel", pa.list_(text)),
+            ("outer", pa.list_(pa.list_(text))),
             ("capture_set", pa.int32()),
         ]
     )

@@ -53,7 +53,9 @@ def flow_text(src: str, sport: int, dst: str, dport: int, vlan: Sequence[int] = 
 
 
 def event_flow(e: Event) -> str:
-    return flow_text(e.src, e.sport, e.dst, e.dport, e.vlan)
+    """The flow, and the tunnel layers it was found in (``in vxlan:42``), outermost first."""
+    tunnel = f" in {' '.join(e.tunnel)}" if e.tunnel else ""
+    return flow_text(e.src, e.sport, e.dst, e.dport, e.vlan) + tunnel
 
 
 def class_text(e: Event) -> str:

@@ -38,6 +38,8 @@ CSV_FIELDS = (
     "scale",
     "scale_known",
     "kernel_line",
+    "tunnel",
+    "outer",
     "capture_set",
 )
 
@@ -75,6 +77,8 @@ class Csv:
         row = event.to_dict()
         row["vlan"] = ".".join(map(str, event.vlan))
         row["kernel_line"] = row["kernel_line"] or ""
+        row["tunnel"] = " ".join(event.tunnel)
+        row["outer"] = " ".join(f"{src}>{dst}" for src, dst in event.outer)
         if self.terminal:
             row["file"] = safe(row["file"])
         self.writer.writerow(row)

@@ -37,7 +37,9 @@ PEER_HEAD = ("peer that shrank", "ports", "events", "kernel", "bytes back", "max
 EVENT_HEAD = ("frame", "time (UTC)", "receiver -> sender", "right edge", "back", "beyond", "ws")
 
 
-def summary_lines(stats: ScanStats, files: Sequence[str]) -> list[str]:
+def summary_lines(
+    stats: ScanStats, files: Sequence[str], retractions_shown: bool = False
+) -> list[str]:
     what = file_text(files[0]) if len(files) == 1 else f"{len(files)} captures"
     lines = [
         f"Capture: {what}",
@@ -57,7 +59,11 @@ def summary_lines(stats: ScanStats, files: Sequence[str]) -> list[str]:
         (m.duplicates, "duplicate copies dropped"),
         (m.old_acks + m.stale_updates + m.paws_rejects, "old or reordered updates ignored"),
         (m.unseen_acks, "ACKs of data the capture missed"),
-        (stats.events.get("retraction", 0), "sub-granularity retractions (--all shows them)"),
+        (
+            stats.events.get("retraction", 0),
+            "sub-granularity retractions "
+            + ("(shown)" if retractions_shown else "(--all shows them)"),
+        ),
     ]
     noted = ", ".join(f"{n} {text}" for n, text in notes if n)
     if noted:
@@ -68,9 +74,10 @@ def summary_lines(stats: ScanStats, files: Sequence[str]) -> list[str]:
 class TextReport:
     """The report of ``files``, fed one event at a time; ``finish`` writes it to ``out``."""
 
-    def __init__(self, out: TextIO, files: Sequence[str]) -> None:
+    def __init__(self, out: TextIO, files: Sequence[str], retractions_shown: bool = False) -> None:
         self.out = out
         self.files = files
+        self.retractions_shown = retractions_shown
         self.with_file = len(files) > 1
         self.peers = PeerTable()
         self.events = 0
@@ -102,7 +109,7 @@ class TextReport:
 
     def finish(self, stats: ScanStats) -> None:
         w = self.out.write
-        for line in summary_lines(stats, self.files):
+        for line in summary_lines(stats, self.files, self.retractions_shown):
             w(line + "\n")
         for warning in stats.warnings:
             w(f"  warning: {safe(warning)}\n")
