@@ -57,6 +57,7 @@ def summary_lines(stats: ScanStats, files: Sequence[str]) -> list[str]:
         (m.duplicates, "duplicate copies dropped"),
         (m.old_acks + m.stale_updates + m.paws_rejects, "old or reordered updates ignored"),
         (m.unseen_acks, "ACKs of data the capture missed"),
+        (stats.over_snaplen, "records longer than the snap length, read whole"),
         (stats.events.get("retraction", 0), "sub-granularity retractions (--all shows them)"),
     ]
     noted = ", ".join(f"{n} {text}" for n, text in notes if n)
