@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captures import Packets, block, epb, idb, ipv4, option, pb, pcap, shb, spb, tcp
+from treason import readers
 from treason.engine.choose import compiled_available
 from treason.errors import CaptureError, TruncatedCapture
-from treason import readers
 from treason.readers import LongRecords, open_capture, open_frames
 from treason.readers.pcapng import MAX_INTERFACES
 from treason.scanner import scan
