@@ -250,7 +250,7 @@ def test_record_longer_than_the_snap_length_is_read_whole(
     )
     rc, report = summary(path, engine)
     assert rc == 1 and "6 packets, 6 TCP segments" in report
-    assert "  1 records longer than the snap length, read whole\n" in report
+    assert "  1 record longer than the snap length, read whole\n" in report
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -270,7 +270,7 @@ def test_pcapng_packet_longer_than_the_interface_snap_length(
     )
     rc, report = summary(path, engine)
     assert "6 packets, 6 TCP segments" in report
-    assert "  1 records longer than the snap length, read whole\n" in report
+    assert "  1 record longer than the snap length, read whole\n" in report
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -52,12 +52,14 @@ def summary_lines(stats: ScanStats, files: Sequence[str]) -> list[str]:
             f"  flows evicted: {stats.evicted_idle} idle, {stats.evicted_cap} over --max-flows "
             "(a resumed flow starts without its handshake)"
         )
+    if stats.over_snaplen:
+        records = "record" if stats.over_snaplen == 1 else "records"
+        lines.append(f"  {stats.over_snaplen} {records} longer than the snap length, read whole")
     m = stats.model
     notes = [
         (m.duplicates, "duplicate copies dropped"),
         (m.old_acks + m.stale_updates + m.paws_rejects, "old or reordered updates ignored"),
         (m.unseen_acks, "ACKs of data the capture missed"),
-        (stats.over_snaplen, "records longer than the snap length, read whole"),
         (stats.events.get("retraction", 0), "sub-granularity retractions (--all shows them)"),
     ]
     noted = ", ".join(f"{n} {text}" for n, text in notes if n)
