@@ -25,11 +25,11 @@ from treason.engine.protocol import (
     Records,
     count_events,
 )
-from treason.engine.stats import FLOW_COUNTERS, MODEL_COUNTERS, ScanStats, Tally
+from treason.engine.stats import MODEL_COUNTERS, PLAIN_COUNTERS, ScanStats, Tally
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Certainty, Event, Severity
 from treason.packets import Frame
-from treason.readers import Capture
+from treason.readers import Capture, LongRecords
 
 try:
     from treason import _fastscan
@@ -112,11 +112,19 @@ class CompiledEngine:
         scanner = self._scanner
         scanner.begin(_FORMATS[capture.format])
         self._linktype = None
+        before = _int(scanner.counters()["over_snaplen"])
         try:
             yield from self._frames(capture, self._chunk)
             capture.check_end(scanner.offset)
         finally:
             self._update()
+            counters = scanner.counters()
+            first = _ints(counters["over_snaplen_first"])  # of this capture; frame 0: none
+            count = _int(counters["over_snaplen"]) - before
+            long_records = LongRecords(count, (first[0], first[1], first[2]) if first[0] else None)
+            warning = long_records.warning(capture.name)
+            if warning:
+                self.stats.warnings.append(warning)
 
     def _frames(self, capture: Capture, chunk: int) -> Iterator[Event]:
         """Read into one buffer, feed the scanner, carry the incomplete tail to the next read."""
@@ -228,7 +236,7 @@ class CompiledEngine:
 
     def _update(self) -> None:
         counters = self._scanner.counters()
-        plain = {name: _int(counters[name]) for name in ("frames", "segments", *FLOW_COUNTERS)}
+        plain = {name: _int(counters[name]) for name in PLAIN_COUNTERS}
         self._tally.update(plain, _ints(counters["skipped"]), _ints(counters["model"]))
         self._active = _int(counters["live"])
 

@@ -22,7 +22,7 @@ from treason.engine.stats import ScanStats
 from treason.events import Event, Severity
 from treason.model import FlowTable
 from treason.packets import Frame
-from treason.readers import Capture, frames
+from treason.readers import Capture, LongRecords, frames
 
 #: A pcap record header as ``feed_records`` takes it: seconds, nanoseconds, captured length,
 #: length on the wire (native byte order).
@@ -43,10 +43,21 @@ class ReferenceEngine:
         self._records = 0  # frames fed as records so far (they are numbered from 1)
 
     def read(self, capture: Capture) -> Iterator[Event]:
-        for frame in frames(capture):
-            final = self._frame(frame)
-            if final:
-                yield from count_events(self.stats, final)
+        long_records = LongRecords()
+
+        def over_snaplen(frame: int, caplen: int, snaplen: int) -> None:
+            self.stats.over_snaplen += 1
+            long_records(frame, caplen, snaplen)
+
+        try:
+            for frame in frames(capture, over_snaplen):
+                final = self._frame(frame)
+                if final:
+                    yield from count_events(self.stats, final)
+        finally:
+            warning = long_records.warning(capture.name)
+            if warning:
+                self.stats.warnings.append(warning)
 
     def feed(self, frames: Sequence[Frame]) -> list[Event]:
         out: list[Event] = []
