@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from captures import block, epb, ether, idb, ipv4, ipv6, pcap, shb, tcp
+from captures import block, epb, ether, idb, ipv4, ipv6, pb, pcap, shb, tcp
 from treason.kernel import kernel_lines
 from treason.output.atomic import atomic_text
 from treason.scanner import fast_available
@@ -203,18 +203,15 @@ def test_truncated_gzip_stream_warns_and_reports_everything_before(
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(
-    ("snaplen", "incl", "limit"),
+    ("snaplen", "incl"),
     [
-        (96, 97, "the snap length (96)"),
-        (65535, 65536, "the snap length (65535)"),
-        (0, 262145, "the 256 KiB limit (262144)"),  # snap length 0: unknown, only the hard cap
-        (1 << 31, 300_000, "the 256 KiB limit (262144)"),
-        (262144, 0xFFFFFFFF, "the snap length (262144)"),
+        (0, 262145),  # snap length 0: unknown, only the hard cap
+        (65535, 262145),
+        (1 << 31, 300_000),
+        (262144, 0xFFFFFFFF),
     ],
 )
-def test_record_longer_than_the_snap_length_or_256k(
-    tmp_path: Path, engine: str, snaplen: int, incl: int, limit: str
-) -> None:
+def test_record_longer_than_256k(tmp_path: Path, engine: str, snaplen: int, incl: int) -> None:
     """A record header claiming a huge body is damage: no attempt to read (or allocate) it."""
     frames = conversation()
     data = pcap_of(frames, snaplen=snaplen) + struct.pack("<IIII", 1, 0, incl, incl) + b"x" * 64
@@ -222,23 +219,58 @@ def test_record_longer_than_the_snap_length_or_256k(
     rc, events, err = scan(path, engine)
     assert (rc, events) == (2, [EVENT])
     assert err == (
-        f"treason: {path}: bad record header: {incl}-byte record, more than {limit} "
-        f"(at byte {offset_after(frames)})\n"
+        f"treason: {path}: bad record header: {incl}-byte record, more than the 256 KiB limit "
+        f"(262144) (at byte {offset_after(frames)})\n"
     )
+
+
+def with_long_ack(size: int) -> list[bytes]:
+    """The conversation with frame 5 (B's ACK before the shrink) padded to ``size`` bytes."""
+    frames = conversation()
+    frames[4] += b"\0" * (size - len(frames[4]))
+    return frames
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_pcapng_packet_longer_than_the_interface_snap_length(tmp_path: Path, engine: str) -> None:
-    frames = conversation()
-    long_frame = pkt(B, A, 5001, 1101, ACK, 0, 7) + b"\0" * 100
-    data = shb() + idb(snaplen=128) + pcapng_of(frames) + epb(0, 9, long_frame)
+@pytest.mark.parametrize(("snaplen", "size"), [(96, 97), (65535, 65536), (65535, 262144)])
+def test_record_longer_than_the_snap_length_is_read_whole(
+    tmp_path: Path, engine: str, snaplen: int, size: int
+) -> None:
+    """Writers in the wild exceed their own snap length; Wireshark reads such records whole.
+
+    Not damage: everything after it is scanned (the event is frame 6), one warning names it
+    and the summary counts it.
+    """
+    path = write(tmp_path, "long.pcap", pcap_of(with_long_ack(size), snaplen=snaplen))
+    rc, events, err = scan(path, engine)
+    assert (rc, events) == (1, [EVENT])
+    assert err == (
+        f"treason: warning: {path}: 1 record longer than the snap length ({snaplen}), read "
+        f"whole (the first: frame 5, {size} bytes)\n"
+    )
+    rc, report = summary(path, engine)
+    assert rc == 1 and "6 packets, 6 TCP segments" in report
+    assert "  1 record longer than the snap length, read whole\n" in report
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["epb", "pb"])
+def test_pcapng_packet_longer_than_the_interface_snap_length(
+    tmp_path: Path, engine: str, kind: str
+) -> None:
+    frames = with_long_ack(228)
+    packet = epb if kind == "epb" else pb
+    data = shb() + idb(snaplen=128) + b"".join(packet(0, i, f) for i, f in enumerate(frames))
     path = write(tmp_path, "snap.pcapng", data)
     rc, events, err = scan(path, engine)
-    assert (rc, events) == (2, [EVENT])
+    assert (rc, events) == (1, [EVENT])
     assert err == (
-        f"treason: {path}: bad record: {len(long_frame)}-byte packet, more than the snap "
-        f"length (128) (at byte {len(shb()) + len(idb()) + len(pcapng_of(frames))})\n"
+        f"treason: warning: {path}: 1 record longer than the snap length (128), read whole "
+        "(the first: frame 5, 228 bytes)\n"
     )
+    rc, report = summary(path, engine)
+    assert "6 packets, 6 TCP segments" in report
+    assert "  1 record longer than the snap length, read whole\n" in report
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -256,8 +288,8 @@ def test_zero_length_records_are_counted_and_skipped(tmp_path: Path, engine: str
     ("garbage", "message"),
     [
         (b"GARBAGE AFTER THE LAST RECORD\n",
-         "bad record header: 1163150913-byte record, more than the snap length (262144)"),
-        (b"\xff" * 16, "bad record header: 4294967295-byte record, more than the snap length "
+         "bad record header: 1163150913-byte record, more than the 256 KiB limit (262144)"),
+        (b"\xff" * 16, "bad record header: 4294967295-byte record, more than the 256 KiB limit "
                        "(262144)"),
     ],
 )  # fmt: skip

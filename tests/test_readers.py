@@ -19,9 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captures import Packets, block, epb, idb, ipv4, option, pb, pcap, shb, spb, tcp
+from treason import readers
 from treason.engine.choose import compiled_available
 from treason.errors import CaptureError, TruncatedCapture
-from treason.readers import open_capture, open_frames
+from treason.readers import LongRecords, open_capture, open_frames
 from treason.readers.pcapng import MAX_INTERFACES
 from treason.scanner import scan
 
@@ -387,19 +388,24 @@ def test_garbage_after_records_is_an_error_at_its_offset() -> None:
     assert "bad record header" in err.message
 
 
-def test_record_larger_than_snap_length_or_256k() -> None:
-    blob = pcap([(TS[0], PKT[0]), (TS[1], b"\0" * 200)], snaplen=100)
-    got, err = read_all(io.BytesIO(blob))
-    assert len(got) == 1 and type(err) is CaptureError
-    offset = 24 + 16 + len(PKT[0])
-    assert str(err) == (
-        f"cap: bad record header: 200-byte record, more than the snap length (100) "
-        f"(at byte {offset})"
+def test_record_longer_than_the_snap_length_is_read_whole_but_256k_is_damage() -> None:
+    blob = pcap([(TS[0], PKT[0]), (TS[1], b"\0" * 200), (TS[2], PKT[2])], snaplen=100)
+    long_records = LongRecords()
+    got = list(readers.frames(open_capture(io.BytesIO(blob), "cap"), long_records))
+    assert [len(f.data) for f in got] == [len(PKT[0]), 200, len(PKT[2])]
+    assert (long_records.count, long_records.first) == (1, (2, 200, 100))
+    assert long_records.warning("cap") == (
+        "cap: 1 record longer than the snap length (100), read whole (the first: frame 2, "
+        "200 bytes)"
     )
-    assert err.offset == offset
-    head = pcap([], snaplen=0)
-    got, err = read_all(io.BytesIO(head + struct.pack("<IIII", 0, 0, 300_000, 300_000)))
-    assert got == [] and type(err) is CaptureError and "256 KiB" in err.message
+    for snaplen in (0, 100, 1 << 31):
+        head = pcap([(TS[0], PKT[0])], snaplen=snaplen)
+        got, err = read_all(io.BytesIO(head + struct.pack("<IIII", 0, 0, 262145, 262145)))
+        assert len(got) == 1 and type(err) is CaptureError
+        assert str(err) == (
+            "cap: bad record header: 262145-byte record, more than the 256 KiB limit (262144) "
+            f"(at byte {len(head)})"
+        )
 
 
 def test_pcapng_bad_block_lengths() -> None:
@@ -419,8 +425,13 @@ def test_pcapng_epb_claiming_more_than_its_block_or_snaplen() -> None:
     body = struct.pack("<IIIII", 0, 0, 1, 500, 500) + b"\0" * 40
     _, err = read_all(io.BytesIO(shb() + idb(101) + block(6, body)))
     assert type(err) is CaptureError and "bad pcapng block length" in err.message
-    _, err = read_all(io.BytesIO(shb() + idb(101, snaplen=10) + epb(0, 1, PKT[0])))
-    assert type(err) is CaptureError and "more than the snap length (10)" in err.message
+    long_records = LongRecords()
+    blob = shb() + idb(101, snaplen=10) + epb(0, 1, PKT[0]) + pb(0, 2, PKT[1])
+    got = list(readers.frames(open_capture(io.BytesIO(blob), "cap"), long_records))
+    assert [f.data for f in got] == PKT[:2]  # read whole, as Wireshark does
+    assert (long_records.count, long_records.first) == (2, (1, len(PKT[0]), 10))
+    _, err = read_all(io.BytesIO(shb() + idb(101, snaplen=10) + epb(0, 1, b"\0" * 262145)))
+    assert type(err) is CaptureError and "more than the 256 KiB limit" in err.message
 
 
 def test_pcapng_missing_section_header() -> None:

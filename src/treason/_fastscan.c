@@ -273,7 +273,10 @@ typedef struct {
     int started;
     int big;
     uint64_t ns_per_unit;
-    uint32_t rec_len, linktype, snaplen, limit;
+    uint32_t rec_len, linktype, snaplen;
+    /* records longer than their snap length, read whole: the first of this capture */
+    uint64_t long_frame; /* its frame number; 0 none yet */
+    uint32_t long_len, long_snap;
     Iface *ifaces;
     uint32_t n_ifaces, cap_ifaces;
     uint64_t sections;
@@ -283,7 +286,7 @@ typedef struct {
     char err_msg[256];
     int64_t err_offset; /* -1: none */
     /* counters */
-    uint64_t frames, segments, skipped[SK_N], model[M_N];
+    uint64_t frames, segments, over_snaplen, skipped[SK_N], model[M_N];
     uint64_t flows, handshakes, evicted_idle, evicted_cap;
     /* flow table */
     uint32_t max_flows;
@@ -2060,6 +2063,17 @@ static int feed_segrecs(Scanner *S, const uint8_t *buf, Py_ssize_t len, i128 bas
 
 /* -- pcap (treason.readers.pcap) ------------------------------------------------------------ */
 
+/* The next frame is longer than its snap length: read whole and counted (readers.LongRecords). */
+static void over_snaplen(Scanner *S, uint32_t caplen, uint32_t snaplen)
+{
+    S->over_snaplen++;
+    if (!S->long_frame) {
+        S->long_frame = S->number + 1;
+        S->long_len = caplen;
+        S->long_snap = snaplen;
+    }
+}
+
 /* Consume records from buf; returns bytes consumed, sets *need to the bytes the next one needs. */
 static Py_ssize_t feed_pcap(Scanner *S, const uint8_t *buf, Py_ssize_t len, int eof,
                             Py_ssize_t *need)
@@ -2084,7 +2098,6 @@ static Py_ssize_t feed_pcap(Scanner *S, const uint8_t *buf, Py_ssize_t len, int 
         S->rec_len = m == 0xA1B2CD34 ? 24 : 16;
         S->snaplen = rd32(buf + 16, S->big);
         S->linktype = rd32(buf + 20, S->big) & 0xFFFF;
-        S->limit = (S->snaplen > 0 && S->snaplen < MAX_RECORD) ? S->snaplen : MAX_RECORD;
         S->started = 1;
         pos = 24;
     }
@@ -2102,10 +2115,10 @@ static Py_ssize_t feed_pcap(Scanner *S, const uint8_t *buf, Py_ssize_t len, int 
         const uint8_t *h = buf + pos;
         uint32_t sec = rd32(h, big), frac = rd32(h + 4, big), incl = rd32(h + 8, big),
                  orig = rd32(h + 12, big);
-        if (incl > S->limit) {
+        if (incl > MAX_RECORD) {
             set_error(S, 1, (int64_t)(S->offset + pos),
-                      "bad record header: %u-byte record, more than %s (%u)", incl,
-                      S->limit == S->snaplen ? "the snap length" : "the 256 KiB limit", S->limit);
+                      "bad record header: %u-byte record, more than the 256 KiB limit (%u)", incl,
+                      (unsigned)MAX_RECORD);
             break;
         }
         if (avail < (Py_ssize_t)(rec_len + incl)) {
@@ -2116,6 +2129,8 @@ static Py_ssize_t feed_pcap(Scanner *S, const uint8_t *buf, Py_ssize_t len, int 
             break;
         }
         i128 ts = (i128)sec * 1000000000 + (i128)frac * (i128)S->ns_per_unit;
+        if (S->snaplen && incl > S->snaplen)
+            over_snaplen(S, incl, S->snaplen);
         if (frame(S, ts, S->linktype, h + rec_len, incl, orig) < 0) {
             pos += rec_len + incl;
             break;
@@ -2204,16 +2219,11 @@ static int check_iface(Scanner *S, uint32_t if_id, int64_t start)
     return -1;
 }
 
-static int check_caplen(Scanner *S, uint64_t caplen, const Iface *f, int64_t start)
+static int check_caplen(Scanner *S, uint64_t caplen, int64_t start)
 {
     if (caplen > MAX_RECORD) {
         set_error(S, 1, start, "bad record: %llu-byte packet, more than the 256 KiB limit",
                   (unsigned long long)caplen);
-        return -1;
-    }
-    if (f->snaplen && caplen > f->snaplen) {
-        set_error(S, 1, start, "bad record: %llu-byte packet, more than the snap length (%u)",
-                  (unsigned long long)caplen, f->snaplen);
         return -1;
     }
     return 0;
@@ -2313,7 +2323,7 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
                 break;
             }
             if (check_iface(S, if_id, start) < 0 ||
-                check_caplen(S, caplen, &S->ifaces[if_id], start) < 0) {
+                check_caplen(S, caplen, start) < 0) {
                 pos -= blen;
                 break;
             }
@@ -2324,6 +2334,8 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
                 pos -= blen;
                 break;
             }
+            if (f->snaplen && caplen > f->snaplen)
+                over_snaplen(S, caplen, f->snaplen);
             if (frame(S, ts, f->linktype, body + 20, caplen, orig_len) < 0)
                 break;
         } else if (btype == 3) {
@@ -2337,7 +2349,7 @@ static Py_ssize_t feed_pcapng(Scanner *S, const uint8_t *buf, Py_ssize_t len, in
             uint64_t caplen = orig_len < room ? orig_len : room;
             if (f->snaplen && caplen > f->snaplen)
                 caplen = f->snaplen;
-            if (check_caplen(S, caplen, f, start) < 0) {
+            if (check_caplen(S, caplen, start) < 0) {
                 pos -= blen;
                 break;
             }
@@ -2476,6 +2488,7 @@ static PyObject *Scanner_begin(Scanner *S, PyObject *args)
     S->fmt = (int)fmt;
     S->number = 0;
     S->base = base;
+    S->long_frame = 0;
     S->started = 0;
     S->big = 0;
     S->n_ifaces = 0;
@@ -2617,8 +2630,12 @@ static PyObject *u64list(const uint64_t *v, int n)
 
 static PyObject *Scanner_counters(Scanner *S, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{sKsKsNsKsKsKsKsNsI}", "frames", (unsigned long long)S->frames,
-                         "segments", (unsigned long long)S->segments, "skipped",
+    return Py_BuildValue("{sKsKsKsNsNsKsKsKsKsNsI}", "frames", (unsigned long long)S->frames,
+                         "segments", (unsigned long long)S->segments, "over_snaplen",
+                         (unsigned long long)S->over_snaplen, "over_snaplen_first",
+                         Py_BuildValue("[KII]", (unsigned long long)S->long_frame, S->long_len,
+                                       S->long_snap),
+                         "skipped",
                          u64list(S->skipped, SK_N), "flows", (unsigned long long)S->flows,
                          "handshakes", (unsigned long long)S->handshakes, "evicted_idle",
                          (unsigned long long)S->evicted_idle, "evicted_cap",

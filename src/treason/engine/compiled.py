@@ -27,11 +27,11 @@ from treason.engine.protocol import (
 )
 from treason.engine.segrec import FORMAT as SEGREC_FORMAT
 from treason.engine.segrec import halves
-from treason.engine.stats import FLOW_COUNTERS, MODEL_COUNTERS, ScanStats, Tally
+from treason.engine.stats import MODEL_COUNTERS, PLAIN_COUNTERS, ScanStats, Tally
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Certainty, Event, Severity
 from treason.packets import Frame
-from treason.readers import Capture
+from treason.readers import Capture, LongRecords
 
 try:
     from treason import _fastscan
@@ -117,11 +117,23 @@ class CompiledEngine:
         scanner = self._scanner
         scanner.begin(_FORMATS[capture.format], base)
         self._linktype = None
+        before = _int(scanner.counters()["over_snaplen"])
         try:
             yield from self._frames(capture, self._chunk, self._collect)
             capture.check_end(scanner.offset)
         finally:
             self._update()
+            self._long_records(capture, before)
+
+    def _long_records(self, capture: Capture, before: int) -> None:
+        """The warning about records longer than the snap length in the capture just read."""
+        counters = self._scanner.counters()
+        first = _ints(counters["over_snaplen_first"])  # of this capture; frame 0: none
+        count = _int(counters["over_snaplen"]) - before
+        long_records = LongRecords(count, (first[0], first[1], first[2]) if first[0] else None)
+        warning = long_records.warning(capture.name)
+        if warning:
+            self.stats.warnings.append(warning)
 
     def split(self, capture: Capture, buckets: int, base: int = 0) -> Iterator[list[bytes]]:
         scanner = self._scanner
@@ -131,11 +143,13 @@ class CompiledEngine:
         elif buckets != self._buckets:
             raise ValueError(f"this engine splits into {self._buckets} buckets, not {buckets}")
         scanner.begin(_FORMATS[capture.format], base)
+        before = _int(scanner.counters()["over_snaplen"])
         try:
             yield from self._frames(capture, self._chunk, self._take_buckets)
             capture.check_end(scanner.offset)
         finally:
             self._update()
+            self._long_records(capture, before)
 
     def span(self) -> tuple[int, int, int, int | None] | None:
         return self._scanner.span()
@@ -265,7 +279,7 @@ class CompiledEngine:
 
     def _update(self) -> None:
         counters = self._scanner.counters()
-        plain = {name: _int(counters[name]) for name in ("frames", "segments", *FLOW_COUNTERS)}
+        plain = {name: _int(counters[name]) for name in PLAIN_COUNTERS}
         self._tally.update(plain, _ints(counters["skipped"]), _ints(counters["model"]))
         self._active = _int(counters["live"])
 

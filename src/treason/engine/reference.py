@@ -25,7 +25,7 @@ from treason.errors import CaptureError
 from treason.events import Event, Severity
 from treason.model import FlowTable
 from treason.packets import Frame
-from treason.readers import Capture, frames
+from treason.readers import Capture, LongRecords, frames
 
 #: A pcap record header as ``feed_records`` takes it: seconds, nanoseconds, captured length,
 #: length on the wire (native byte order).
@@ -51,17 +51,34 @@ class ReferenceEngine:
         self._split_latest: int | None = None  # latest segment time split
 
     def read(self, capture: Capture, base: int = 0) -> Iterator[Event]:
-        for frame in frames(capture):
-            if base:
-                frame = replace(frame, number=base + frame.number)
-            final = self._frame(frame)
-            if final:
-                yield from count_events(self.stats, final)
+        long_records = LongRecords()
+
+        def over_snaplen(frame: int, caplen: int, snaplen: int) -> None:
+            self.stats.over_snaplen += 1
+            long_records(frame, caplen, snaplen)
+
+        try:
+            for frame in frames(capture, over_snaplen):
+                if base:
+                    frame = replace(frame, number=base + frame.number)
+                final = self._frame(frame)
+                if final:
+                    yield from count_events(self.stats, final)
+        finally:
+            warning = long_records.warning(capture.name)
+            if warning:
+                self.stats.warnings.append(warning)
 
     def split(self, capture: Capture, buckets: int, base: int = 0) -> Iterator[list[bytes]]:
         out = [bytearray() for _ in range(buckets)]
+        long_records = LongRecords()
+
+        def over_snaplen(frame: int, caplen: int, snaplen: int) -> None:
+            self.stats.over_snaplen += 1
+            long_records(frame, caplen, snaplen)
+
         try:
-            for n, frame in enumerate(frames(capture), 1):
+            for n, frame in enumerate(frames(capture, over_snaplen), 1):
                 self._split_frame(frame, out, base)
                 if n % _SPLIT_BATCH == 0:
                     yield [bytes(b) for b in out]
@@ -69,6 +86,10 @@ class ReferenceEngine:
         except CaptureError:
             yield [bytes(b) for b in out]  # every record before the damage, then the damage
             raise
+        finally:
+            warning = long_records.warning(capture.name)
+            if warning:
+                self.stats.warnings.append(warning)
         yield [bytes(b) for b in out]
 
     def _split_frame(self, frame: Frame, out: list[bytearray], base: int) -> None:

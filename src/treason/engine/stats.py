@@ -37,6 +37,9 @@ MODEL_COUNTERS = tuple(f.name for f in fields(ModelStats))
 #: The flow table's counters, in ``ScanStats``.
 FLOW_COUNTERS = ("flows", "handshakes", "evicted_idle", "evicted_cap")
 
+#: ``ScanStats``' plain integer counters, as the compiled scanner's ``counters()`` names them.
+PLAIN_COUNTERS = ("frames", "segments", "over_snaplen", *FLOW_COUNTERS)
+
 
 @dataclass
 class ScanStats:
@@ -44,6 +47,7 @@ class ScanStats:
 
     frames: int = 0
     segments: int = 0  # decoded TCP segments
+    over_snaplen: int = 0  # records longer than their snap length, read whole (not damage)
     skipped: Counter[str] = field(default_factory=Counter)  # frames not analysed, by reason
     flows: int = 0
     handshakes: int = 0  # flows whose SYN and SYN-ACK were both captured
@@ -54,7 +58,7 @@ class ScanStats:
     warnings: list[str] = field(default_factory=list)
 
     def merge(self, other: ScanStats) -> None:
-        for name in ("frames", "segments", *FLOW_COUNTERS):
+        for name in PLAIN_COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.skipped.update(other.skipped)
         self.events.update(other.events)

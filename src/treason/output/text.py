@@ -54,6 +54,9 @@ def summary_lines(
             f"  flows evicted: {stats.evicted_idle} idle, {stats.evicted_cap} over --max-flows "
             "(a resumed flow starts without its handshake)"
         )
+    if stats.over_snaplen:
+        records = "record" if stats.over_snaplen == 1 else "records"
+        lines.append(f"  {stats.over_snaplen} {records} longer than the snap length, read whole")
     m = stats.model
     notes = [
         (m.duplicates, "duplicate copies dropped"),

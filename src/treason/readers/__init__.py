@@ -11,7 +11,7 @@ damage they met, so a user always gets the readable part of a broken capture.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO
@@ -34,6 +34,7 @@ __all__ = [
     "Capture",
     "CaptureError",
     "CaptureSource",
+    "LongRecords",
     "TruncatedCapture",
     "display_name",
     "frames",
@@ -133,17 +134,50 @@ def _sniff(head: bytes, source: str, gz: GzipStream | None) -> str:
     raise CaptureError(source, f"not a pcap or pcapng file (starts with {_show(head)})", 0)
 
 
-def frames(capture: Capture) -> Iterator[Frame]:
+def frames(
+    capture: Capture, over_snaplen: Callable[[int, int, int], None] | None = None
+) -> Iterator[Frame]:
     """Yield the frames of an opened capture, numbered from 1.
 
     After the last valid frame the iterator raises ``TruncatedCapture`` (the capture ends
     inside a record) or ``CaptureError`` (anything else wrong), both carrying the byte offset.
+    A record longer than its snap length is not damage: it is yielded whole, and first told to
+    ``over_snaplen(frame number, captured length, snap length)`` when given.
     """
     cb = ChunkBuffer(capture.stream(), capture.name)
     cb.ensure(len(capture.head))
     read = read_pcap if capture.format == "pcap" else read_pcapng
-    yield from read(cb, capture.name)
+    yield from read(cb, capture.name, over_snaplen or _ignore)
     capture.check_end(cb.offset)
+
+
+@dataclass
+class LongRecords:
+    """A capture's records longer than their snap length (``frames`` calls it on each): how
+    many, and the first as (frame number, captured length, snap length)."""
+
+    count: int = 0
+    first: tuple[int, int, int] | None = None
+
+    def __call__(self, frame: int, caplen: int, snaplen: int) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = (frame, caplen, snaplen)
+
+    def warning(self, source: str) -> str | None:
+        """The capture's one warning about them, or ``None`` when it has none."""
+        if self.first is None:
+            return None
+        frame, caplen, snaplen = self.first
+        records = "record" if self.count == 1 else "records"
+        return (
+            f"{source}: {self.count} {records} longer than the snap length ({snaplen}), "
+            f"read whole (the first: frame {frame}, {caplen} bytes)"
+        )
+
+
+def _ignore(frame: int, caplen: int, snaplen: int) -> None:
+    """Records longer than the snap length, when nobody counts them."""
 
 
 def open_frames(source: CaptureSource, name: str | None = None) -> Iterator[Frame]:

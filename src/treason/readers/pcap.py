@@ -8,7 +8,7 @@ whose record headers carry 8 more bytes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from treason.errors import CaptureError, TruncatedCapture
 from treason.packets import Frame
@@ -33,8 +33,14 @@ def is_pcap(head: bytes) -> bool:
     return head[:4] in _MAGICS
 
 
-def read_pcap(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
-    """Yield every record; raise ``TruncatedCapture``/``CaptureError`` after the last good one."""
+def read_pcap(
+    cb: ChunkBuffer, source: str, over_snaplen: Callable[[int, int, int], None]
+) -> Iterator[Frame]:
+    """Yield every record; raise ``TruncatedCapture``/``CaptureError`` after the last good one.
+
+    A record longer than the file's snap length is yielded whole and first told to
+    ``over_snaplen(frame number, captured length, snap length)`` (``docs/decoding.md``).
+    """
     order, ns_per_unit, rec_len = _MAGICS[bytes(cb.buf[cb.pos : cb.pos + 4])]
     if not cb.ensure(FILE_HEADER_LEN):
         raise CaptureError(
@@ -46,7 +52,6 @@ def read_pcap(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
     cb.pos += FILE_HEADER_LEN
     # The upper bits of the link-type field carry FCS information, not the link type.
     linktype = network & 0xFFFF
-    limit = snaplen if 0 < snaplen < MAX_RECORD else MAX_RECORD
     header = struct.Struct(order + "IIII")
     unpack_header = header.unpack_from
     number = 0
@@ -62,11 +67,11 @@ def read_pcap(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
         buf = cb.buf
         pos = cb.pos
         sec, frac, incl_len, orig_len = unpack_header(buf, pos)
-        if incl_len > limit:
-            what = "the snap length" if limit == snaplen else "the 256 KiB limit"
+        if incl_len > MAX_RECORD:
             raise CaptureError(
                 source,
-                f"bad record header: {incl_len}-byte record, more than {what} ({limit})",
+                f"bad record header: {incl_len}-byte record, more than the 256 KiB limit "
+                f"({MAX_RECORD})",
                 cb.offset,
             )
         if not cb.ensure(rec_len + incl_len):
@@ -80,6 +85,8 @@ def read_pcap(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
         start = pos + rec_len
         cb.pos = start + incl_len
         number += 1
+        if incl_len > snaplen > 0:
+            over_snaplen(number, incl_len, snaplen)
         yield Frame(
             number,
             sec * 1_000_000_000 + frac * ns_per_unit,

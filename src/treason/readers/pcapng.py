@@ -9,7 +9,7 @@ blocks (PB). Every other block type is skipped by its length, as the format inte
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -101,8 +101,14 @@ def _options(body: bytes, start: int, order: str) -> Iterator[tuple[int, bytes]]
         pos += (length + 3) & ~3
 
 
-def read_pcapng(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
-    """Yield every packet block; raise ``TruncatedCapture``/``CaptureError`` after the last one."""
+def read_pcapng(
+    cb: ChunkBuffer, source: str, over_snaplen: Callable[[int, int, int], None]
+) -> Iterator[Frame]:
+    """Yield every packet block; raise ``TruncatedCapture``/``CaptureError`` after the last one.
+
+    A packet longer than its interface's snap length is yielded whole and first told to
+    ``over_snaplen(frame number, captured length, snap length)`` (``docs/decoding.md``).
+    """
     order = "<"
     sections = 0
     interfaces: list[Interface] = []
@@ -160,12 +166,14 @@ def read_pcapng(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
                     start,
                 )
             iface = _lookup(interfaces, if_id, source, start)
-            _check_caplen(caplen, iface, source, start)
+            _check_caplen(caplen, source, start)
             ts = (ts_high << 32) | ts_low
             ts_ns = ts * iface.ns_mul // iface.ns_div + iface.offset_ns
             if not MIN_TS_NS <= ts_ns <= MAX_TS_NS:
                 raise CaptureError(source, "timestamp out of range (outside years 1-9999)", start)
             number += 1
+            if caplen > iface.snaplen > 0:
+                over_snaplen(number, caplen, iface.snaplen)
             yield Frame(
                 number, ts_ns, iface.linktype, buf[data_start : data_start + caplen], orig_len
             )
@@ -176,7 +184,7 @@ def read_pcapng(cb: ChunkBuffer, source: str) -> Iterator[Frame]:
             caplen = min(orig_len, room)
             if iface.snaplen:
                 caplen = min(caplen, iface.snaplen)
-            _check_caplen(caplen, iface, source, start)
+            _check_caplen(caplen, source, start)
             data_start = body_start + 4
             number += 1
             # A simple packet block carries no timestamp; Wireshark shows it as time 0.
@@ -218,14 +226,8 @@ def _lookup(interfaces: list[Interface], if_id: int, source: str, offset: int) -
     )
 
 
-def _check_caplen(caplen: int, iface: Interface, source: str, offset: int) -> None:
+def _check_caplen(caplen: int, source: str, offset: int) -> None:
     if caplen > MAX_RECORD:
         raise CaptureError(
             source, f"bad record: {caplen}-byte packet, more than the 256 KiB limit", offset
-        )
-    if iface.snaplen and caplen > iface.snaplen:
-        raise CaptureError(
-            source,
-            f"bad record: {caplen}-byte packet, more than the snap length ({iface.snaplen})",
-            offset,
         )
