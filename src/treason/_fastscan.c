@@ -169,6 +169,7 @@ typedef struct {
     uint32_t prev, next; /* recency list, least recent first */
     i128 last_active;
     Side a, b;
+    struct Series *ser; /* plot series (series()), NULL when off or not yet started */
 } Conn;
 
 /*
@@ -241,6 +242,11 @@ typedef struct {
     PyObject *events;
     /* with trace(True): per frame, None (skipped) or (flow key, event bits), not yet taken */
     PyObject *trace;
+    /* with series(cap, before, after): plot series per connection (see "plot series") */
+    int series_on;
+    uint64_t s_cap;
+    uint32_t s_before, s_after;
+    PyObject *series_done; /* (key bytes, points bytes) of ended connections with events */
     int py_error;
 } Scanner;
 
@@ -1066,42 +1072,38 @@ static int trace_append(Scanner *S, PyObject *entry)
 }
 
 /*
+ * A connection's flow key as bytes, one value per key of the model's (FlowTable.key): family,
+ * both endpoints in canonical order (16 address bytes, 2 port bytes each), the VLAN stack.
+ */
+static PyObject *conn_key_bytes(Conn *c)
+{
+    uint16_t *vl = conn_vlan(c);
+    size_t n = 1 + 2 * 18;
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n + 2 * (size_t)c->nvlan));
+    if (!bytes)
+        return NULL;
+    uint8_t *key = (uint8_t *)PyBytes_AS_STRING(bytes);
+    key[0] = c->v6;
+    memcpy(key + 1, c->lo_addr, 16);
+    key[17] = (uint8_t)(c->lo_port >> 8);
+    key[18] = (uint8_t)c->lo_port;
+    memcpy(key + 19, c->hi_addr, 16);
+    key[35] = (uint8_t)(c->hi_port >> 8);
+    key[36] = (uint8_t)c->hi_port;
+    for (uint32_t i = 0; i < c->nvlan; i++) {
+        key[n + 2 * i] = (uint8_t)(vl[i] >> 8);
+        key[n + 2 * i + 1] = (uint8_t)vl[i];
+    }
+    return bytes;
+}
+
+/*
  * What the per-flow recorder needs of each segment, as FlowTable.key and the event returned by
- * FlowTable.process give it: the flow key (family, both endpoints in canonical order, VLAN
- * stack: one value per key of the model's) and whether the segment made an event.
+ * FlowTable.process give it: the flow key and whether the segment made an event.
  */
 static int trace_segment(Scanner *S, Conn *c, uint64_t q_before)
 {
-    uint8_t key[1 + 2 * 18 + 2 * 64];
-    uint16_t *vl = conn_vlan(c);
-    size_t n = 0;
-    key[n++] = c->v6;
-    memcpy(key + n, c->lo_addr, 16);
-    n += 16;
-    key[n++] = (uint8_t)(c->lo_port >> 8);
-    key[n++] = (uint8_t)c->lo_port;
-    memcpy(key + n, c->hi_addr, 16);
-    n += 16;
-    key[n++] = (uint8_t)(c->hi_port >> 8);
-    key[n++] = (uint8_t)c->hi_port;
-    PyObject *bytes;
-    if (c->nvlan <= 64) {
-        for (uint32_t i = 0; i < c->nvlan; i++) {
-            key[n++] = (uint8_t)(vl[i] >> 8);
-            key[n++] = (uint8_t)vl[i];
-        }
-        bytes = PyBytes_FromStringAndSize((const char *)key, (Py_ssize_t)n);
-    } else {
-        bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n + 2 * (size_t)c->nvlan));
-        if (bytes) {
-            uint8_t *out = (uint8_t *)PyBytes_AS_STRING(bytes);
-            memcpy(out, key, n);
-            for (uint32_t i = 0; i < c->nvlan; i++) {
-                out[n + 2 * i] = (uint8_t)(vl[i] >> 8);
-                out[n + 2 * i + 1] = (uint8_t)vl[i];
-            }
-        }
-    }
+    PyObject *bytes = conn_key_bytes(c);
     if (!bytes) {
         S->py_error = 1;
         return -1;
@@ -1113,6 +1115,210 @@ static int trace_segment(Scanner *S, Conn *c, uint64_t q_before)
                (e->win == 0 ? TRACE_ZERO : 0);
     }
     return trace_append(S, Py_BuildValue("(Ni)", bytes, bits));
+}
+
+/* -- plot series (treason.series.SeriesCollector) -------------------------------------------- */
+
+/*
+ * treason plot draws, for the connections that made an event, the segments and ACKs around
+ * them, collected in the same pass that finds the events. The rule (treason/series.py says why)
+ * must stay the reference collector's, point for point: per connection, points are numbered in
+ * capture order; all are kept until `cap` sampled points, then the sampling stride doubles and
+ * sampled points off the new stride are dropped; a segment that makes an event is kept with the
+ * `before` points before it and the `after` points after it, never thinned.
+ */
+
+typedef struct {
+    int64_t ts;
+    uint64_t frame;
+    uint32_t seq, ack, plen;
+    uint16_t win;
+    uint8_t flags, from_lo;
+} SPoint; /* treason.series.POINT: "=qQIIIHBB" */
+
+typedef struct {
+    SPoint p;
+    uint64_t idx;
+    uint8_t detail;
+} SKept;
+
+typedef struct Series {
+    SKept *kept;
+    uint64_t n_kept, cap_kept;
+    uint64_t n, stride, overview, events;
+    uint32_t after;
+    SKept *ring; /* NULL until the first thinning; then the last `before` points, a circle */
+    uint32_t ring_len, ring_start;
+} Series;
+
+static void series_free(Series *r)
+{
+    if (!r)
+        return;
+    free(r->kept);
+    free(r->ring);
+    free(r);
+}
+
+static int series_push(Series *r, const SPoint *p, uint64_t idx, int detail)
+{
+    if (r->n_kept == r->cap_kept) {
+        uint64_t cap = r->cap_kept ? r->cap_kept * 2 : 16;
+        SKept *k = realloc(r->kept, cap * sizeof *k);
+        if (!k)
+            return -1;
+        r->kept = k;
+        r->cap_kept = cap;
+    }
+    SKept *k = &r->kept[r->n_kept++];
+    k->p = *p;
+    k->idx = idx;
+    k->detail = (uint8_t)detail;
+    if (!detail)
+        r->overview++;
+    return 0;
+}
+
+static inline SKept *ring_at(Series *r, uint32_t before, uint32_t i)
+{
+    return &r->ring[(r->ring_start + i) % before];
+}
+
+/* The `before` points before index i are kept as detail (SeriesCollector: _Conn._context). */
+static int series_context(Series *r, uint32_t before, uint64_t i)
+{
+    uint64_t lo = i > before ? i - before : 0;
+    if (!r->ring) { /* stride 1 so far: they are all kept already */
+        for (uint64_t j = r->n_kept; j-- > 0;) {
+            SKept *k = &r->kept[j];
+            if (k->idx < lo)
+                break;
+            if (!k->detail) {
+                k->detail = 1;
+                r->overview--;
+            }
+        }
+        return 0;
+    }
+    while (r->n_kept && r->kept[r->n_kept - 1].idx >= lo) {
+        if (!r->kept[--r->n_kept].detail)
+            r->overview--;
+    }
+    for (uint32_t j = 0; j < r->ring_len; j++) {
+        SKept *k = ring_at(r, before, j);
+        if (series_push(r, &k->p, k->idx, 1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The stride doubles; the ring starts as the last `before` points (all kept until now). */
+static int series_thin(Series *r, uint32_t before)
+{
+    if (!r->ring) {
+        r->ring = malloc((before ? before : 1) * sizeof *r->ring);
+        if (!r->ring)
+            return -1;
+        uint64_t end = r->n_kept - 1; /* without the point being added */
+        uint64_t start = end > before ? end - before : 0;
+        r->ring_len = (uint32_t)(end - start);
+        r->ring_start = 0;
+        for (uint64_t j = start; j < end; j++)
+            r->ring[j - start] = r->kept[j];
+    }
+    r->stride *= 2;
+    uint64_t out = 0, overview = 0;
+    for (uint64_t j = 0; j < r->n_kept; j++) {
+        SKept *k = &r->kept[j];
+        if (k->detail || k->idx % r->stride == 0) {
+            r->kept[out++] = *k;
+            overview += !k->detail;
+        }
+    }
+    r->n_kept = out;
+    r->overview = overview;
+    return 0;
+}
+
+static int series_add(Scanner *S, Conn *c, const Seg *g, int made_event)
+{
+    Series *r = c->ser;
+    if (!r) {
+        r = c->ser = calloc(1, sizeof *r);
+        if (!r)
+            return -1;
+        r->stride = 1;
+    }
+    SPoint p;
+    i128 ts = g->ts;
+    p.ts = ts > INT64_MAX ? INT64_MAX : ts < INT64_MIN ? INT64_MIN : (int64_t)ts;
+    p.frame = g->frame;
+    p.seq = g->seq;
+    p.ack = g->ack;
+    p.plen = g->payload_len > UINT32_MAX ? UINT32_MAX : (uint32_t)g->payload_len;
+    p.win = g->win;
+    p.flags = g->flags;
+    p.from_lo = addr_eq(g->src, c->lo_addr) && g->sport == c->lo_port;
+    uint64_t i = r->n++;
+    uint32_t before = S->s_before;
+    if (made_event) {
+        r->events++;
+        if (series_context(r, before, i) < 0 || series_push(r, &p, i, 1) < 0)
+            return -1;
+        r->after = S->s_after;
+    } else if (r->after) {
+        r->after--;
+        if (series_push(r, &p, i, 1) < 0)
+            return -1;
+    } else if (i % r->stride == 0) {
+        if (series_push(r, &p, i, 0) < 0)
+            return -1;
+        if (r->overview > S->s_cap && series_thin(r, before) < 0)
+            return -1;
+    }
+    if (r->ring && before) {
+        if (r->ring_len < before) {
+            r->ring[(r->ring_start + r->ring_len++) % before] = (SKept){p, i, 0};
+        } else {
+            r->ring[r->ring_start] = (SKept){p, i, 0};
+            r->ring_start = (r->ring_start + 1) % before;
+        }
+    }
+    return 0;
+}
+
+/* (key bytes, packed points) of a connection's series. */
+static PyObject *series_tuple(Scanner *S, Conn *c)
+{
+    Series *r = c->ser;
+    /* the last point seen ends the graph, kept or not (the newest ring entry) */
+    SKept *last = r->ring && r->ring_len ? ring_at(r, S->s_before, r->ring_len - 1) : NULL;
+    int extra = last && r->n_kept && last->idx != r->kept[r->n_kept - 1].idx;
+    uint64_t n = r->n_kept + (uint64_t)extra;
+    PyObject *pts = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * sizeof(SPoint)));
+    if (!pts)
+        return NULL;
+    SPoint *out = (SPoint *)PyBytes_AS_STRING(pts);
+    for (uint64_t j = 0; j < r->n_kept; j++)
+        out[j] = r->kept[j].p;
+    if (extra)
+        out[r->n_kept] = last->p;
+    return Py_BuildValue("(NN)", conn_key_bytes(c), pts);
+}
+
+/* A connection ends (eviction): its series is kept when it made an event, freed otherwise. */
+static int series_end(Scanner *S, Conn *c)
+{
+    int rc = 0;
+    if (c->ser && c->ser->events && S->series_done) {
+        PyObject *t = series_tuple(S, c);
+        if (!t || PyList_Append(S->series_done, t) < 0)
+            rc = -1;
+        Py_XDECREF(t);
+    }
+    series_free(c->ser);
+    c->ser = NULL;
+    return rc;
 }
 
 /* -- flow table (treason.model.FlowTable) --------------------------------------------------- */
@@ -1239,6 +1445,8 @@ static void conn_evict(Scanner *S, uint32_t idx)
 {
     Conn *c = &S->conns[idx];
     conn_drop(S, c);
+    if (series_end(S, c) < 0)
+        S->py_error = 1;
     slots_remove(S, idx);
     lru_unlink(S, idx);
     free(c->a.unk);
@@ -1354,6 +1562,8 @@ static int table_process(Scanner *S, const Seg *g)
     conn_process(S, c, g);
     if (S->trace && trace_segment(S, c, q_before) < 0)
         return -1;
+    if (S->series_on && series_add(S, c, g, S->q_tail != q_before) < 0)
+        goto nomem;
     c->last_active = S->now;
     if (c->syn_seen && c->synack_seen && !was_seen)
         S->handshakes++;
@@ -1737,6 +1947,7 @@ static void Scanner_dealloc(Scanner *S)
         free(S->conns[i].b.unk);
         if (S->conns[i].nvlan > VLAN_INLINE)
             free(S->conns[i].vlan_ext);
+        series_free(S->conns[i].ser);
     }
     for (uint64_t id = S->q_head; id != S->q_tail; id++)
         free(ev_at(S, id)->vlan_ext);
@@ -1747,6 +1958,7 @@ static void Scanner_dealloc(Scanner *S)
     free(S->vlan_buf);
     Py_XDECREF(S->events);
     Py_XDECREF(S->trace);
+    Py_XDECREF(S->series_done);
     Py_TYPE(S)->tp_free((PyObject *)S);
 }
 
@@ -1883,6 +2095,57 @@ static PyObject *Scanner_take_trace(Scanner *S, PyObject *Py_UNUSED(ignored))
     return out;
 }
 
+static PyObject *Scanner_series(Scanner *S, PyObject *args)
+{
+    unsigned long long cap;
+    unsigned int before, after;
+    if (!PyArg_ParseTuple(args, "KII", &cap, &before, &after))
+        return NULL;
+    if (cap < 1) {
+        PyErr_SetString(PyExc_ValueError, "cap must be at least 1");
+        return NULL;
+    }
+    if (!S->series_done && !(S->series_done = PyList_New(0)))
+        return NULL;
+    S->series_on = 1;
+    S->s_cap = cap;
+    S->s_before = before;
+    S->s_after = after;
+    Py_RETURN_NONE;
+}
+
+/* The series of every connection with an event: ended ones first, then the live ones, least
+   recently active first. Live connections keep collecting. */
+static PyObject *Scanner_take_series(Scanner *S, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    if (S->series_done) {
+        Py_ssize_t n = PyList_GET_SIZE(S->series_done);
+        for (Py_ssize_t j = 0; j < n; j++)
+            if (PyList_Append(out, PyList_GET_ITEM(S->series_done, j)) < 0)
+                goto fail;
+        if (PyList_SetSlice(S->series_done, 0, n, NULL) < 0)
+            goto fail;
+    }
+    for (uint32_t i = S->lru_head; i != NIL; i = S->conns[i].next) {
+        Conn *c = &S->conns[i];
+        if (!c->ser || !c->ser->events)
+            continue;
+        PyObject *t = series_tuple(S, c);
+        if (!t || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            goto fail;
+        }
+        Py_DECREF(t);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyObject *u64list(const uint64_t *v, int n)
 {
     PyObject *l = PyList_New(n);
@@ -1938,6 +2201,10 @@ static PyMethodDef Scanner_methods[] = {
     {"take_trace", (PyCFunction)Scanner_take_trace, METH_NOARGS,
      "The trace entries recorded since the last call, one per frame, in frame order."},
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "Frame, flow and model counters."},
+    {"series", (PyCFunction)Scanner_series, METH_VARARGS,
+     "series(cap, before, after): collect plot series per connection (treason.series)."},
+    {"take_series", (PyCFunction)Scanner_take_series, METH_NOARGS,
+     "(flow key bytes, packed points) of every connection that made an event."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,6 +23,7 @@ from treason.model import ModelStats
 if TYPE_CHECKING:
     from treason.packets import Frame
     from treason.scanner import ScanStats, Source
+    from treason.series import SeriesCollector
 
 try:
     from treason import _fastscan
@@ -72,6 +73,7 @@ def scan(
     max_flows: int,
     idle_timeout_ns: int,
     chunk: int = CHUNK,
+    series: SeriesCollector | None = None,
 ) -> Iterator[Event]:
     """Yield the events of one capture, exactly as the reference engine does.
 
@@ -97,6 +99,8 @@ def scan(
                 raise CaptureError(display, "truncated gzip stream", 0)
         fmt = _sniff(head, display)
         scanner = _new_scanner(fmt, max_flows, idle_timeout_ns)
+        if series is not None:
+            series.attach(scanner)
         try:
             yield from _run(scanner, stream, head, display, stats, chunk)
         except CaptureError:
@@ -108,6 +112,8 @@ def scan(
     finally:
         if scanner is not None:
             _flow_counters(scanner, stats)
+            if series is not None:
+                series.take(scanner)
         if to_close is not None:
             to_close.close()  # type: ignore[attr-defined]
 

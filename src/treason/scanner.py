@@ -11,12 +11,15 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Event, Severity
 from treason.model import FlowTable, ModelStats
 from treason.packets import Frame, Segment
+
+if TYPE_CHECKING:
+    from treason.series import SeriesCollector
 
 DEFAULT_MAX_FLOWS = 500_000
 DEFAULT_IDLE_TIMEOUT = 600.0  # seconds; longer than Linux's 240 s zero-window give-up
@@ -79,6 +82,7 @@ def scan(
     max_flows: int = DEFAULT_MAX_FLOWS,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     stats: ScanStats | None = None,
+    series: SeriesCollector | None = None,
 ) -> Iterator[Event]:
     """Yield every window-shrink event of one capture, in frame order.
 
@@ -86,7 +90,8 @@ def scan(
     moved back by less than the scale granularity) are counted in ``stats`` and yielded only
     with ``retractions=True``. A capture that ends inside a record is reported up to that
     point with a warning in ``stats.warnings``; other damage raises ``CaptureError`` after
-    every event before it has been yielded.
+    every event before it has been yielded. ``series``, when given, collects the graph series
+    of the connections with events in the same pass (``treason.series``).
     """
     stats = stats if stats is not None else ScanStats()
     name = source_name(source)
@@ -95,9 +100,11 @@ def scan(
     if engine == "fast":
         from treason import fastpath
 
-        events = fastpath.scan(source, name, stats, max_flows, int(idle_timeout * 1e9))
+        events = fastpath.scan(
+            source, name, stats, max_flows, int(idle_timeout * 1e9), series=series
+        )
     elif engine == "reference":
-        events = _reference(source, name, stats, max_flows, int(idle_timeout * 1e9))
+        events = _reference(source, name, stats, max_flows, int(idle_timeout * 1e9), series)
     else:
         raise ValueError(f"unknown engine {engine!r}")
     try:
@@ -147,7 +154,12 @@ class Analyzer:
 
 
 def _reference(
-    source: Source, name: str, stats: ScanStats, max_flows: int, idle_timeout_ns: int
+    source: Source,
+    name: str,
+    stats: ScanStats,
+    max_flows: int,
+    idle_timeout_ns: int,
+    series: SeriesCollector | None = None,
 ) -> Iterator[Event]:
     from treason.readers import open_frames
 
@@ -156,7 +168,10 @@ def _reference(
         damage = None
         try:
             for frame in open_frames(source, name):
-                yield from analyzer.frame(frame)[2]
+                seg, made, final = analyzer.frame(frame)
+                if series is not None and seg is not None:
+                    series.reference(seg, made is not None, analyzer.table)
+                yield from final
         except CaptureError as exc:
             damage = exc  # it ends the capture: first report every event before it
         yield from analyzer.table.flush()

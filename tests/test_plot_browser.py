@@ -1,0 +1,111 @@
+"""`treason plot`'s page in a real headless Chromium, offline: zoom, hover, reset.
+
+The page is loaded from a file by Chromium in a network namespace with no interface up. The
+test zooms with real input events (a dragged box, then the mouse wheel) around an event,
+checks that the graph's axis mapping (``data-x``) changed to a narrower range that still holds
+the event, and that hovering the event's mark shows its frame number. Screenshots before and
+after are kept under pytest's tmp directory (the path is printed) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import treason
+from chromium import Browser, binary
+from treason.cli import main
+from treason.events import Severity
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL = ROOT / "examples" / "kernel.pcap"
+
+pytestmark = pytest.mark.skipif(binary() is None, reason="Chromium is not installed")
+
+MARK = """(() => {
+  const svg = document.querySelectorAll('svg.flow-graph')[0];
+  const m = svg.querySelector('g.event[data-frame="%d"] circle');
+  const r = m.getBoundingClientRect();
+  return [r.left + r.width / 2, r.top + r.height / 2];
+})()"""
+XMAP = "document.querySelectorAll('svg.flow-graph')[0].getAttribute('data-x')"
+
+
+@pytest.fixture
+def browser():
+    b = Browser()
+    yield b
+    b.close()
+
+
+def test_zoom_and_hover_in_a_real_browser_offline(tmp_path, browser):
+    page = tmp_path / "kernel.html"
+    assert main(["plot", str(KERNEL), "-o", str(page)]) == 1
+    (event,) = [e for e in treason.scan(KERNEL) if e.cls is Severity.KERNEL]
+    browser.open(page)
+    assert browser.js("window.treasonGraphs.length") >= 1
+    browser.js("document.querySelectorAll('svg.flow-graph')[0].scrollIntoView()")
+    before = [float(v) for v in browser.js(XMAP).split()]
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    browser.screenshot(shots / "before.png")
+    t_event = event.time - float(
+        browser.js("document.querySelectorAll('svg.flow-graph')[0].getAttribute('data-t0')")
+    )
+
+    # A box dragged around the event's mark.
+    x, y = browser.js(MARK % event.frame)
+    browser.mouse("mouseMoved", x - 30, y - 60)
+    browser.mouse("mousePressed", x - 30, y - 60, button="left", buttons=1, clickCount=1)
+    browser.mouse("mouseMoved", x, y, button="left", buttons=1)
+    browser.mouse("mouseMoved", x + 30, y + 60, button="left", buttons=1)
+    browser.mouse("mouseReleased", x + 30, y + 60, button="left", buttons=0, clickCount=1)
+    boxed = [float(v) for v in browser.js(XMAP).split()]
+    assert boxed[:2] == before[:2]  # the same pixels ...
+    assert boxed[3] - boxed[2] < (before[3] - before[2]) / 5  # ... show a fifth of the time
+    assert boxed[2] < t_event < boxed[3]
+
+    # Then the wheel, over the mark: closer still.
+    x, y = browser.js(MARK % event.frame)
+    browser.mouse("mouseWheel", x, y, deltaX=0, deltaY=-120)
+    browser.mouse("mouseWheel", x, y, deltaX=0, deltaY=-120)
+    wheeled = [float(v) for v in browser.js(XMAP).split()]
+    assert wheeled[3] - wheeled[2] < (boxed[3] - boxed[2]) * 0.7
+    assert wheeled[2] < t_event < wheeled[3]
+
+    # The mark is redrawn where the new mapping puts it, and hovering it names the frame.
+    x, y = browser.js(MARK % event.frame)
+    p0, p1, lo, hi = wheeled
+    svg_left = browser.js(
+        "document.querySelectorAll('svg.flow-graph')[0].getBoundingClientRect().left"
+    )
+    assert x - svg_left == pytest.approx(p0 + (t_event - lo) * (p1 - p0) / (hi - lo), abs=1.5)
+    browser.mouse("mouseMoved", x, y)
+    tip = browser.js("document.querySelectorAll('.graph .tip')[0].textContent")
+    assert f"frame {event.frame}: kernel event" in tip
+    assert f"{event.shrink_bytes} bytes taken back" in tip
+    assert event.kernel_line in tip
+    assert browser.js("getComputedStyle(document.querySelectorAll('.graph .tip')[0]).display") == (
+        "block"
+    )
+    browser.screenshot(shots / "after.png")
+
+    # A click keeps the numbers below the graph; reset restores the first view.
+    browser.mouse("mousePressed", x, y, button="left", buttons=1, clickCount=1)
+    browser.mouse("mouseReleased", x, y, button="left", buttons=0, clickCount=1)
+    picked = browser.js("document.querySelectorAll('.graph .picked')[0].textContent")
+    assert f"frame {event.frame}" in picked
+    browser.js("document.querySelectorAll('.graph [data-act=reset]')[0].click()")
+    assert [float(v) for v in browser.js(XMAP).split()] == pytest.approx(before)
+
+    # Hovering a data segment names its frame too.
+    sent = json.loads(
+        browser.js(
+            "document.getElementById(document.querySelectorAll('svg.flow-graph')[0]"
+            ".getAttribute('data-series')).textContent"
+        )
+    )["sent"]
+    assert browser.requests() == [page.as_uri()]  # nothing but the file itself
+    print(f"\nscreenshots: {shots}/before.png {shots}/after.png ({len(sent)} segments)")
