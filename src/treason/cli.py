@@ -17,7 +17,7 @@ from treason.errors import TreasonError
 from treason.terminal import safe
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("scan", "plot", "logs", "explain", "match", "logwatch", "simulate", "live")
+COMMANDS = ("scan", "plot", "annotate", "logs", "explain", "match", "logwatch", "simulate", "live")
 
 EXIT_STATUS = """exit status:
   0  nothing found
