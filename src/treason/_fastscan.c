@@ -247,6 +247,10 @@ typedef struct {
     uint64_t s_cap;
     uint32_t s_before, s_after;
     PyObject *series_done; /* (key bytes, points bytes) of ended connections with events */
+    /* with filter({linktype: program}): frames the capture filter rejects are not analysed */
+    struct BpfProg *filters;
+    uint32_t n_filters;
+    uint64_t filtered;
     int py_error;
 } Scanner;
 
@@ -1321,6 +1325,150 @@ static int series_end(Scanner *S, Conn *c)
     return rc;
 }
 
+/* -- capture filter (treason.capfilter: classic BPF, as libpcap's bpf_filter) --------------- */
+
+/*
+ * `scan --filter` / `plot --filter`: a tcpdump expression compiled by libpcap for each link type,
+ * run on every frame before it is decoded, as `live --filter` runs it in the kernel. A frame the
+ * program rejects is counted (filtered()) and otherwise ignored; frame numbers stay the file's.
+ * The interpreter follows libpcap's bpf_filter: loads outside the packet and division by zero
+ * reject the frame; BPF_LEN is the length on the wire.
+ */
+
+typedef struct {
+    uint16_t code;
+    uint8_t jt, jf;
+    uint32_t k;
+} BpfInsn;
+
+typedef struct BpfProg {
+    uint32_t linktype;
+    uint32_t n;
+    BpfInsn *insns;
+} BpfProg;
+
+#define BPF_MAX_INSNS 4096
+
+static int bpf_load(const uint8_t *p, int64_t buflen, uint64_t off, int size, uint32_t *out)
+{
+    if (off + (uint64_t)size > (uint64_t)buflen)
+        return 0;
+    p += off;
+    *out = size == 4 ? be32(p) : size == 2 ? be16(p) : p[0];
+    return 1;
+}
+
+/* The program's verdict on one frame: nonzero to keep it. */
+static uint32_t bpf_run(const BpfProg *f, const uint8_t *p, int64_t buflen, uint32_t wirelen)
+{
+    uint32_t A = 0, X = 0, M[16] = {0}, v;
+    for (uint32_t pc = 0; pc < f->n; pc++) {
+        const BpfInsn *i = &f->insns[pc];
+        int size = 4;
+        switch (i->code & 0x07) {
+        case 0x00: /* LD */
+        case 0x01: /* LDX */
+            size = (i->code & 0x18) == 0x10 ? 1 : (i->code & 0x18) == 0x08 ? 2 : 4;
+            switch (i->code & 0xe0) {
+            case 0x00: /* IMM */
+                v = i->k;
+                break;
+            case 0x20: /* ABS */
+                if (!bpf_load(p, buflen, i->k, size, &v))
+                    return 0;
+                break;
+            case 0x40: /* IND */
+                if (!bpf_load(p, buflen, (uint64_t)X + i->k, size, &v))
+                    return 0;
+                break;
+            case 0x60: /* MEM */
+                v = M[i->k & 15];
+                break;
+            case 0x80: /* LEN */
+                v = wirelen;
+                break;
+            case 0xa0: /* MSH: 4 * (P[k] & 0xf) */
+                if (!bpf_load(p, buflen, i->k, 1, &v))
+                    return 0;
+                v = (v & 0xf) << 2;
+                break;
+            default:
+                return 0;
+            }
+            if ((i->code & 0x07) == 0x00)
+                A = v;
+            else
+                X = v;
+            break;
+        case 0x02: /* ST */
+            M[i->k & 15] = A;
+            break;
+        case 0x03: /* STX */
+            M[i->k & 15] = X;
+            break;
+        case 0x04: { /* ALU */
+            uint32_t s = (i->code & 0x08) ? X : i->k;
+            switch (i->code & 0xf0) {
+            case 0x00: A += s; break;
+            case 0x10: A -= s; break;
+            case 0x20: A *= s; break;
+            case 0x30: if (!s) return 0; A /= s; break;
+            case 0x40: A |= s; break;
+            case 0x50: A &= s; break;
+            case 0x60: A = s < 32 ? A << s : 0; break;
+            case 0x70: A = s < 32 ? A >> s : 0; break;
+            case 0x80: A = (uint32_t)-(int64_t)A; break;
+            case 0x90: if (!s) return 0; A %= s; break;
+            case 0xa0: A ^= s; break;
+            default: return 0;
+            }
+            break;
+        }
+        case 0x05: { /* JMP */
+            uint32_t s = (i->code & 0x08) ? X : i->k;
+            int taken;
+            switch (i->code & 0xf0) {
+            case 0x00: pc += i->k; continue; /* JA */
+            case 0x10: taken = A == s; break;
+            case 0x20: taken = A > s; break;
+            case 0x30: taken = A >= s; break;
+            case 0x40: taken = (A & s) != 0; break;
+            default: return 0;
+            }
+            pc += taken ? i->jt : i->jf;
+            break;
+        }
+        case 0x06: /* RET */
+            return (i->code & 0x18) == 0x10 ? A : i->k;
+        case 0x07: /* MISC */
+            if (i->code & 0x80)
+                A = X; /* TXA */
+            else
+                X = A; /* TAX */
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Whether a frame of link type lt passes the filter (no program for lt: it does not). */
+static int filter_pass(Scanner *S, uint32_t lt, const uint8_t *d, int64_t len, uint32_t orig_len)
+{
+    for (uint32_t j = 0; j < S->n_filters; j++)
+        if (S->filters[j].linktype == lt)
+            return bpf_run(&S->filters[j], d, len, orig_len) != 0;
+    return 0;
+}
+
+static void filters_free(Scanner *S)
+{
+    for (uint32_t j = 0; j < S->n_filters; j++)
+        free(S->filters[j].insns);
+    free(S->filters);
+    S->filters = NULL;
+    S->n_filters = 0;
+}
+
 /* -- flow table (treason.model.FlowTable) --------------------------------------------------- */
 
 static inline uint64_t mix64(uint64_t h)
@@ -1586,6 +1734,14 @@ static inline int frame(Scanner *S, i128 ts, uint32_t lt, const uint8_t *d, int6
     S->frames++;
     g.frame = S->frames;
     g.ts = ts;
+    if (S->filters && !filter_pass(S, lt, d, len, orig_len)) {
+        S->filtered++;
+        if (S->trace) {
+            Py_INCREF(Py_None);
+            return trace_append(S, Py_None);
+        }
+        return 0;
+    }
     int why = decode(S, lt, d, len, orig_len, &g);
     if (S->py_error)
         return -1;
@@ -1959,6 +2115,7 @@ static void Scanner_dealloc(Scanner *S)
     Py_XDECREF(S->events);
     Py_XDECREF(S->trace);
     Py_XDECREF(S->series_done);
+    filters_free(S);
     Py_TYPE(S)->tp_free((PyObject *)S);
 }
 
@@ -2146,6 +2303,64 @@ fail:
     return NULL;
 }
 
+/* filter({linktype: [(code, jt, jf, k), ...]}): run these programs on every frame. */
+static PyObject *Scanner_filter(Scanner *S, PyObject *arg)
+{
+    if (!PyDict_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "filter() takes a dict {linktype: instructions}");
+        return NULL;
+    }
+    filters_free(S);
+    Py_ssize_t n = PyDict_Size(arg), pos = 0;
+    S->filters = calloc(n ? (size_t)n : 1, sizeof *S->filters);
+    if (!S->filters)
+        return PyErr_NoMemory();
+    PyObject *key, *value;
+    while (PyDict_Next(arg, &pos, &key, &value)) {
+        BpfProg *f = &S->filters[S->n_filters];
+        unsigned long lt = PyLong_AsUnsignedLong(key);
+        if (PyErr_Occurred())
+            goto fail;
+        PyObject *seq = PySequence_Fast(value, "instructions must be a sequence");
+        if (!seq)
+            goto fail;
+        Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
+        if (m < 1 || m > BPF_MAX_INSNS) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "a program has 1 to 4096 instructions");
+            goto fail;
+        }
+        f->insns = calloc((size_t)m, sizeof *f->insns);
+        if (!f->insns) {
+            Py_DECREF(seq);
+            PyErr_NoMemory();
+            goto fail;
+        }
+        f->linktype = (uint32_t)lt;
+        S->n_filters++;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            unsigned int code, jt, jf;
+            unsigned long k;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "IIIk", &code, &jt, &jf, &k)) {
+                Py_DECREF(seq);
+                goto fail;
+            }
+            f->insns[j] = (BpfInsn){(uint16_t)code, (uint8_t)jt, (uint8_t)jf, (uint32_t)k};
+        }
+        f->n = (uint32_t)m;
+        Py_DECREF(seq);
+    }
+    Py_RETURN_NONE;
+fail:
+    filters_free(S);
+    return NULL;
+}
+
+static PyObject *Scanner_filtered(Scanner *S, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(S->filtered);
+}
+
 static PyObject *u64list(const uint64_t *v, int n)
 {
     PyObject *l = PyList_New(n);
@@ -2203,6 +2418,9 @@ static PyMethodDef Scanner_methods[] = {
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "Frame, flow and model counters."},
     {"series", (PyCFunction)Scanner_series, METH_VARARGS,
      "series(cap, before, after): collect plot series per connection (treason.series)."},
+    {"filter", (PyCFunction)Scanner_filter, METH_O,
+     "filter({linktype: [(code, jt, jf, k), ...]}): analyse only frames the program keeps."},
+    {"filtered", (PyCFunction)Scanner_filtered, METH_NOARGS, "Frames the filter rejected."},
     {"take_series", (PyCFunction)Scanner_take_series, METH_NOARGS,
      "(flow key bytes, packed points) of every connection that made an event."},
     {NULL, NULL, 0, NULL},

@@ -21,6 +21,7 @@ from treason.events import Event, Severity
 from treason.model import ModelStats
 
 if TYPE_CHECKING:
+    from treason.capfilter import CaptureFilter
     from treason.packets import Frame
     from treason.scanner import ScanStats, Source
     from treason.series import SeriesCollector
@@ -74,6 +75,7 @@ def scan(
     idle_timeout_ns: int,
     chunk: int = CHUNK,
     series: SeriesCollector | None = None,
+    capture_filter: CaptureFilter | None = None,
 ) -> Iterator[Event]:
     """Yield the events of one capture, exactly as the reference engine does.
 
@@ -101,6 +103,8 @@ def scan(
         scanner = _new_scanner(fmt, max_flows, idle_timeout_ns)
         if series is not None:
             series.attach(scanner)
+        if capture_filter is not None:
+            capture_filter.attach(scanner)
         try:
             yield from _run(scanner, stream, head, display, stats, chunk)
         except CaptureError:
@@ -114,6 +118,10 @@ def scan(
             _flow_counters(scanner, stats)
             if series is not None:
                 series.take(scanner)
+            if capture_filter is not None:
+                from treason.capfilter import FILTERED
+
+                stats.skipped[FILTERED] += scanner.filtered()
         if to_close is not None:
             to_close.close()  # type: ignore[attr-defined]
 

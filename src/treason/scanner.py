@@ -19,6 +19,7 @@ from treason.model import FlowTable, ModelStats
 from treason.packets import Frame, Segment
 
 if TYPE_CHECKING:
+    from treason.capfilter import CaptureFilter
     from treason.series import SeriesCollector
 
 DEFAULT_MAX_FLOWS = 500_000
@@ -83,6 +84,7 @@ def scan(
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     stats: ScanStats | None = None,
     series: SeriesCollector | None = None,
+    capture_filter: CaptureFilter | None = None,
 ) -> Iterator[Event]:
     """Yield every window-shrink event of one capture, in frame order.
 
@@ -91,7 +93,8 @@ def scan(
     with ``retractions=True``. A capture that ends inside a record is reported up to that
     point with a warning in ``stats.warnings``; other damage raises ``CaptureError`` after
     every event before it has been yielded. ``series``, when given, collects the graph series
-    of the connections with events in the same pass (``treason.series``).
+    of the connections with events in the same pass (``treason.series``); ``capture_filter``
+    analyses only the frames a tcpdump expression keeps (``treason.capfilter``).
     """
     stats = stats if stats is not None else ScanStats()
     name = source_name(source)
@@ -101,10 +104,18 @@ def scan(
         from treason import fastpath
 
         events = fastpath.scan(
-            source, name, stats, max_flows, int(idle_timeout * 1e9), series=series
+            source,
+            name,
+            stats,
+            max_flows,
+            int(idle_timeout * 1e9),
+            series=series,
+            capture_filter=capture_filter,
         )
     elif engine == "reference":
-        events = _reference(source, name, stats, max_flows, int(idle_timeout * 1e9), series)
+        events = _reference(
+            source, name, stats, max_flows, int(idle_timeout * 1e9), series, capture_filter
+        )
     else:
         raise ValueError(f"unknown engine {engine!r}")
     try:
@@ -160,7 +171,9 @@ def _reference(
     max_flows: int,
     idle_timeout_ns: int,
     series: SeriesCollector | None = None,
+    capture_filter: CaptureFilter | None = None,
 ) -> Iterator[Event]:
+    from treason.capfilter import FILTERED
     from treason.readers import open_frames
 
     analyzer = Analyzer(stats, max_flows, idle_timeout_ns)
@@ -168,6 +181,10 @@ def _reference(
         damage = None
         try:
             for frame in open_frames(source, name):
+                if capture_filter is not None and not capture_filter.keeps(frame):
+                    stats.frames += 1
+                    stats.skipped[FILTERED] += 1
+                    continue
                 seg, made, final = analyzer.frame(frame)
                 if series is not None and seg is not None:
                     series.reference(seg, made is not None, analyzer.table)

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 
-from treason.commands.common import add_model_options, positive_int
+from treason.capfilter import CaptureFilter
+from treason.commands.common import add_filter_option, add_model_options, positive_int
 from treason.errors import TreasonError
 from treason.events import Event, Severity
 from treason.output.atomic import atomic_text
@@ -69,6 +70,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="compiled scanner or the readable reference model (default: fast when built)",
     )
     add_model_options(p)
+    add_filter_option(p)
     p.set_defaults(func=run)
 
 
@@ -122,7 +124,7 @@ def select(
 
 
 def _scan_one(
-    path: str, args: argparse.Namespace, stats: ScanStats
+    path: str, args: argparse.Namespace, stats: ScanStats, capture_filter: CaptureFilter | None
 ) -> tuple[list[Event], SeriesCollector, str | None]:
     """One capture, read once: its events and the series of its connections with events."""
     collector = SeriesCollector()
@@ -137,6 +139,7 @@ def _scan_one(
                 idle_timeout=args.idle_timeout,
                 stats=stats,
                 series=collector,
+                capture_filter=capture_filter,
             )
         )
     except TreasonError as exc:
@@ -149,13 +152,14 @@ def _scan_one(
 def run(args: argparse.Namespace) -> int:
     if args.captures.count("-") > 1:
         raise TreasonError("-", "standard input can be read only once")
+    capture_filter = CaptureFilter(args.filter) if args.filter else None
     total = ScanStats()
     events: list[Event] = []
     errors: list[str] = []
     collected: dict[str, SeriesCollector] = {}
     for path in args.captures:
         stats = ScanStats()
-        file_events, collector, error = _scan_one(path, args, stats)
+        file_events, collector, error = _scan_one(path, args, stats, capture_filter)
         events.extend(file_events)
         total.merge(stats)
         collected[source_name(path)] = collector
@@ -179,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
             traces=drawn,
             stats=total,
             hidden=hidden,
-            filtered=args.flow is not None,
+            filtered=args.flow is not None or capture_filter is not None,
             errors=errors,
         )
     if args.output:
