@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from itertools import pairwise
 from pathlib import Path
@@ -460,6 +460,31 @@ def test_big_flow_is_decimated_but_keeps_the_event(tmp_path):
     assert float(dot.get("cy")) == pytest.approx(g.py(new_edge), abs=0.06)
     steps = [(a, b) for a, b in pairwise(edge) if abs(b[1] - g.py(new_edge)) < 0.06]
     assert any(abs(a[1] - g.py(old_edge)) < 0.06 and a[0] == b[0] for a, b in steps)
+
+
+def alternating(n_events: int) -> list[Segment]:
+    """A bulk transfer whose receiver shrinks its window on every other ACK."""
+    segs = bulk_transfer(2 * n_events, 1000, -1)
+    for i in range(4, len(segs), 4):  # every second receiver ACK offers 100 << 7, not 512 << 7
+        segs[i] = replace(segs[i], win=100)
+    return segs
+
+
+def test_crowded_events_share_cluster_labels(tmp_path):
+    n = 3000
+    capture = tmp_path / "crowded.pcap"
+    capture.write_bytes(to_pcap(alternating(n)))
+    assert len(events_of(capture)) >= n - 1
+    status, html = plot(tmp_path, capture)
+    assert status == 1
+    (g,) = [g for g in graphs(html) if g.cls == "flow-graph"]
+    assert len(g.markers()) == len(events_of(capture))
+    labels = [e for e in g.root.iter(f"{NS}g") if e.get("class") == "label"]
+    frames = [int(f) for lab in labels for f in lab.get("data-frames").split()]
+    assert sorted(frames) == sorted(e.frame for e in events_of(capture))  # each once
+    xs = sorted(float(next(lab.iter(f"{NS}text")).get("x")) for lab in labels)
+    assert len(labels) < 30  # 3,000 events on 840 pixels: a few dozen labels at most
+    assert all(b - a >= 30 for a, b in pairwise(xs))  # never stacked on each other
 
 
 @given(

@@ -109,3 +109,43 @@ def test_zoom_and_hover_in_a_real_browser_offline(tmp_path, browser):
     )["sent"]
     assert browser.requests() == [page.as_uri()]  # nothing but the file itself
     print(f"\nscreenshots: {shots}/before.png {shots}/after.png ({len(sent)} segments)")
+
+
+LABELS = """(() => {
+  const svg = document.querySelectorAll('svg.flow-graph')[0];
+  return Array.from(svg.querySelectorAll('g.label')).map(g => {
+    const r = g.querySelector('text').getBoundingClientRect();
+    return [r.left + r.width / 2, r.top + r.height / 2, g.getAttribute('data-frames')];
+  });
+})()"""
+
+
+def test_crowded_events_are_clustered_and_a_cluster_zooms_in(tmp_path, browser):
+    from strategies import to_pcap
+    from test_plot import alternating
+
+    capture = tmp_path / "crowded.pcap"
+    capture.write_bytes(to_pcap(alternating(400)))
+    page = tmp_path / "crowded.html"
+    assert main(["plot", str(capture), "-o", str(page)]) == 1
+    browser.open(page)
+    browser.js("document.querySelectorAll('svg.flow-graph')[0].scrollIntoView()")
+    before = [float(v) for v in browser.js(XMAP).split()]
+    x0 = before[0] + (before[1] - before[0]) / 2
+    left = browser.js("document.querySelectorAll('svg.flow-graph')[0].getBoundingClientRect().left")
+    top = browser.js("document.querySelectorAll('svg.flow-graph')[0].getBoundingClientRect().top")
+    for _ in range(6):  # zoom around the middle: the script clusters the labels again
+        browser.mouse("mouseWheel", left + x0, top + 250, deltaX=0, deltaY=-120)
+    labels = browser.js(LABELS)
+    xs = sorted(x for x, _, _ in labels)
+    assert all(b - a >= 30 for a, b in zip(xs, xs[1:]))
+    crowded = [lab for lab in labels if len(lab[2].split()) > 1]
+    assert crowded, "some labels gather several events"
+    zoomed = [float(v) for v in browser.js(XMAP).split()]
+    x, y, frames = crowded[len(crowded) // 2]
+    browser.mouse("mousePressed", x, y, button="left", buttons=1, clickCount=1)
+    browser.mouse("mouseReleased", x, y, button="left", buttons=0, clickCount=1)
+    into = [float(v) for v in browser.js(XMAP).split()]
+    assert into[3] - into[2] < (zoomed[3] - zoomed[2]) / 2  # the cluster's span, padded
+    browser.screenshot(tmp_path / "crowded.png")
+    print(f"\nscreenshot: {tmp_path / 'crowded.png'} ({len(frames.split())} events in the cluster)")

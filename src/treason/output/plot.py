@@ -33,6 +33,7 @@ from typing import Any, TextIO
 from treason.events import Event, Severity
 from treason.output.svg import (
     Linear,
+    Ranges,
     decimate_steps,
     esc,
     num,
@@ -579,8 +580,9 @@ def _merge_columns(
     """One bar per pixel column (its lowest to highest byte), except near events."""
     cols: dict[int, list[float]] = {}
     kept = []
+    protected = Ranges(protect)
     for x, ya, yb in segs:
-        if any(a <= x <= b for a, b in protect):
+        if x in protected:
             kept.append((x, ya, yb))
             continue
         c = int(x)
