@@ -9,6 +9,7 @@ after are kept under pytest's tmp directory (the path is printed) for a person t
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def test_crowded_events_are_clustered_and_a_cluster_zooms_in(tmp_path, browser):
         browser.mouse("mouseWheel", left + x0, top + 250, deltaX=0, deltaY=-120)
     labels = browser.js(LABELS)
     xs = sorted(x for x, _, _ in labels)
-    assert all(b - a >= 30 for a, b in zip(xs, xs[1:]))
+    assert all(b - a >= 30 for a, b in itertools.pairwise(xs))
     crowded = [lab for lab in labels if len(lab[2].split()) > 1]
     assert crowded, "some labels gather several events"
     zoomed = [float(v) for v in browser.js(XMAP).split()]
