@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import treason
-from captures import epb, idb, option, pb, pcap_records, shb, tools_missing
+from captures import epb, idb, option, pb, pcap, pcap_records, shb, tools_missing
 from treason.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,3 +204,20 @@ def test_damaged_capture_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "damaged.pcap" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_nanosecond_timestamps_keep_their_nanoseconds(tmp_path):
+    _, records = pcap_records(KERNEL.read_bytes())
+    rebuilt = []
+    for i, rec in enumerate(records):
+        sec, usec, incl, orig = struct.unpack_from("<IIII", rec)
+        ts_ns = (sec * 1_000_000 + usec) * 1000 + (i * 37) % 1000  # below the microsecond
+        rebuilt.append((ts_ns, rec[16 : 16 + incl], orig))
+    source = tmp_path / "nano.pcap"
+    source.write_bytes(pcap(rebuilt, nano=True))
+    status, out, _ = annotate(tmp_path, str(source))
+    assert status == 1
+    times = tshark(out, "-T", "fields", "-e", "frame.time_epoch").split()
+    assert times == tshark(source, "-T", "fields", "-e", "frame.time_epoch").split()
+    assert any(not t.endswith("000") for t in times)
+    assert dissection(out, from_pcap=True) == dissection(source, from_pcap=True)

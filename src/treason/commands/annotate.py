@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from treason.annotate import annotate, display_filters
-from treason.commands.common import add_model_options
+from treason.commands.common import add_engine_option, add_model_options
 from treason.errors import TreasonError
 from treason.output.atomic import atomic_text
 from treason.scanner import ScanStats
@@ -37,12 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng, or - for stdin")
     p.add_argument("-o", "--output", required=True, metavar="OUT.pcapng", help="the copy")
-    p.add_argument(
-        "--engine",
-        choices=("auto", "fast", "reference"),
-        default="auto",
-        help="compiled scanner or the readable reference model (default: fast when built)",
-    )
+    add_engine_option(p)
     add_model_options(p)
     p.set_defaults(func=run)
 

@@ -42,3 +42,13 @@ def add_filter_option(p: argparse.ArgumentParser) -> None:
         help="analyse only frames this tcpdump filter expression keeps, e.g. 'host 192.0.2.7 "
         "and port 443' (as live --filter; frame numbers stay the file's)",
     )
+
+
+def add_engine_option(p: argparse.ArgumentParser) -> None:
+    """``--engine auto|fast|reference``, as ``scan`` has it."""
+    p.add_argument(
+        "--engine",
+        choices=("auto", "fast", "reference"),
+        default="auto",
+        help="compiled scanner or the readable reference model (default: fast when built)",
+    )

@@ -9,7 +9,12 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 
 from treason.capfilter import CaptureFilter
-from treason.commands.common import add_filter_option, add_model_options, positive_int
+from treason.commands.common import (
+    add_engine_option,
+    add_filter_option,
+    add_model_options,
+    positive_int,
+)
 from treason.errors import TreasonError
 from treason.events import Event, Severity
 from treason.output.atomic import atomic_text
@@ -63,12 +68,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help=f"draw at most N directions, the most severe first (default {DEFAULT_GRAPHS})",
     )
-    p.add_argument(
-        "--engine",
-        choices=("auto", "fast", "reference"),
-        default="auto",
-        help="compiled scanner or the readable reference model (default: fast when built)",
-    )
+    add_engine_option(p)
     add_model_options(p)
     add_filter_option(p)
     p.set_defaults(func=run)
