@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import treason
-from captures import epb, idb, option, pb, pcap, pcap_records, shb, tools_missing
+from captures import epb, idb, option, pb, pcap, pcap_records, shb, spb, tools_missing
 from treason.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,3 +221,24 @@ def test_nanosecond_timestamps_keep_their_nanoseconds(tmp_path):
     assert times == tshark(source, "-T", "fields", "-e", "frame.time_epoch").split()
     assert any(not t.endswith("000") for t in times)
     assert dissection(out, from_pcap=True) == dissection(source, from_pcap=True)
+
+
+def test_event_on_a_simple_packet_block_becomes_an_enhanced_one(tmp_path):
+    """A simple packet block has no options: the event frame becomes an EPB on interface 0
+    with timestamp 0 (the SPB had none); every other frame and field is unchanged."""
+    blob = KERNEL.read_bytes()
+    (snaplen,) = struct.unpack_from("<I", blob, 16)
+    _, records = pcap_records(blob)
+    parts = [shb(), idb(1, snaplen)]
+    for rec in records:
+        _sec, _usec, incl, orig = struct.unpack_from("<IIII", rec)
+        parts.append(spb(rec[16 : 16 + incl], orig))
+    source = tmp_path / "simple.pcapng"
+    source.write_bytes(b"".join(parts))
+    status, out, _ = annotate(tmp_path, str(source))
+    assert status == 1
+    (event,) = list(treason.scan(source))
+    assert sorted(commented(out)) == [event.frame]
+    time_lines = re.compile(r"\s+(\[?Time |Arrival Time|Epoch Time|\[Time shift)")
+    got = [line for line in dissection(out, from_pcap=False) if not time_lines.match(line)]
+    assert got == dissection(source, from_pcap=False)

@@ -292,7 +292,8 @@ def _annotated(btype: int, raw: bytes, order: str, note: str, snaplens: list[int
     body = raw[8:-4]
     if btype == SPB:
         (origlen,) = struct.unpack_from(order + "I", body)
-        caplen = min(origlen, len(body) - 4, *(snaplens[:1] or [origlen]))
+        snaplen = snaplens[0] if snaplens and snaplens[0] else origlen  # 0: no limit
+        caplen = min(origlen, len(body) - 4, snaplen)
         data = body[4 : 4 + caplen]
         fixed = struct.pack(order + "IIIII", 0, 0, 0, caplen, origlen)
         options = b""
