@@ -85,6 +85,10 @@ def test_comments_on_exactly_scans_frames_and_nothing_else_changes(tmp_path, cap
         if e.kernel_line:
             assert e.kernel_line in note
     assert dissection(out, from_pcap=True) == dissection(capture, from_pcap=True)
+    # Expert Info lists them as comments, as Wireshark's Expert Information dialog does.
+    expert = tshark(out, "-q", "-z", "expert")
+    assert f"Comments ({len(events)})" in expert
+    assert expert.count("Comment              Frame  treason: ") == len(events)
     # The printed filters select, in tshark, the event frames and the frames of their flows.
     marked = printed.splitlines()[0].split(":", 1)[1].strip()
     flows = printed.splitlines()[1].split(":", 1)[1].strip()

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import struct
+import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -150,3 +153,45 @@ def test_crowded_events_are_clustered_and_a_cluster_zooms_in(tmp_path, browser):
     assert into[3] - into[2] < (zoomed[3] - zoomed[2]) / 2  # the cluster's span, padded
     browser.screenshot(tmp_path / "crowded.png")
     print(f"\nscreenshot: {tmp_path / 'crowded.png'} ({len(frames.split())} events in the cluster)")
+
+
+def test_downloads_and_the_graph_selector(tmp_path, browser):
+    page = tmp_path / "two.html"
+    shrink = ROOT / "examples" / "shrink.pcap"
+    assert main(["plot", str(KERNEL), str(shrink), "-o", str(page)]) == 1
+    browser.open(page)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.call("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+    browser.js("document.querySelectorAll('.graph [data-act=svg]')[0].click()")
+    browser.js("document.querySelectorAll('.graph [data-act=png]')[0].click()")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        names = sorted(p.name for p in downloads.iterdir())
+        if len(names) == 2 and not any(n.endswith(".crdownload") for n in names):
+            break
+        time.sleep(0.1)
+    svg_file, png_file = sorted(downloads.glob("*.svg")), sorted(downloads.glob("*.png"))
+    assert len(svg_file) == 1 and len(png_file) == 1, names
+    root = ET.fromstring(svg_file[0].read_text())  # well-formed, standalone SVG
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert root.find(".//{http://www.w3.org/2000/svg}g[@class='marks']") is not None
+    png = png_file[0].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (2 * int(root.get("width")), 2 * int(root.get("height")))
+
+    # The selector shows one graph's section and hides the others.
+    options = browser.js(
+        "Array.from(document.querySelectorAll('#flow-select option')).map(o => o.value)"
+    )
+    assert len(options) == 1 + 4  # all, then kernel's direction and shrink's three
+    browser.js(
+        f"const s = document.getElementById('flow-select'); s.value = {options[2]!r};"
+        "s.dispatchEvent(new Event('change'))"
+    )
+    shown = browser.js(
+        "Array.from(document.querySelectorAll('section.flow'))"
+        ".filter(s => getComputedStyle(s).display !== 'none').map(s => s.id)"
+    )
+    assert shown == [options[2]]
