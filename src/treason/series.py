@@ -22,9 +22,9 @@ The rule, per connection (both directions together, points numbered from 0 in ca
   made an event, freed otherwise. A flow that resumes starts a new series, as it starts a new
   connection in the model.
 
-``build`` turns the points of one direction into a ``Trace``: sequence numbers relative to the
-sender's first seen sequence number and unwrapped across 2**32 with serial arithmetic, so a
-long transfer climbs steadily instead of falling back to zero.
+``build`` turns the points of one direction into a ``DirectionSeries``: sequence numbers
+relative to the sender's first seen sequence number and unwrapped across 2**32 with serial
+arithmetic, so a long transfer climbs steadily instead of falling back to zero.
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ class Marked:
 
 
 @dataclass
-class Trace:
+class DirectionSeries:
     """Everything one graph draws. Times are seconds since ``t0`` (epoch seconds)."""
 
     key: Key
@@ -279,10 +279,10 @@ class Trace:
         return sum(s.retransmit for s in self.sent)
 
 
-def traces(
+def directions(
     series: Iterable[tuple[ConnKey, list[Point]]], events: Iterable[Event], file: str = ""
-) -> dict[Key, Trace]:
-    """The trace of every direction ``events`` fall in, from the series of their connections."""
+) -> dict[Key, DirectionSeries]:
+    """The series of every direction ``events`` fall in, from the series of their connections."""
     by_key: dict[Key, list[Event]] = {}
     for e in events:
         by_key.setdefault(key_of(e), []).append(e)
@@ -303,23 +303,23 @@ def traces(
 
 def build(
     key: Key, events: Sequence[Event], packets: Sequence[tuple[bool, Point]], file: str = ""
-) -> Trace:
+) -> DirectionSeries:
     """Relative, unwrapped series of one direction from its points (from sender?, point).
 
     The edges use the events' window shift: that is the shift treason judged them with, so the
     drawn right edge steps down exactly where an event says it did.
     """
     scale = events[-1].scale if events else 0
-    trace = Trace(key=key, scale=scale, events=list(events), file=file)
+    series = DirectionSeries(key=key, scale=scale, events=list(events), file=file)
     if not packets:
         for e in events:
-            trace.marks.append(_mark(e, 0.0, 0, e.ack))
-        return trace
+            series.marks.append(_mark(e, 0.0, 0, e.ack))
+        return series
     t0_ns = packets[0][1][0]
-    trace.t0 = t0_ns / 1e9
+    series.t0 = t0_ns / 1e9
     first = next((p for from_sender, p in packets if from_sender), None)
     base = first[2] if first is not None else packets[0][1][3]
-    trace.seq0 = base
+    series.seq0 = base
     # Serial arithmetic from the last value seen: each step is less than 2**31, so the running
     # sum is the true distance however many times the 32-bit numbers wrapped.
     ref_raw, ref_rel = base, 0
@@ -345,20 +345,20 @@ def build(
             end = start + span
             retransmit = highest is not None and start < highest
             highest = end if highest is None else max(highest, end)
-            trace.sent.append(Sent(t, frame, start, end, retransmit, flags))
+            series.sent.append(Sent(t, frame, start, end, retransmit, flags))
             continue
         if not flags & ACK or flags & RST:
             continue
         ack = rel(ack_raw)
         shift = 0 if flags & SYN else scale
-        trace.acked.append(Acked(t, frame, ack, ack + (win << shift), win))
+        series.acked.append(Acked(t, frame, ack, ack + (win << shift), win))
         if frame in by_frame:
-            trace.marks.append(_mark(by_frame.pop(frame), t, ack, ack_raw))
+            series.marks.append(_mark(by_frame.pop(frame), t, ack, ack_raw))
     for e in by_frame.values():  # not among the points: place it by its own numbers
         ack = ref_rel + seq.diff(e.ack, ref_raw)
-        trace.marks.append(_mark(e, e.time - trace.t0, ack, e.ack))
-    trace.marks.sort(key=lambda m: m.event.frame)
-    return trace
+        series.marks.append(_mark(e, e.time - series.t0, ack, e.ack))
+    series.marks.sort(key=lambda m: m.event.frame)
+    return series
 
 
 def _mark(e: Event, t: float, ack_rel: int, ack_raw: int) -> Marked:

@@ -20,7 +20,7 @@ from treason.events import Event, Severity
 from treason.output.atomic import atomic_text
 from treason.output.plot import write_page
 from treason.scanner import ScanStats, scan, source_name
-from treason.series import Key, SeriesCollector, Trace, key_of, traces
+from treason.series import DirectionSeries, Key, SeriesCollector, directions, key_of
 from treason.terminal import safe
 
 DEFAULT_GRAPHS = 20
@@ -166,11 +166,11 @@ def run(args: argparse.Namespace) -> int:
         if error:
             errors.append(error)
     keys, hidden = select(events, args.flow, args.max_graphs)
-    drawn: list[Trace] = []
+    drawn: list[DirectionSeries] = []
     for name, collector in collected.items():
         wanted = {k for f, k in keys if f == name}
         mine = [e for e in events if e.file == name and key_of(e) in wanted]
-        found = traces(collector.result(), mine, name)
+        found = directions(collector.result(), mine, name)
         drawn += [found[k] for f, k in keys if f == name]
     order = {k: i for i, k in enumerate(keys)}
     drawn.sort(key=lambda t: order[(t.file, t.key)])
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             out,
             captures=list(collected),
             events=events,
-            traces=drawn,
+            directions=drawn,
             stats=total,
             hidden=hidden,
             filtered=args.flow is not None or capture_filter is not None,

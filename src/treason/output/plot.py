@@ -44,7 +44,7 @@ from treason.output.svg import (
 )
 from treason.output.text import endpoint, event_table, peer_table, summary_lines
 from treason.scanner import ScanStats
-from treason.series import Acked, Key, Marked, Trace
+from treason.series import Acked, DirectionSeries, Key, Marked
 
 WIDTH = 960
 HEIGHT = 420
@@ -110,7 +110,7 @@ def flow_text(key: Key) -> str:
     return f"{endpoint(src, sport)} -> {endpoint(dst, dport)}{tag}"
 
 
-def anchor(t: Trace, index: int) -> str:
+def anchor(t: DirectionSeries, index: int) -> str:
     """A unique element id for the graph of ``t``, the ``index``-th direction drawn."""
     src, sport, dst, dport, vlan = t.key
     raw = f"flow{index}-{src}-{sport}-{dst}-{dport}-{'.'.join(map(str, vlan))}"
@@ -133,7 +133,7 @@ def write_page(
     *,
     captures: Sequence[str],
     events: Sequence[Event],
-    traces: Sequence[Trace],
+    directions: Sequence[DirectionSeries],
     stats: ScanStats,
     hidden: int = 0,
     filtered: bool = False,
@@ -142,7 +142,7 @@ def write_page(
     """The whole HTML document: summary, peer table, legend, then one section per direction.
 
     ``events`` are the events ``scan`` reports for the same captures and options (the peer
-    table counts them as the terminal report does); ``traces`` the directions drawn;
+    table counts them as the terminal report does); ``directions`` the directions drawn;
     ``hidden`` how many more had events but were left out by the cap.
     """
     w = out.write
@@ -161,7 +161,7 @@ def write_page(
             f'<p class="warn">error: {esc(error)}. Everything before the damage is shown; '
             "nothing after it was read.</p>\n"
         )
-    if not traces:
+    if not directions:
         where = "for the selected flows" if filtered else "in this capture"
         w(f'<p class="none">No receive-window shrinks found {where}.</p>\n')
         w("</body>\n</html>\n")
@@ -180,21 +180,21 @@ def write_page(
             "(<code>--max-graphs</code> caps the number of graphs; <code>--flow</code> picks "
             "one). The table above counts them all.</p>\n"
         )
-    ids = [anchor(t, i) for i, t in enumerate(traces)]
+    ids = [anchor(t, i) for i, t in enumerate(directions)]
     w('<nav><label>Graph: <select id="flow-select"><option value="">all graphs</option>')
-    for t, ident in zip(traces, ids):
+    for t, ident in zip(directions, ids):
         w(f'<option value="{ident}">{esc(_title(t, len(captures)))}</option>')
     w("</select></label><ul>\n")
-    for t, ident in zip(traces, ids):
+    for t, ident in zip(directions, ids):
         w(f'<li><a href="#{ident}">{esc(_title(t, len(captures)))}</a></li>\n')
     w("</ul></nav>\n")
-    for t, ident in zip(traces, ids):
+    for t, ident in zip(directions, ids):
         _section(out, t, ident, len(captures))
     w(f"<script>{_script()}</script>\n")
     w("</body>\n</html>\n")
 
 
-def _title(t: Trace, n_captures: int) -> str:
+def _title(t: DirectionSeries, n_captures: int) -> str:
     return flow_text(t.key) + (f" in {t.file}" if n_captures > 1 else "")
 
 
@@ -258,7 +258,7 @@ def _legend() -> str:
     )
 
 
-def _section(out: TextIO, t: Trace, ident: str, n_captures: int) -> None:
+def _section(out: TextIO, t: DirectionSeries, ident: str, n_captures: int) -> None:
     w = out.write
     evs = t.events
     counts: dict[Severity, int] = defaultdict(int)
@@ -300,7 +300,9 @@ def _section(out: TextIO, t: Trace, ident: str, n_captures: int) -> None:
     w("</section>\n")
 
 
-def _graph(t: Trace, span: tuple[float, float], ident: str, cls: str, title: str = "") -> str:
+def _graph(
+    t: DirectionSeries, span: tuple[float, float], ident: str, cls: str, title: str = ""
+) -> str:
     """One graph with its tool bar (the script wires the buttons), hover tip and pick line."""
     return (
         '<div class="graph"><div class="tools">'
@@ -314,7 +316,7 @@ def _graph(t: Trace, span: tuple[float, float], ident: str, cls: str, title: str
     )
 
 
-def _series_json(t: Trace) -> str:
+def _series_json(t: DirectionSeries) -> str:
     """What the script needs to redraw and describe: every point and event of the graph."""
     rows = {e.frame: line.strip() for e, line in _event_rows(t.events)}
     data: dict[str, Any] = {
@@ -350,7 +352,7 @@ def _event_rows(events: Sequence[Event]) -> list[tuple[Event, str]]:
     return list(zip(events, rows))
 
 
-def _story(t: Trace) -> str:
+def _story(t: DirectionSeries) -> str:
     worst = max(t.marks, key=lambda m: (m.event.cls, m.event.shrink_bytes), default=None)
     if worst is None:
         return ""
@@ -373,7 +375,7 @@ def _clock(t: float) -> str:
 # --------------------------------------------------------------------------- ranges
 
 
-def _time_span(t: Trace) -> tuple[float, float]:
+def _time_span(t: DirectionSeries) -> tuple[float, float]:
     times = [s.t for s in t.sent] + [a.t for a in t.acked] + [m.t for m in t.marks]
     lo, hi = min(times, default=0.0), max(times, default=0.0)
     if hi - lo <= 0:
@@ -382,7 +384,7 @@ def _time_span(t: Trace) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _zooms(t: Trace, span: tuple[float, float]) -> list[tuple[float, float, list[int]]]:
+def _zooms(t: DirectionSeries, span: tuple[float, float]) -> list[tuple[float, float, list[int]]]:
     """Close-up windows around the most severe events whose surroundings the full graph
     squeezes into a few pixels: a fixed number of packets either side, merged when they
     overlap."""
@@ -414,7 +416,7 @@ def _zooms(t: Trace, span: tuple[float, float]) -> list[tuple[float, float, list
     return [(lo, hi, f) for lo, hi, f in windows if (hi - lo) < full * 0.4]
 
 
-def _seq_span(t: Trace, lo: float, hi: float) -> tuple[float, float]:
+def _seq_span(t: DirectionSeries, lo: float, hi: float) -> tuple[float, float]:
     vals: list[int] = []
     for s in t.sent:
         if lo <= s.t <= hi:
@@ -448,7 +450,7 @@ def _around(acked: Sequence[Acked], lo: float, hi: float) -> list[Acked]:
 
 
 def render_graph(
-    t: Trace,
+    t: DirectionSeries,
     span: tuple[float, float],
     *,
     cls: str = "flow-graph",
@@ -550,7 +552,7 @@ def _time_unit(span: float) -> tuple[str, float]:
 
 
 def _bars(
-    t: Trace, axes: Axes, lo: float, hi: float, protect: list[tuple[float, float]]
+    t: DirectionSeries, axes: Axes, lo: float, hi: float, protect: list[tuple[float, float]]
 ) -> list[str]:
     xmap, ymap = axes.x, axes.y
     sent = [s for s in t.sent if lo <= s.t <= hi]
