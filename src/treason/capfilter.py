@@ -1,7 +1,7 @@
 """Capture filters on capture files: ``--filter`` for ``scan`` and ``plot``.
 
 A user narrows a capture to one host or port with the tcpdump expression they already know,
-as ``live --filter`` narrows an interface. libpcap compiles it (through ``pcapy-ng``, the one
+as ``live --filter`` narrows an interface. libpcap compiles it (the copy ``pcapy-ng`` bundles, the one
 compiler every such expression was written for) into classic BPF for each link type the
 decoder reads; the program then runs on every frame before it is decoded. Both engines run
 the same programs: the reference engine with ``run`` below, a plain reading of libpcap's
@@ -12,6 +12,11 @@ numbers stay the file's, so they still match Wireshark's.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import glob
+import os
 from typing import Any
 
 from treason.decode import LINKTYPES
@@ -21,6 +26,8 @@ from treason.packets import Frame
 #: The skip reason of frames the filter rejects, in ``ScanStats.skipped``.
 FILTERED = "filtered out"
 SNAPLEN = 262144
+#: PCAP_NETMASK_UNKNOWN: files have no interface netmask (only "ip broadcast" needs one).
+_NETMASK = 0xFFFFFFFF
 
 Instruction = tuple[int, int, int, int]
 
@@ -33,22 +40,15 @@ class CaptureFilter:
     """One tcpdump expression, compiled for every link type the decoder reads."""
 
     def __init__(self, expression: str) -> None:
-        try:
-            import pcapy  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise TreasonError(
-                "--filter", "capture filters need the pcapy-ng package (pip install pcapy-ng)"
-            ) from None
+        pcap = _libpcap()
         self.expression = expression
         self.programs: dict[int, list[Instruction]] = {}
         errors = []
         for lt, dlt in _DLT.items():
             try:
-                program = pcapy.compile(dlt, SNAPLEN, expression, 1, 0)
-            except pcapy.PcapError as exc:  # e.g. "ether host" on raw IP: no frame matches
+                self.programs[lt] = _compile(pcap, dlt, expression)
+            except ValueError as exc:  # e.g. "ether host" on raw IP: no frame of it matches
                 errors.append(str(exc))
-                continue
-            self.programs[lt] = [tuple(ins) for ins in program.get_bpf()]
         if not self.programs:
             raise TreasonError("--filter", f"cannot compile {expression!r}: {errors[0]}")
 
@@ -61,6 +61,76 @@ class CaptureFilter:
     def attach(self, scanner: Any) -> None:
         """Give the compiled scanner the same programs."""
         scanner.filter(self.programs)
+
+
+class _Insn(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class _Program(ctypes.Structure):
+    _fields_ = (("bf_len", ctypes.c_uint), ("bf_insns", ctypes.POINTER(_Insn)))
+
+
+@functools.cache
+def _libpcap() -> ctypes.CDLL:
+    """libpcap itself: the copy pcapy-ng's wheel bundles (installed with treason), else the
+    system's. Called directly rather than through ``pcapy.compile``, which reads the error
+    text of a failed compilation after freeing it."""
+    candidates: list[str] = []
+    try:
+        import pcapy  # type: ignore[import-not-found,unused-ignore]
+
+        site = os.path.dirname(pcapy.__file__)
+        candidates += sorted(glob.glob(os.path.join(site, "pcapy_ng.libs", "libpcap*.so*")))
+    except ImportError:
+        pass
+    system = ctypes.util.find_library("pcap")
+    if system:
+        candidates.append(system)
+    for name in candidates:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        lib.pcap_open_dead.restype = ctypes.c_void_p
+        lib.pcap_open_dead.argtypes = (ctypes.c_int, ctypes.c_int)
+        lib.pcap_compile.restype = ctypes.c_int
+        lib.pcap_compile.argtypes = (
+            ctypes.c_void_p,
+            ctypes.POINTER(_Program),
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_uint32,
+        )
+        lib.pcap_geterr.restype = ctypes.c_char_p
+        lib.pcap_geterr.argtypes = (ctypes.c_void_p,)
+        lib.pcap_freecode.argtypes = (ctypes.POINTER(_Program),)
+        lib.pcap_close.argtypes = (ctypes.c_void_p,)
+        return lib
+    raise TreasonError(
+        "--filter", "capture filters need libpcap (pip install pcapy-ng, or the libpcap package)"
+    )
+
+
+def _compile(pcap: ctypes.CDLL, dlt: int, expression: str) -> list[Instruction]:
+    """libpcap's optimised program for ``expression`` on frames of ``dlt``."""
+    handle = pcap.pcap_open_dead(dlt, SNAPLEN)
+    if not handle:
+        raise ValueError(f"libpcap has no link type {dlt}")
+    program = _Program()
+    try:
+        if pcap.pcap_compile(handle, ctypes.byref(program), expression.encode(), 1, _NETMASK):
+            raise ValueError((pcap.pcap_geterr(handle) or b"").decode(errors="replace"))
+        insns = [(i.code, i.jt, i.jf, i.k) for i in program.bf_insns[: program.bf_len]]
+        pcap.pcap_freecode(ctypes.byref(program))
+        return insns
+    finally:
+        pcap.pcap_close(handle)
 
 
 def _load(packet: bytes, offset: int, size: int) -> int | None:
