@@ -1,9 +1,9 @@
 """Capture filters on capture files: ``--filter`` for ``scan`` and ``plot``.
 
 A user narrows a capture to one host or port with the tcpdump expression they already know,
-as ``live --filter`` narrows an interface. libpcap compiles it (the copy ``pcapy-ng`` bundles, the one
-compiler every such expression was written for) into classic BPF for each link type the
-decoder reads; the program then runs on every frame before it is decoded. Both engines run
+as ``live --filter`` narrows an interface. libpcap (the copy ``pcapy-ng`` bundles), the one
+compiler every such expression was written for, compiles it into classic BPF for each link
+type the decoder reads; the program then runs on every frame before it is decoded. Both engines run
 the same programs: the reference engine with ``run`` below, a plain reading of libpcap's
 ``bpf_filter``, the compiled scanner with its copy in ``_fastscan.c`` ("capture filter"). A
 frame the program rejects is counted as skipped (``FILTERED``) and not analysed; frame
