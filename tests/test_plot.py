@@ -321,6 +321,14 @@ def test_output_is_atomic_and_kept_on_error(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["not-a-capture.pcap", "report.html"]
 
 
+def test_refuses_to_overwrite_a_capture_it_reads(tmp_path, capsys):
+    copy = tmp_path / "shrink.pcap"
+    copy.write_bytes(SHRINK.read_bytes())
+    assert main(["plot", str(KERNEL), str(copy), "-o", str(copy)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert copy.read_bytes() == SHRINK.read_bytes()
+
+
 def test_damaged_capture_draws_the_valid_part_and_exits_2(tmp_path, capsys):
     blob = SHRINK.read_bytes()
     header, records = pcap_records(blob)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from treason.annotate import annotate, display_filters
-from treason.commands.common import add_engine_option, add_model_options
+from treason.commands.common import add_engine_option, add_model_options, refuse_inputs
 from treason.errors import TreasonError
 from treason.output.atomic import atomic_text
 from treason.scanner import ScanStats
@@ -47,16 +47,6 @@ def atomic_binary(path: str) -> Iterator[BinaryIO]:
     """The one atomic writer (``atomic_text``), used for bytes through its binary buffer."""
     with atomic_text(path) as text:
         yield text.buffer
-
-
-def refuse_inputs(output: str, inputs: list[str]) -> None:
-    """Writing the copy over one of its inputs would destroy the capture being copied."""
-    for path in inputs:
-        if path == "-":
-            continue
-        with contextlib.suppress(OSError):
-            if os.path.samefile(path, output):
-                raise TreasonError(output, f"is the input {path}; refusing to overwrite it")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 
+from treason.errors import TreasonError
 from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
 
 
@@ -52,3 +55,13 @@ def add_engine_option(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="compiled scanner or the readable reference model (default: fast when built)",
     )
+
+
+def refuse_inputs(output: str, inputs: list[str]) -> None:
+    """``-o`` naming one of the inputs (also through a link) would destroy what is read."""
+    for path in inputs:
+        if path == "-":
+            continue
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, output):
+                raise TreasonError(output, f"is the input {path}; refusing to overwrite it")

@@ -14,6 +14,7 @@ from treason.commands.common import (
     add_filter_option,
     add_model_options,
     positive_int,
+    refuse_inputs,
 )
 from treason.errors import TreasonError
 from treason.events import Event, Severity
@@ -152,6 +153,8 @@ def _scan_one(
 def run(args: argparse.Namespace) -> int:
     if args.captures.count("-") > 1:
         raise TreasonError("-", "standard input can be read only once")
+    if args.output:
+        refuse_inputs(args.output, args.captures)
     capture_filter = CaptureFilter(args.filter) if args.filter else None
     total = ScanStats()
     events: list[Event] = []
