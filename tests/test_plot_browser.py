@@ -35,6 +35,7 @@ MARK = """(() => {
   return [r.left + r.width / 2, r.top + r.height / 2];
 })()"""
 XMAP = "document.querySelectorAll('svg.flow-graph')[0].getAttribute('data-x')"
+ZOOM_ATTR = "document.querySelector('svg.zoom-graph').getAttribute('%s')"
 
 
 @pytest.fixture
@@ -104,15 +105,42 @@ def test_zoom_and_hover_in_a_real_browser_offline(tmp_path, browser):
     browser.js("document.querySelectorAll('.graph [data-act=reset]')[0].click()")
     assert [float(v) for v in browser.js(XMAP).split()] == pytest.approx(before)
 
-    # Hovering a data segment names its frame too.
-    sent = json.loads(
+    # In the close-up, hovering a data segment or an ACK names its frame too.
+    browser.js("document.querySelector('svg.zoom-graph').scrollIntoView()")
+    data = json.loads(
         browser.js(
-            "document.getElementById(document.querySelectorAll('svg.flow-graph')[0]"
+            "document.getElementById(document.querySelector('svg.zoom-graph')"
             ".getAttribute('data-series')).textContent"
         )
-    )["sent"]
+    )
+    p0, p1, lo, hi = (float(v) for v in browser.js(ZOOM_ATTR % "data-x").split())
+    q0, q1, s_lo, s_hi = (float(v) for v in browser.js(ZOOM_ATTR % "data-y").split())
+    box = browser.js(
+        "(() => { const r = document.querySelector('svg.zoom-graph').getBoundingClientRect();"
+        " return [r.left, r.top]; })()"
+    )
+
+    def at(t: float, s: float) -> tuple[float, float]:
+        return (
+            box[0] + p0 + (t - lo) * (p1 - p0) / (hi - lo),
+            box[1] + q0 + (s - s_lo) * (q1 - q0) / (s_hi - s_lo),
+        )
+
+    segment = next(s for s in data["sent"] if lo < s[0] < hi and s[0] < t_event - 5e-5)
+    browser.mouse("mouseMoved", *at(segment[0], (segment[2] + segment[3]) / 2))
+    tip = browser.js("document.querySelector('svg.zoom-graph').closest('.graph')"
+                     ".querySelector('.tip').textContent")  # fmt: skip
+    assert tip.startswith(f"frame {segment[1]}: segment")
+    assert f"seq {segment[2]} to {segment[3]}" in tip
+    ack = next(a for a in data["acked"] if lo < a[0] < t_event - 5e-5)
+    browser.mouse("mouseMoved", *at(ack[0], ack[2]))
+    tip = browser.js("document.querySelector('svg.zoom-graph').closest('.graph')"
+                     ".querySelector('.tip').textContent")  # fmt: skip
+    assert tip.startswith(f"frame {ack[1]}: ")
+    assert f"window {ack[4]} << {data['scale']}" in tip
+
     assert browser.requests() == [page.as_uri()]  # nothing but the file itself
-    print(f"\nscreenshots: {shots}/before.png {shots}/after.png ({len(sent)} segments)")
+    print(f"\nscreenshots: {shots}/before.png {shots}/after.png")
 
 
 LABELS = """(() => {
