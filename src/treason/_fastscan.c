@@ -1130,6 +1130,10 @@ static int trace_segment(Scanner *S, Conn *c, uint64_t q_before)
  * capture order; all are kept until `cap` sampled points, then the sampling stride doubles and
  * sampled points off the new stride are dropped; a segment that makes an event is kept with the
  * `before` points before it and the `after` points after it, never thinned.
+ *
+ * Most connections are short (a SYN flood: one packet each), so a series is one allocation, its
+ * header and its first points together, grown by doubling; the ring of recent points exists
+ * only once a connection is long enough to be thinned.
  */
 
 typedef struct {
@@ -1140,44 +1144,50 @@ typedef struct {
     uint8_t flags, from_lo;
 } SPoint; /* treason.series.POINT: "=qQIIIHBB" */
 
+#define DETAIL (1ULL << 63) /* in SKept.idx: a point around an event, never thinned */
+
 typedef struct {
     SPoint p;
-    uint64_t idx;
-    uint8_t detail;
+    uint64_t idx; /* the point's number in its connection, | DETAIL */
 } SKept;
 
 typedef struct Series {
-    SKept *kept;
-    uint64_t n_kept, cap_kept;
-    uint64_t n, stride, overview, events;
-    uint32_t after;
+    uint64_t n, stride, events;
+    uint32_t n_kept, cap_kept, overview, after;
     SKept *ring; /* NULL until the first thinning; then the last `before` points, a circle */
     uint32_t ring_len, ring_start;
+    SKept kept[];
 } Series;
+
+#define SERIES_FIRST 2 /* points in a new series' first allocation */
+
+static inline uint64_t kidx(const SKept *k) { return k->idx & ~DETAIL; }
+static inline int kdetail(const SKept *k) { return (k->idx & DETAIL) != 0; }
 
 static void series_free(Series *r)
 {
     if (!r)
         return;
-    free(r->kept);
     free(r->ring);
     free(r);
 }
 
-static int series_push(Series *r, const SPoint *p, uint64_t idx, int detail)
+static int series_push(Conn *c, const SPoint *p, uint64_t idx, int detail)
 {
+    Series *r = c->ser;
     if (r->n_kept == r->cap_kept) {
-        uint64_t cap = r->cap_kept ? r->cap_kept * 2 : 16;
-        SKept *k = realloc(r->kept, cap * sizeof *k);
-        if (!k)
+        if (r->cap_kept > UINT32_MAX / 2)
             return -1;
-        r->kept = k;
+        uint32_t cap = r->cap_kept * 2;
+        r = realloc(r, sizeof *r + (size_t)cap * sizeof(SKept));
+        if (!r)
+            return -1;
         r->cap_kept = cap;
+        c->ser = r;
     }
     SKept *k = &r->kept[r->n_kept++];
     k->p = *p;
-    k->idx = idx;
-    k->detail = (uint8_t)detail;
+    k->idx = idx | (detail ? DETAIL : 0);
     if (!detail)
         r->overview++;
     return 0;
@@ -1189,28 +1199,30 @@ static inline SKept *ring_at(Series *r, uint32_t before, uint32_t i)
 }
 
 /* The `before` points before index i are kept as detail (SeriesCollector: _Conn._context). */
-static int series_context(Series *r, uint32_t before, uint64_t i)
+static int series_context(Conn *c, uint32_t before, uint64_t i)
 {
+    Series *r = c->ser;
     uint64_t lo = i > before ? i - before : 0;
     if (!r->ring) { /* stride 1 so far: they are all kept already */
-        for (uint64_t j = r->n_kept; j-- > 0;) {
+        for (uint32_t j = r->n_kept; j-- > 0;) {
             SKept *k = &r->kept[j];
-            if (k->idx < lo)
+            if (kidx(k) < lo)
                 break;
-            if (!k->detail) {
-                k->detail = 1;
+            if (!kdetail(k)) {
+                k->idx |= DETAIL;
                 r->overview--;
             }
         }
         return 0;
     }
-    while (r->n_kept && r->kept[r->n_kept - 1].idx >= lo) {
-        if (!r->kept[--r->n_kept].detail)
+    while (r->n_kept && kidx(&r->kept[r->n_kept - 1]) >= lo) {
+        if (!kdetail(&r->kept[--r->n_kept]))
             r->overview--;
     }
-    for (uint32_t j = 0; j < r->ring_len; j++) {
-        SKept *k = ring_at(r, before, j);
-        if (series_push(r, &k->p, k->idx, 1) < 0)
+    uint32_t ring_len = r->ring_len;
+    for (uint32_t j = 0; j < ring_len; j++) { /* a push may move the series: c->ser */
+        SKept k = *ring_at(c->ser, before, j);
+        if (series_push(c, &k.p, kidx(&k), 1) < 0)
             return -1;
     }
     return 0;
@@ -1223,20 +1235,20 @@ static int series_thin(Series *r, uint32_t before)
         r->ring = malloc((before ? before : 1) * sizeof *r->ring);
         if (!r->ring)
             return -1;
-        uint64_t end = r->n_kept - 1; /* without the point being added */
-        uint64_t start = end > before ? end - before : 0;
-        r->ring_len = (uint32_t)(end - start);
+        uint32_t end = r->n_kept - 1; /* without the point being added */
+        uint32_t start = end > before ? end - before : 0;
+        r->ring_len = end - start;
         r->ring_start = 0;
-        for (uint64_t j = start; j < end; j++)
+        for (uint32_t j = start; j < end; j++)
             r->ring[j - start] = r->kept[j];
     }
     r->stride *= 2;
-    uint64_t out = 0, overview = 0;
-    for (uint64_t j = 0; j < r->n_kept; j++) {
+    uint32_t out = 0, overview = 0;
+    for (uint32_t j = 0; j < r->n_kept; j++) {
         SKept *k = &r->kept[j];
-        if (k->detail || k->idx % r->stride == 0) {
+        if (kdetail(k) || kidx(k) % r->stride == 0) {
             r->kept[out++] = *k;
-            overview += !k->detail;
+            overview += !kdetail(k);
         }
     }
     r->n_kept = out;
@@ -1246,12 +1258,14 @@ static int series_thin(Series *r, uint32_t before)
 
 static int series_add(Scanner *S, Conn *c, const Seg *g, int made_event)
 {
-    Series *r = c->ser;
-    if (!r) {
-        r = c->ser = calloc(1, sizeof *r);
+    if (!c->ser) {
+        Series *r = malloc(sizeof *r + SERIES_FIRST * sizeof(SKept));
         if (!r)
             return -1;
+        memset(r, 0, sizeof *r);
         r->stride = 1;
+        r->cap_kept = SERIES_FIRST;
+        c->ser = r;
     }
     SPoint p;
     i128 ts = g->ts;
@@ -1263,28 +1277,29 @@ static int series_add(Scanner *S, Conn *c, const Seg *g, int made_event)
     p.win = g->win;
     p.flags = g->flags;
     p.from_lo = addr_eq(g->src, c->lo_addr) && g->sport == c->lo_port;
-    uint64_t i = r->n++;
+    uint64_t i = c->ser->n++;
     uint32_t before = S->s_before;
     if (made_event) {
-        r->events++;
-        if (series_context(r, before, i) < 0 || series_push(r, &p, i, 1) < 0)
+        c->ser->events++;
+        if (series_context(c, before, i) < 0 || series_push(c, &p, i, 1) < 0)
             return -1;
-        r->after = S->s_after;
-    } else if (r->after) {
-        r->after--;
-        if (series_push(r, &p, i, 1) < 0)
+        c->ser->after = S->s_after;
+    } else if (c->ser->after) {
+        c->ser->after--;
+        if (series_push(c, &p, i, 1) < 0)
             return -1;
-    } else if (i % r->stride == 0) {
-        if (series_push(r, &p, i, 0) < 0)
+    } else if (i % c->ser->stride == 0) {
+        if (series_push(c, &p, i, 0) < 0)
             return -1;
-        if (r->overview > S->s_cap && series_thin(r, before) < 0)
+        if (c->ser->overview > S->s_cap && series_thin(c->ser, before) < 0)
             return -1;
     }
+    Series *r = c->ser;
     if (r->ring && before) {
         if (r->ring_len < before) {
-            r->ring[(r->ring_start + r->ring_len++) % before] = (SKept){p, i, 0};
+            r->ring[(r->ring_start + r->ring_len++) % before] = (SKept){p, i};
         } else {
-            r->ring[r->ring_start] = (SKept){p, i, 0};
+            r->ring[r->ring_start] = (SKept){p, i};
             r->ring_start = (r->ring_start + 1) % before;
         }
     }
@@ -1297,13 +1312,13 @@ static PyObject *series_tuple(Scanner *S, Conn *c)
     Series *r = c->ser;
     /* the last point seen ends the graph, kept or not (the newest ring entry) */
     SKept *last = r->ring && r->ring_len ? ring_at(r, S->s_before, r->ring_len - 1) : NULL;
-    int extra = last && r->n_kept && last->idx != r->kept[r->n_kept - 1].idx;
-    uint64_t n = r->n_kept + (uint64_t)extra;
+    int extra = last && r->n_kept && kidx(last) != kidx(&r->kept[r->n_kept - 1]);
+    uint64_t n = (uint64_t)r->n_kept + (uint64_t)extra;
     PyObject *pts = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * sizeof(SPoint)));
     if (!pts)
         return NULL;
     SPoint *out = (SPoint *)PyBytes_AS_STRING(pts);
-    for (uint64_t j = 0; j < r->n_kept; j++)
+    for (uint32_t j = 0; j < r->n_kept; j++)
         out[j] = r->kept[j].p;
     if (extra)
         out[r->n_kept] = last->p;
@@ -2258,8 +2273,8 @@ static PyObject *Scanner_series(Scanner *S, PyObject *args)
     unsigned int before, after;
     if (!PyArg_ParseTuple(args, "KII", &cap, &before, &after))
         return NULL;
-    if (cap < 1) {
-        PyErr_SetString(PyExc_ValueError, "cap must be at least 1");
+    if (cap < 1 || cap > (1u << 30)) {
+        PyErr_SetString(PyExc_ValueError, "cap must be between 1 and 2**30");
         return NULL;
     }
     if (!S->series_done && !(S->series_done = PyList_New(0)))
