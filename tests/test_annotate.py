@@ -105,6 +105,13 @@ def test_with_all_retractions_are_commented_too(tmp_path):
     assert sorted(commented(out)) == [e.frame for e in treason.scan(KERNEL, retractions=True)]
 
 
+def test_filter_selects_what_is_commented_and_everything_is_copied(tmp_path):
+    _, out, _ = annotate(tmp_path, str(SHRINK), extra=("--filter", "port 5002"))
+    expected = [e.frame for e in treason.scan(SHRINK) if 5002 in (e.sport, e.dport)]
+    assert sorted(commented(out)) == expected and len(expected) == 2
+    assert dissection(out, from_pcap=True) == dissection(SHRINK, from_pcap=True)
+
+
 def pcapng_of(capture: Path) -> bytes:
     """The capture's packets as pcapng: a big-endian section with two interfaces (nanosecond
     and microsecond timestamps), EPBs with a flags option and obsolete PBs, then a

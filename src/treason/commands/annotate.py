@@ -10,7 +10,13 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from treason.annotate import annotate, display_filters
-from treason.commands.common import add_engine_option, add_model_options, refuse_inputs
+from treason.capfilter import CaptureFilter
+from treason.commands.common import (
+    add_engine_option,
+    add_filter_option,
+    add_model_options,
+    refuse_inputs,
+)
 from treason.errors import TreasonError
 from treason.output.atomic import atomic_text
 from treason.scanner import ScanStats
@@ -23,7 +29,8 @@ taken back, the bytes already sent beyond the new edge, and the line Linux logs.
 shows the comments in the packet list and in Expert Info; `tshark -r OUT -Y frame.comment`
 lists the frames. Every packet's bytes, timestamps and interfaces are kept. Two display
 filters are printed for copy and paste: the event frames, and the event frames with their
-flows. Each capture is read once (- for stdin).
+flows. Each capture is read once (- for stdin). With --filter only the frames the expression
+keeps are analysed (and can be commented); every frame is copied.
 """
 
 
@@ -39,6 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT.pcapng", help="the copy")
     add_engine_option(p)
     add_model_options(p)
+    add_filter_option(p)
     p.set_defaults(func=run)
 
 
@@ -64,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             engine=args.engine,
             max_flows=args.max_flows,
             idle_timeout=args.idle_timeout,
+            capture_filter=CaptureFilter(args.filter) if args.filter else None,
         )
     for warning in stats.warnings:
         print(f"treason: warning: {safe(warning)}", file=sys.stderr)
