@@ -39,6 +39,17 @@ def binary() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def missing() -> str | None:
+    """Why a test cannot drive Chromium offline here, or None."""
+    if binary() is None:
+        return "Chromium is not installed (Debian package chromium)"
+    try:
+        subprocess.run(["unshare", "-n", "true"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "cannot make a network namespace (unshare -n needs root)"
+    return None
+
+
 class Browser:
     """One Chromium process and one page in it."""
 

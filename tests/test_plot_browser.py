@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 import treason
-from chromium import Browser, binary
+from chromium import Browser, missing
 from treason.cli import main
 from treason.events import Severity
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = ROOT / "examples" / "kernel.pcap"
 
-pytestmark = pytest.mark.skipif(binary() is None, reason="Chromium is not installed")
+pytestmark = pytest.mark.skipif(bool(missing()), reason=missing() or "")
 
 MARK = """(() => {
   const svg = document.querySelectorAll('svg.flow-graph')[0];
