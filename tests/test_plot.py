@@ -366,7 +366,8 @@ def html_unescape(text: str) -> str:
 
 
 def test_reads_stdin_and_fifos_once(tmp_path):
-    """Each capture is read once, so a pipe or a FIFO draws the same page as the file."""
+    """Each capture is read once, so a pipe, a FIFO or bash's <(...) draws the same page as
+    the file."""
     import subprocess
     import threading
 
@@ -389,13 +390,20 @@ def test_reads_stdin_and_fifos_once(tmp_path):
         timeout=60,
     )  # fmt: skip
     writer.join()
-    assert by_file.returncode == piped.returncode == via_fifo.returncode == 1
+    substituted = subprocess.run(  # bash's <(...) is a /dev/fd pipe
+        ["bash", "-c", f'exec "$0" -m treason plot <(cat "$1")', sys.executable, str(KERNEL)],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    runs = (by_file, piped, via_fifo, substituted)
+    assert [r.returncode for r in runs] == [1, 1, 1, 1]
     frames = [
         sorted(m.get("data-frame") for g in graphs(r.stdout.decode()) for m in g.markers())
-        for r in (by_file, piped, via_fifo)
+        for r in runs
     ]
-    assert frames[0] == frames[1] == frames[2] and "149" in frames[0]
-    for r in (piped, via_fifo):
+    assert frames[0] == frames[1] == frames[2] == frames[3] and "149" in frames[0]
+    for r in runs[1:]:
         drawn = graphs(r.stdout.decode())
         assert [len(g.polyline("edge-line")) for g in drawn] == [
             len(g.polyline("edge-line")) for g in graphs(by_file.stdout.decode())
