@@ -391,7 +391,7 @@ def test_reads_stdin_and_fifos_once(tmp_path):
     )  # fmt: skip
     writer.join()
     substituted = subprocess.run(  # bash's <(...) is a /dev/fd pipe
-        ["bash", "-c", f'exec "$0" -m treason plot <(cat "$1")', sys.executable, str(KERNEL)],
+        ["bash", "-c", 'exec "$0" -m treason plot <(cat "$1")', sys.executable, str(KERNEL)],
         capture_output=True,
         env=env,
         timeout=60,
