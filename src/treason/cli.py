@@ -20,6 +20,7 @@ from treason.terminal import safe
 COMMANDS = (
     "scan",
     "plot",
+    "annotate",
     "logs",
     "explain",
     "match",

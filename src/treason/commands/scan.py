@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 
-from treason.commands.common import add_model_options, positive_int
+from treason.capfilter import CaptureFilter
+from treason.commands.common import add_filter_option, add_model_options, positive_int
 from treason.errors import TreasonError
 from treason.events import Event
 from treason.output import progress
@@ -67,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="scan up to N files at once (default: all cores); results are the same",
     )
     add_model_options(p)
+    add_filter_option(p)
     p.set_defaults(func=run)
 
 
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         "engine": args.engine,
         "max_flows": args.max_flows,
         "idle_timeout": args.idle_timeout,
+        "capture_filter": CaptureFilter(args.filter) if args.filter else None,
     }
     if args.files.count("-") > 1:
         raise TreasonError("-", "standard input can be read only once")

@@ -16,7 +16,9 @@ from typing import BinaryIO, TextIO
 MIN_SIZE = 64 << 20  # smaller captures finish before a progress line would help
 
 
-def wanted(stream: TextIO = sys.stderr) -> bool:
+def wanted(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (standard error as it is now, by default) shows a progress line."""
+    stream = sys.stderr if stream is None else stream
     return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 
@@ -31,8 +33,9 @@ def _size(n: float) -> str:
 class ProgressReader(io.RawIOBase):
     """Counts bytes read from ``raw`` and redraws one status line on ``out``."""
 
-    def __init__(self, raw: BinaryIO, name: str, total: int, out: TextIO = sys.stderr) -> None:
-        self.raw, self.name, self.total, self.out = raw, name, total, out
+    def __init__(self, raw: BinaryIO, name: str, total: int, out: TextIO | None = None) -> None:
+        self.raw, self.name, self.total = raw, name, total
+        self.out = sys.stderr if out is None else out
         self.done = 0
         self.start = self._last = time.monotonic()
 
