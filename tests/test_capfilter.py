@@ -20,6 +20,7 @@ from captures import tools_missing
 from test_fastpath import capture
 from treason.capfilter import FILTERED, CaptureFilter, run
 from treason.cli import main
+from treason.engine.choose import new_engine
 from treason.errors import CaptureError
 from treason.readers import open_frames
 from treason.scanner import ScanStats, fast_available, scan
@@ -124,3 +125,22 @@ def test_bad_expression_is_one_line_and_exit_2(capsys):
     assert main(["scan", str(SHRINK), "--filter", "port nonsense"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--filter" in err and "nonsense" in err
+
+
+@pytest.mark.skipif(not fast_available(), reason="the compiled scanner is not built")
+def test_filtered_frames_have_no_flow_mark_on_either_engine():
+    """An engine option, as live --write sees it: a frame the filter drops marks no flow."""
+
+    def marks(engine: str) -> tuple[list, ScanStats]:
+        stats = ScanStats()
+        runner = new_engine(engine, stats, 100, 10**12, capture_filter=CaptureFilter("port 5002"))
+        runner.mark_flows()
+        runner.feed(list(open_frames(SHRINK)))
+        return [None if m is None else m[1] for m in runner.take_marks()], stats
+
+    ref, ref_stats = marks("reference")
+    fast, fast_stats = marks("fast")
+    assert fast == ref and len(ref) == ref_stats.frames
+    assert ref.count(None) == sum(ref_stats.skipped.values())
+    assert fast_stats.to_dict() == ref_stats.to_dict()
+    assert ref_stats.skipped[FILTERED] > 0 and any(ref)

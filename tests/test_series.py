@@ -8,6 +8,7 @@ every event, bounded overview, the last point) is checked on a long transfer.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -17,7 +18,10 @@ from hypothesis import strategies as st
 from strategies import to_pcap
 from test_fastpath import LIMITS, capture, damaged
 from test_plot import KERNEL, SHRINK, bulk_transfer
+from treason.engine.choose import new_engine
+from treason.engine.stats import ScanStats
 from treason.errors import CaptureError
+from treason.readers import open_frames
 from treason.scanner import fast_available, scan
 from treason.seq import MOD
 from treason.series import AFTER, BEFORE, SeriesCollector
@@ -81,3 +85,41 @@ def test_detail_around_the_event_and_a_bounded_overview(engine):
     # stride doubles), plus the detail, plus the last point.
     assert len(points) <= 2 * cap + BEFORE + AFTER + 2
     assert frames[0] == 1 and frames[-1] == len(segs)
+
+
+def engine_series(engine: str, batches: list[list]) -> tuple[list, list]:
+    """Frames fed in batches to one engine made with ``series=`` (as ``live`` feeds it), then
+    the end of the stream: the events and the collected series."""
+    collector = SeriesCollector(cap=3)
+    runner = new_engine(engine, ScanStats(), 2, 10**9, series=collector)
+    events = []
+    for batch in batches:
+        events += runner.feed(batch)
+    events += runner.flush()
+    return [e.key() for e in events], collector.result()
+
+
+@needs_fast
+def test_frames_fed_in_batches_collect_the_same_series():
+    # Two captures one after the other, numbered on as a live capture numbers its frames.
+    both = [*open_frames(KERNEL), *open_frames(SHRINK)]
+    frames = [dataclasses.replace(f, number=i) for i, f in enumerate(both, 1)]
+    batches = [frames[i : i + 97] for i in range(0, len(frames), 97)]
+    ref = engine_series("reference", batches)
+    assert engine_series("fast", batches) == ref
+    assert len(ref[1]) >= 2
+
+
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_flush_ends_every_series_and_a_flow_that_goes_on_starts_anew(engine):
+    if engine == "fast" and not fast_available():
+        pytest.skip("the compiled scanner is not built")
+    frames = list(open_frames(SHRINK))
+    collector = SeriesCollector()
+    runner = new_engine(engine, ScanStats(), 100, 10**12, series=collector)
+    runner.feed(frames)
+    runner.flush()
+    first = collector.result()
+    assert first and all(points for _, points in first)
+    runner.flush()  # nothing new: nothing more
+    assert collector.result() == first
