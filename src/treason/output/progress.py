@@ -33,9 +33,8 @@ def _size(n: float) -> str:
 class ProgressReader(io.RawIOBase):
     """Counts bytes read from ``raw`` and redraws one status line on ``out``."""
 
-    def __init__(self, raw: BinaryIO, name: str, total: int, out: TextIO | None = None) -> None:
-        self.raw, self.name, self.total = raw, name, total
-        self.out = sys.stderr if out is None else out
+    def __init__(self, raw: BinaryIO, name: str, total: int, out: TextIO = sys.stderr) -> None:
+        self.raw, self.name, self.total, self.out = raw, name, total, out
         self.done = 0
         self.start = self._last = time.monotonic()
 
