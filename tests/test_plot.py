@@ -22,10 +22,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import treason
+import tunnels
+from captures import pcap as pcap_file
 from captures import pcap_records
 from strategies import to_pcap
 from treason.cli import main
 from treason.events import Severity
+from treason.output.present import endpoint
 from treason.output.svg import decimate_steps
 from treason.packets import ACK, PSH, SYN, Segment
 from treason.seq import MOD, diff
@@ -189,6 +192,30 @@ def test_markers_sit_at_the_event_time_and_edges(tmp_path, capture):
     # The whole-flow graphs mark every event of the directions they draw.
     drawn = {g.flow for g in graphs(html) if g.cls == "flow-graph"}
     assert seen_in_flow_graphs == {f for f, e in events.items() if flow_name(e) in drawn}
+
+
+def test_a_vxlan_capture_is_drawn_with_its_tunnel(tmp_path):
+    """Traffic inside VXLAN (VNI 42, an inner VLAN 7): one graph per conversation, named with
+    its VLAN and tunnel as the text report names it, with the bars, ACKs and the marker of the
+    shrink found inside."""
+    wrap, _ = tunnels.ENCAPSULATIONS["vxlan"]
+    packets = tunnels.conversation(False) + tunnels.conversation(True)
+    capture = tmp_path / "vxlan.pcap"
+    capture.write_bytes(pcap_file((i * 1_000_000, wrap(p)) for i, p in enumerate(packets)))
+    status, html = plot(tmp_path, capture)
+    assert status == 1
+    Page(html)
+    events = events_of(capture)
+    flows = [g for g in graphs(html) if g.cls == "flow-graph"]
+    assert sorted(g.flow for g in flows) == sorted(
+        f"{endpoint(e.src, e.sport)} -> {endpoint(e.dst, e.dport)} vlan 7 in vxlan:42"
+        for e in events
+    )
+    for g in flows:
+        assert [int(m.get("data-frame")) for m in g.markers()] in ([7], [15])
+        (bars,) = [p for p in g.root.iter(f"{NS}path") if p.get("class") == "data"]
+        assert bars.get("d").count("M") >= 3  # the SYN-ACK and both data segments
+        assert len(g.polyline("edge-line")) >= 4
 
 
 @pytest.mark.parametrize("capture", [KERNEL, SHRINK], ids=["kernel", "shrink"])
