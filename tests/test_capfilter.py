@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from captures import tools_missing
+import tunnels
+from captures import pcap, tools_missing
 from test_fastpath import capture
 from treason.capfilter import FILTERED, CaptureFilter, run
 from treason.cli import main
@@ -73,6 +74,37 @@ def test_same_events_as_scanning_tcpdumps_filtered_copy(tmp_path, engine, expres
         assert [without_frame(e) for e in got] == [without_frame(e) for e in expected]
         assert stats.frames - stats.skipped[FILTERED] == plain.frames
         assert stats.segments == plain.segments
+
+
+@pytest.mark.skipif(bool(tools_missing("tcpdump")), reason="tcpdump is not installed")
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    "expression",
+    ["udp port 4789", "host 10.0.0.1", "ip6", "ip and udp[8:4] = 0x08000000 and len < 130"],
+)
+def test_tunnels_are_filtered_on_the_outer_frame_as_tcpdump_does(tmp_path, engine, expression):
+    """The program runs before any tunnel is opened: on a VXLAN capture ``host 10.0.0.1`` (an
+    inner address) keeps nothing, ``udp port 4789`` keeps the whole overlay."""
+    wrap, _ = tunnels.ENCAPSULATIONS["vxlan"]
+    packets = tunnels.conversation(False) + tunnels.conversation(True)
+    original = tmp_path / "vxlan.pcap"
+    original.write_bytes(pcap((i * 1_000_000, wrap(p)) for i, p in enumerate(packets)))
+    copy = tmp_path / "filtered.pcap"
+    subprocess.run(
+        ["tcpdump", "-r", str(original), "-w", str(copy), expression],
+        check=True,
+        capture_output=True,
+    )
+    expected, plain = events(copy, engine, None)
+    got, stats = events(original, engine, expression)
+    assert [without_frame(e) for e in got] == [without_frame(e) for e in expected]
+    assert stats.frames - stats.skipped[FILTERED] == plain.frames
+    kept = {"udp port 4789": 16, "host 10.0.0.1": 0, "ip6": 0}
+    if expression in kept:
+        assert plain.frames == kept[expression]
+    else:  # the VXLAN header's flags, and the short frames only: handshakes and ACKs
+        assert 0 < plain.frames < 16
+    assert all(e.tunnel == ("vxlan:42",) for e in got)
 
 
 @pytest.mark.parametrize("expression", EXPRESSIONS)
