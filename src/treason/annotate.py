@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, cast
 
 from treason.errors import CaptureError, TreasonError
 from treason.events import Event
+from treason.output.present import endpoint
 from treason.readers import display_name, open_capture
 from treason.readers.pcap import MAGIC_MODIFIED, MAGIC_NSEC, MAGIC_USEC
 from treason.readers.pcapng import BYTE_ORDER_MAGIC, EPB, IDB, PB, SHB, SPB
@@ -53,9 +54,10 @@ def comment(e: Event) -> str:
     if e.certainty != "definite":
         how += ", possible (window scale inferred)"
     text = (
-        f"treason: {how}: {e.src}:{e.sport} took back {e.shrink_bytes} bytes of the window it "
-        f"offered {e.dst}:{e.dport} (right edge {e.old_edge} -> {e.new_edge}, window "
-        f"{e.win} << {e.scale}); {e.beyond_bytes} bytes already sent lie beyond the new edge"
+        f"treason: {how}: {endpoint(e.src, e.sport)} took back {e.shrink_bytes} bytes of the "
+        f"window it offered {endpoint(e.dst, e.dport)} (right edge {e.old_edge} -> "
+        f"{e.new_edge}, window {e.win} << {e.scale}); {e.beyond_bytes} bytes already sent lie "
+        "beyond the new edge"
     )
     if e.kernel_line:
         text += f"; Linux on {e.dst} logs: {e.kernel_line}"
