@@ -63,17 +63,26 @@ def without_frame(e) -> tuple:
 @pytest.mark.parametrize("expression", EXPRESSIONS)
 def test_same_events_as_scanning_tcpdumps_filtered_copy(tmp_path, engine, expression):
     for capture_path in (SHRINK, KERNEL):
-        copy = tmp_path / "filtered.pcap"
-        subprocess.run(
-            ["tcpdump", "-r", str(capture_path), "-w", str(copy), expression],
-            check=True,
-            capture_output=True,
-        )
-        expected, plain = events(copy, engine, None)
-        got, stats = events(capture_path, engine, expression)
-        assert [without_frame(e) for e in got] == [without_frame(e) for e in expected]
-        assert stats.frames - stats.skipped[FILTERED] == plain.frames
-        assert stats.segments == plain.segments
+        same_as_tcpdumps_copy(tmp_path, capture_path, engine, expression)
+
+
+def same_as_tcpdumps_copy(
+    tmp_path: Path, original: Path, engine: str, expression: str
+) -> tuple[list, ScanStats]:
+    """Scanning ``original`` with the filter finds the events of tcpdump's filtered copy,
+    counting the copy's frames as kept: those events and the copy's counters."""
+    copy = tmp_path / "filtered.pcap"
+    subprocess.run(
+        ["tcpdump", "-r", str(original), "-w", str(copy), expression],
+        check=True,
+        capture_output=True,
+    )
+    expected, plain = events(copy, engine, None)
+    got, stats = events(original, engine, expression)
+    assert [without_frame(e) for e in got] == [without_frame(e) for e in expected]
+    assert stats.frames - stats.skipped[FILTERED] == plain.frames
+    assert stats.segments == plain.segments
+    return got, plain
 
 
 @pytest.mark.skipif(bool(tools_missing("tcpdump")), reason="tcpdump is not installed")
@@ -89,16 +98,7 @@ def test_tunnels_are_filtered_on_the_outer_frame_as_tcpdump_does(tmp_path, engin
     packets = tunnels.conversation(False) + tunnels.conversation(True)
     original = tmp_path / "vxlan.pcap"
     original.write_bytes(pcap((i * 1_000_000, wrap(p)) for i, p in enumerate(packets)))
-    copy = tmp_path / "filtered.pcap"
-    subprocess.run(
-        ["tcpdump", "-r", str(original), "-w", str(copy), expression],
-        check=True,
-        capture_output=True,
-    )
-    expected, plain = events(copy, engine, None)
-    got, stats = events(original, engine, expression)
-    assert [without_frame(e) for e in got] == [without_frame(e) for e in expected]
-    assert stats.frames - stats.skipped[FILTERED] == plain.frames
+    got, plain = same_as_tcpdumps_copy(tmp_path, original, engine, expression)
     kept = {"udp port 4789": 16, "host 10.0.0.1": 0, "ip6": 0}
     if expression in kept:
         assert plain.frames == kept[expression]
