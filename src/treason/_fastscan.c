@@ -228,7 +228,6 @@ typedef struct {
     uint32_t prev, next; /* recency list, least recent first */
     i128 last_active;
     Side a, b;
-    struct Series *ser; /* plot series (series()), NULL when off or not yet started */
 } Conn;
 
 /*
@@ -306,6 +305,8 @@ typedef struct {
     uint64_t s_cap;
     uint32_t s_before, s_after;
     PyObject *series_done; /* (key bytes, points bytes) of ended connections with events */
+    struct Series **sers; /* per connection index: its series, or NULL (cap_sers entries) */
+    uint32_t cap_sers;
     /* with filter({linktype: program}): frames the capture filter rejects are not analysed */
     struct BpfProg *filters;
     uint32_t n_filters;
@@ -1475,7 +1476,9 @@ static int mark_segment(Scanner *S, Conn *c, uint64_t q_before)
  *
  * Most connections are short (a SYN flood: one packet each), so a series is one allocation, its
  * header and its first points together, grown by doubling; the ring of recent points exists
- * only once a connection is long enough to be thinned.
+ * only once a connection is long enough to be thinned. The series pointers live beside the
+ * flow table (Scanner.sers, by connection index), allocated only with series(), so a scan that
+ * collects none keeps its connections at their size.
  */
 
 typedef struct {
@@ -1516,9 +1519,9 @@ static void series_free(Series *r)
     free(r);
 }
 
-static int series_push(Conn *c, const SPoint *p, uint64_t idx, int detail)
+static int series_push(Series **slot, const SPoint *p, uint64_t idx, int detail)
 {
-    Series *r = c->ser;
+    Series *r = *slot;
     if (r->n_kept == r->cap_kept) {
         if (r->cap_kept > UINT32_MAX / 2)
             return -1;
@@ -1527,7 +1530,7 @@ static int series_push(Conn *c, const SPoint *p, uint64_t idx, int detail)
         if (!r)
             return -1;
         r->cap_kept = cap;
-        c->ser = r;
+        *slot = r;
     }
     SKept *k = &r->kept[r->n_kept++];
     k->p = *p;
@@ -1543,9 +1546,9 @@ static inline SKept *ring_at(Series *r, uint32_t before, uint32_t i)
 }
 
 /* The `before` points before index i are kept as detail (SeriesCollector: _Conn._context). */
-static int series_context(Conn *c, uint32_t before, uint64_t i)
+static int series_context(Series **slot, uint32_t before, uint64_t i)
 {
-    Series *r = c->ser;
+    Series *r = *slot;
     uint64_t lo = i > before ? i - before : 0;
     if (!r->ring) { /* stride 1 so far: they are all kept already */
         for (uint32_t j = r->n_kept; j-- > 0;) {
@@ -1564,9 +1567,9 @@ static int series_context(Conn *c, uint32_t before, uint64_t i)
             r->overview--;
     }
     uint32_t ring_len = r->ring_len;
-    for (uint32_t j = 0; j < ring_len; j++) { /* a push may move the series: c->ser */
-        SKept k = *ring_at(c->ser, before, j);
-        if (series_push(c, &k.p, kidx(&k), 1) < 0)
+    for (uint32_t j = 0; j < ring_len; j++) { /* a push may move the series: *slot */
+        SKept k = *ring_at(*slot, before, j);
+        if (series_push(slot, &k.p, kidx(&k), 1) < 0)
             return -1;
     }
     return 0;
@@ -1600,16 +1603,18 @@ static int series_thin(Series *r, uint32_t before)
     return 0;
 }
 
-static int series_add(Scanner *S, Conn *c, const Seg *g, int made_event)
+static int series_add(Scanner *S, uint32_t idx, const Seg *g, int made_event)
 {
-    if (!c->ser) {
+    Conn *c = &S->conns[idx];
+    Series **slot = &S->sers[idx];
+    if (!*slot) {
         Series *r = malloc(sizeof *r + SERIES_FIRST * sizeof(SKept));
         if (!r)
             return -1;
         memset(r, 0, sizeof *r);
         r->stride = 1;
         r->cap_kept = SERIES_FIRST;
-        c->ser = r;
+        *slot = r;
     }
     SPoint p;
     i128 ts = g->ts;
@@ -1621,24 +1626,24 @@ static int series_add(Scanner *S, Conn *c, const Seg *g, int made_event)
     p.win = g->win;
     p.flags = g->flags;
     p.from_lo = addr_eq(g->src, c->lo_addr) && g->sport == c->lo_port;
-    uint64_t i = c->ser->n++;
+    uint64_t i = (*slot)->n++;
     uint32_t before = S->s_before;
     if (made_event) {
-        c->ser->events++;
-        if (series_context(c, before, i) < 0 || series_push(c, &p, i, 1) < 0)
+        (*slot)->events++;
+        if (series_context(slot, before, i) < 0 || series_push(slot, &p, i, 1) < 0)
             return -1;
-        c->ser->after = S->s_after;
-    } else if (c->ser->after) {
-        c->ser->after--;
-        if (series_push(c, &p, i, 1) < 0)
+        (*slot)->after = S->s_after;
+    } else if ((*slot)->after) {
+        (*slot)->after--;
+        if (series_push(slot, &p, i, 1) < 0)
             return -1;
-    } else if (i % c->ser->stride == 0) {
-        if (series_push(c, &p, i, 0) < 0)
+    } else if (i % (*slot)->stride == 0) {
+        if (series_push(slot, &p, i, 0) < 0)
             return -1;
-        if (c->ser->overview > S->s_cap && series_thin(c->ser, before) < 0)
+        if ((*slot)->overview > S->s_cap && series_thin(*slot, before) < 0)
             return -1;
     }
-    Series *r = c->ser;
+    Series *r = *slot;
     if (r->ring && before) {
         if (r->ring_len < before) {
             r->ring[(r->ring_start + r->ring_len++) % before] = (SKept){p, i};
@@ -1651,9 +1656,8 @@ static int series_add(Scanner *S, Conn *c, const Seg *g, int made_event)
 }
 
 /* (key bytes, packed points) of a connection's series. */
-static PyObject *series_tuple(Scanner *S, Conn *c)
+static PyObject *series_tuple(Scanner *S, Conn *c, Series *r)
 {
-    Series *r = c->ser;
     /* the last point seen ends the graph, kept or not (the newest ring entry) */
     SKept *last = r->ring && r->ring_len ? ring_at(r, S->s_before, r->ring_len - 1) : NULL;
     int extra = last && r->n_kept && kidx(last) != kidx(&r->kept[r->n_kept - 1]);
@@ -1670,18 +1674,33 @@ static PyObject *series_tuple(Scanner *S, Conn *c)
 }
 
 /* A connection ends (eviction): its series is kept when it made an event, freed otherwise. */
-static int series_end(Scanner *S, Conn *c)
+static int series_end(Scanner *S, uint32_t idx)
 {
     int rc = 0;
-    if (c->ser && c->ser->events && S->series_done) {
-        PyObject *t = series_tuple(S, c);
+    Series *r = S->sers[idx];
+    if (r && r->events && S->series_done) {
+        PyObject *t = series_tuple(S, &S->conns[idx], r);
         if (!t || PyList_Append(S->series_done, t) < 0)
             rc = -1;
         Py_XDECREF(t);
     }
-    series_free(c->ser);
-    c->ser = NULL;
+    series_free(r);
+    S->sers[idx] = NULL;
     return rc;
+}
+
+/* Room for the series of connection indexes below cap (new entries NULL). */
+static int series_fit(Scanner *S, uint32_t cap)
+{
+    if (cap <= S->cap_sers)
+        return 0;
+    Series **p = realloc(S->sers, (size_t)cap * sizeof *p);
+    if (!p)
+        return -1;
+    memset(p + S->cap_sers, 0, (size_t)(cap - S->cap_sers) * sizeof *p);
+    S->sers = p;
+    S->cap_sers = cap;
+    return 0;
 }
 
 /* -- capture filter (treason.capfilter: classic BPF, as libpcap's bpf_filter) --------------- */
@@ -2042,7 +2061,7 @@ static void conn_evict(Scanner *S, uint32_t idx)
 {
     Conn *c = &S->conns[idx];
     conn_drop(S, c);
-    if (series_end(S, c) < 0)
+    if (S->sers && series_end(S, idx) < 0)
         S->py_error = 1;
     slots_remove(S, idx + 1, c->hash);
     if (c->alt) {
@@ -2135,6 +2154,8 @@ static int table_process(Scanner *S, const Seg *g)
                     goto nomem;
                 S->conns = p;
                 S->cap_conns = (uint32_t)cap;
+                if (S->series_on && series_fit(S, S->cap_conns) < 0)
+                    goto nomem;
             }
             if (S->n_conns >= SLOT_IDX - 1)
                 goto nomem;
@@ -2176,7 +2197,7 @@ static int table_process(Scanner *S, const Seg *g)
     conn_process(S, c, g);
     if (S->marks && mark_segment(S, c, q_before) < 0)
         return -1;
-    if (S->series_on && series_add(S, c, g, S->q_tail != q_before) < 0)
+    if (S->series_on && series_add(S, idx, g, S->q_tail != q_before) < 0)
         goto nomem;
     c->last_active = S->now;
     if (c->syn_seen && c->synack_seen && !was_seen)
@@ -2590,8 +2611,10 @@ static void Scanner_dealloc(Scanner *S)
         if (S->conns[i].nvlan > VLAN_INLINE)
             free(S->conns[i].vlan_ext);
         free(S->conns[i].alt);
-        series_free(S->conns[i].ser);
+        if (S->sers)
+            series_free(S->sers[i]);
     }
+    free(S->sers);
     for (uint64_t id = S->q_head; id != S->q_tail; id++) {
         free(ev_at(S, id)->vlan_ext);
         Py_XDECREF(ev_at(S, id)->outer);
@@ -2783,6 +2806,8 @@ static PyObject *Scanner_series(Scanner *S, PyObject *args)
     }
     if (!S->series_done && !(S->series_done = PyList_New(0)))
         return NULL;
+    if (series_fit(S, S->cap_conns ? S->cap_conns : 1) < 0)
+        return PyErr_NoMemory();
     S->series_on = 1;
     S->s_cap = cap;
     S->s_before = before;
@@ -2806,18 +2831,18 @@ static PyObject *Scanner_take_series(Scanner *S, PyObject *Py_UNUSED(ignored))
         if (PyList_SetSlice(S->series_done, 0, n, NULL) < 0)
             goto fail;
     }
-    for (uint32_t i = S->lru_head; i != NIL; i = S->conns[i].next) {
-        Conn *c = &S->conns[i];
-        if (!c->ser || !c->ser->events)
+    for (uint32_t i = S->lru_head; i != NIL && S->sers; i = S->conns[i].next) {
+        Series *r = S->sers[i];
+        if (!r || !r->events)
             continue;
-        PyObject *t = series_tuple(S, c);
+        PyObject *t = series_tuple(S, &S->conns[i], r);
         if (!t || PyList_Append(out, t) < 0) {
             Py_XDECREF(t);
             goto fail;
         }
         Py_DECREF(t);
-        series_free(c->ser);
-        c->ser = NULL;
+        series_free(r);
+        S->sers[i] = NULL;
     }
     return out;
 fail:
