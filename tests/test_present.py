@@ -34,6 +34,16 @@ def kernel_events() -> list[Event]:
     return [e for e in treason.scan(KERNEL_EXAMPLE) if e.cls is Severity.KERNEL]
 
 
+def report_lines(events: list[Event], capture: Path) -> list[str]:
+    """The text report of ``events`` from ``capture``, line by line."""
+    out = io.StringIO()
+    report = TextReport(out, [str(capture)])
+    for e in events:
+        report.add(e)
+    report.finish(ScanStats())
+    return out.getvalue().splitlines()
+
+
 def test_class_text() -> None:
     e = kernel_events()[0]
     assert class_text(replace(e, closing=False, certainty="definite")) == "kernel"
@@ -45,12 +55,7 @@ def test_class_text() -> None:
 
 def test_report_and_live_show_an_event_the_same_way() -> None:
     events = kernel_events()
-    out = io.StringIO()
-    report = TextReport(out, [str(KERNEL_EXAMPLE)])
-    for e in events:
-        report.add(e)
-    report.finish(ScanStats())
-    rows = out.getvalue().splitlines()
+    rows = report_lines(events, KERNEL_EXAMPLE)
     for e in events:
         live = event_text(e)
         assert f"{class_text(e)}: {event_flow(e)}" in live[0]
@@ -71,12 +76,7 @@ def test_the_plot_page_shows_an_event_as_the_report_does(tmp_path: Path) -> None
     page = tmp_path / "page.html"
     assert main(["plot", str(capture), "-o", str(page)]) == 1
     html = unescape(page.read_text(encoding="utf-8"))
-    out = io.StringIO()
-    report = TextReport(out, [str(capture)])
-    for e in events:
-        report.add(e)
-    report.finish(ScanStats())
-    text = out.getvalue().splitlines()
+    text = report_lines(events, capture)
     shown = [line.split() for block in re.findall(r'<pre class="events">(.*?)</pre>', html, re.S)
              for line in block.splitlines()[1:]]  # fmt: skip
     for e in events:
@@ -93,13 +93,9 @@ def test_peer_rows_count_what_the_report_shows() -> None:
     events = list(treason.scan(EXAMPLE))
     rows = peer_rows(events)
     assert sum(r.events for r in rows) == len(events)
-    out = io.StringIO()
-    report = TextReport(out, [str(EXAMPLE)])
-    for e in events:
-        report.add(e)
-    report.finish(ScanStats())
+    lines = report_lines(events, EXAMPLE)
     for r in rows:
-        line = next(x for x in out.getvalue().splitlines() if x.split()[:1] == [r.peer])
+        line = next(x for x in lines if x.split()[:1] == [r.peer])
         assert line.split()[2:5] == [str(r.events), str(r.kernel), str(r.bytes_back)]
 
 
