@@ -489,3 +489,28 @@ def test_urls_that_cannot_be_opened_are_one_line(tmp_path: Path) -> None:
     unknown = treason_cli("scan", "nosuch://x/y.pcap")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
     assert unknown.stderr.startswith("treason: nosuch://x/y.pcap: ")
+
+
+def test_capture_filter_on_sets_and_cluster(dask_client: Any, tmp_path: Path) -> None:
+    """--filter on pieces: the frames it drops are counted where the pieces are read or split,
+    the rest is the filtered whole capture's scan, on one process and on the cluster."""
+    from treason.capfilter import CaptureFilter
+
+    blob = CORPUS["handmade"]
+    header, records, _ = records_of(blob)
+    groups = split_at(records, [4, 9, 13])
+    paths = write_pieces(tmp_path, header, groups)
+    named = [str(p) for p in paths[::-1]]
+    keep = CaptureFilter("tcp port 1000 or tcp port 2000")
+    for engine in ENGINES:
+        stats = ScanStats()
+        want = [
+            e.to_dict()
+            for e in scan(io.BytesIO(blob), engine=engine, retractions=True, stats=stats,
+                          capture_filter=keep, **LIMITS)
+        ]  # fmt: skip
+        assert stats.skipped["filtered out"] > 0 and want
+        got, got_stats = outcome(named, engine, capture_filter=keep)
+        assert got_stats == stats.to_dict()
+        assert as_whole(got, paths, groups) == [{**e, "file": "<whole>"} for e in want]
+        assert on_dask(dask_client, named, engine, capture_filter=keep) == (got, got_stats)

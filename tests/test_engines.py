@@ -401,7 +401,8 @@ def test_scan_drives_the_engine_to_the_end_of_a_damaged_capture() -> None:
 
 
 def test_a_scanner_that_names_its_fields_differently_is_refused() -> None:
-    """The compiled side's event fields, skip reasons and counters are checked in order."""
+    """The compiled side's event fields, skip reasons, counters and series points are checked
+    in order."""
     from treason.engine import compiled
 
     good = {
@@ -412,6 +413,8 @@ def test_a_scanner_that_names_its_fields_differently_is_refused() -> None:
         "MARK_SHOWN": 2,
         "MARK_ZERO": 4,
         "SEGREC_FORMAT": compiled.SEGREC_FORMAT,
+        "FILTERED": "filtered out",
+        "SERIES_POINT": "=qQIIIHBB",
     }
     compiled.check_contract(types.SimpleNamespace(**good))
     swapped = list(compiled.EVENT_FIELDS)
@@ -421,6 +424,8 @@ def test_a_scanner_that_names_its_fields_differently_is_refused() -> None:
         ("EVENT_FIELDS", compiled.EVENT_FIELDS[:-1]),
         ("MODEL_COUNTERS", compiled.MODEL_COUNTERS[::-1]),
         ("SKIP_REASONS", (*compiled.SKIP_REASONS, "new-reason")),
+        ("FILTERED", "filtered"),
+        ("SERIES_POINT", "=qQIIIHB"),
     ]:
         with pytest.raises(ImportError, match=name):
             compiled.check_contract(types.SimpleNamespace(**{**good, name: bad}))

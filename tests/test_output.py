@@ -82,8 +82,11 @@ def one_line(res: subprocess.CompletedProcess[bytes]) -> str:
 # --------------------------------------------------------------------------- never over an input
 
 
+@pytest.mark.parametrize("command", ["scan", "plot", "annotate"])
 @pytest.mark.parametrize("how", ["same", "other-path", "hardlink", "symlink"])
-def test_output_onto_an_input_is_refused(tmp_path: Path, capture: Path, how: str) -> None:
+def test_output_onto_an_input_is_refused(
+    tmp_path: Path, capture: Path, how: str, command: str
+) -> None:
     before = capture.read_bytes()
     target = {
         "same": capture,
@@ -96,7 +99,7 @@ def test_output_onto_an_input_is_refused(tmp_path: Path, capture: Path, how: str
         os.link(capture, target)
     elif how == "symlink":
         target.symlink_to(capture)
-    err = one_line(treason("scan", str(capture), "-o", str(target)))
+    err = one_line(treason(command, str(capture), "-o", str(target)))
     assert err == f"treason: {target}: is also an input ({capture}): refusing to write over it\n"
     assert capture.read_bytes() == before
     assert leftovers(tmp_path) == []

@@ -305,6 +305,17 @@ typedef struct {
     PyObject *events;
     /* with mark_flows(True): per frame, None (skipped) or (flow key, event bits), not yet taken */
     PyObject *marks;
+    /* with series(cap, before, after): plot series per connection (see "plot series") */
+    int series_on;
+    uint64_t s_cap;
+    uint32_t s_before, s_after;
+    PyObject *series_done; /* (key bytes, points bytes) of ended connections with events */
+    struct Series **sers; /* per connection index: its series, or NULL (cap_sers entries) */
+    uint32_t cap_sers;
+    /* with filter({linktype: program}): frames the capture filter rejects are not analysed */
+    struct BpfProg *filters;
+    uint32_t n_filters;
+    uint64_t filtered;
     int py_error;
     /* split mode (split()): frames are decoded into segment records per bucket, not analysed */
     int split; /* 0 off; else 1 + number of buckets (1: only the capture's time span) */
@@ -1418,42 +1429,40 @@ static int mark_append(Scanner *S, PyObject *entry)
 }
 
 /*
+ * A connection's flow key as bytes, one value per key of the model's (FlowTable.key): family,
+ * both endpoints in canonical order (16 address bytes, 2 port bytes each), then the tag path of
+ * its first direction (VLAN ids and tunnel entries) as the big-endian 16-bit words `path_tag`
+ * and `path_entry` make. A paired connection has this one key for both directions.
+ */
+static PyObject *conn_key_bytes(Conn *c)
+{
+    uint16_t *vl = conn_vlan(c);
+    size_t n = 1 + 2 * 18;
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n + 2 * (size_t)c->nvlan));
+    if (!bytes)
+        return NULL;
+    uint8_t *key = (uint8_t *)PyBytes_AS_STRING(bytes);
+    key[0] = c->v6;
+    memcpy(key + 1, c->lo_addr, 16);
+    key[17] = (uint8_t)(c->lo_port >> 8);
+    key[18] = (uint8_t)c->lo_port;
+    memcpy(key + 19, c->hi_addr, 16);
+    key[35] = (uint8_t)(c->hi_port >> 8);
+    key[36] = (uint8_t)c->hi_port;
+    for (uint32_t i = 0; i < c->nvlan; i++) {
+        key[n + 2 * i] = (uint8_t)(vl[i] >> 8);
+        key[n + 2 * i + 1] = (uint8_t)vl[i];
+    }
+    return bytes;
+}
+
+/*
  * What the per-flow recorder needs of each segment, as FlowTable.key and the event returned by
- * FlowTable.process give it: the flow key (family, both endpoints in canonical order, VLAN
- * stack: one value per key of the model's) and whether the segment made an event.
+ * FlowTable.process give it: the flow key and whether the segment made an event.
  */
 static int mark_segment(Scanner *S, Conn *c, uint64_t q_before)
 {
-    uint8_t key[1 + 2 * 18 + 2 * 64];
-    uint16_t *vl = conn_vlan(c);
-    size_t n = 0;
-    key[n++] = c->v6;
-    memcpy(key + n, c->lo_addr, 16);
-    n += 16;
-    key[n++] = (uint8_t)(c->lo_port >> 8);
-    key[n++] = (uint8_t)c->lo_port;
-    memcpy(key + n, c->hi_addr, 16);
-    n += 16;
-    key[n++] = (uint8_t)(c->hi_port >> 8);
-    key[n++] = (uint8_t)c->hi_port;
-    PyObject *bytes;
-    if (c->nvlan <= 64) {
-        for (uint32_t i = 0; i < c->nvlan; i++) {
-            key[n++] = (uint8_t)(vl[i] >> 8);
-            key[n++] = (uint8_t)vl[i];
-        }
-        bytes = PyBytes_FromStringAndSize((const char *)key, (Py_ssize_t)n);
-    } else {
-        bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n + 2 * (size_t)c->nvlan));
-        if (bytes) {
-            uint8_t *out = (uint8_t *)PyBytes_AS_STRING(bytes);
-            memcpy(out, key, n);
-            for (uint32_t i = 0; i < c->nvlan; i++) {
-                out[n + 2 * i] = (uint8_t)(vl[i] >> 8);
-                out[n + 2 * i + 1] = (uint8_t)vl[i];
-            }
-        }
-    }
+    PyObject *bytes = conn_key_bytes(c);
     if (!bytes) {
         S->py_error = 1;
         return -1;
@@ -1465,6 +1474,392 @@ static int mark_segment(Scanner *S, Conn *c, uint64_t q_before)
                (e->win == 0 ? MARK_ZERO : 0);
     }
     return mark_append(S, Py_BuildValue("(Ni)", bytes, bits));
+}
+
+/* -- plot series (treason.series.SeriesCollector) -------------------------------------------- */
+
+/*
+ * treason plot draws, for the connections that made an event, the segments and ACKs around
+ * them, collected in the same pass that finds the events. The rule (treason/series.py says why)
+ * must stay the reference collector's, point for point: per connection, points are numbered in
+ * capture order; all are kept until `cap` sampled points, then the sampling stride doubles and
+ * sampled points off the new stride are dropped; a segment that makes an event is kept with the
+ * `before` points before it and the `after` points after it, never thinned.
+ *
+ * Most connections are short (a SYN flood: one packet each), so a series is one allocation, its
+ * header and its first points together, grown by doubling; the ring of recent points exists
+ * only once a connection is long enough to be thinned. The series pointers live beside the
+ * flow table (Scanner.sers, by connection index), allocated only with series(), so a scan that
+ * collects none keeps its connections at their size.
+ */
+
+typedef struct {
+    int64_t ts;
+    uint64_t frame;
+    uint32_t seq, ack, plen;
+    uint16_t win;
+    uint8_t flags, from_lo;
+} SPoint;
+/* SPoint as a struct format, exported: treason.series.POINT must say the same. */
+#define SERIES_POINT "=qQIIIHBB"
+
+#define DETAIL (1ULL << 63) /* in SKept.idx: a point around an event, never thinned */
+
+typedef struct {
+    SPoint p;
+    uint64_t idx; /* the point's number in its connection, | DETAIL */
+} SKept;
+
+typedef struct Series {
+    uint64_t n, stride, events;
+    uint32_t n_kept, cap_kept, overview, after;
+    SKept *ring; /* NULL until the first thinning; then the last `before` points, a circle */
+    uint32_t ring_len, ring_start;
+    SKept kept[];
+} Series;
+
+#define SERIES_FIRST 2 /* points in a new series' first allocation */
+
+static inline uint64_t kidx(const SKept *k) { return k->idx & ~DETAIL; }
+static inline int kdetail(const SKept *k) { return (k->idx & DETAIL) != 0; }
+
+static void series_free(Series *r)
+{
+    if (!r)
+        return;
+    free(r->ring);
+    free(r);
+}
+
+static int series_push(Series **slot, const SPoint *p, uint64_t idx, int detail)
+{
+    Series *r = *slot;
+    if (r->n_kept == r->cap_kept) {
+        if (r->cap_kept > UINT32_MAX / 2)
+            return -1;
+        uint32_t cap = r->cap_kept * 2;
+        r = realloc(r, sizeof *r + (size_t)cap * sizeof(SKept));
+        if (!r)
+            return -1;
+        r->cap_kept = cap;
+        *slot = r;
+    }
+    SKept *k = &r->kept[r->n_kept++];
+    k->p = *p;
+    k->idx = idx | (detail ? DETAIL : 0);
+    if (!detail)
+        r->overview++;
+    return 0;
+}
+
+static inline SKept *ring_at(Series *r, uint32_t before, uint32_t i)
+{
+    return &r->ring[(r->ring_start + i) % before];
+}
+
+/* The `before` points before index i are kept as detail (SeriesCollector: _Conn._context). */
+static int series_context(Series **slot, uint32_t before, uint64_t i)
+{
+    Series *r = *slot;
+    uint64_t lo = i > before ? i - before : 0;
+    if (!r->ring) { /* stride 1 so far: they are all kept already */
+        for (uint32_t j = r->n_kept; j-- > 0;) {
+            SKept *k = &r->kept[j];
+            if (kidx(k) < lo)
+                break;
+            if (!kdetail(k)) {
+                k->idx |= DETAIL;
+                r->overview--;
+            }
+        }
+        return 0;
+    }
+    while (r->n_kept && kidx(&r->kept[r->n_kept - 1]) >= lo) {
+        if (!kdetail(&r->kept[--r->n_kept]))
+            r->overview--;
+    }
+    uint32_t ring_len = r->ring_len;
+    for (uint32_t j = 0; j < ring_len; j++) { /* a push may move the series: *slot */
+        SKept k = *ring_at(*slot, before, j);
+        if (series_push(slot, &k.p, kidx(&k), 1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The stride doubles; the ring starts as the last `before` points (all kept until now). */
+static int series_thin(Series *r, uint32_t before)
+{
+    if (!r->ring) {
+        r->ring = malloc((before ? before : 1) * sizeof *r->ring);
+        if (!r->ring)
+            return -1;
+        uint32_t end = r->n_kept - 1; /* without the point being added */
+        uint32_t start = end > before ? end - before : 0;
+        r->ring_len = end - start;
+        r->ring_start = 0;
+        for (uint32_t j = start; j < end; j++)
+            r->ring[j - start] = r->kept[j];
+    }
+    r->stride *= 2;
+    uint32_t out = 0, overview = 0;
+    for (uint32_t j = 0; j < r->n_kept; j++) {
+        SKept *k = &r->kept[j];
+        if (kdetail(k) || kidx(k) % r->stride == 0) {
+            r->kept[out++] = *k;
+            overview += !kdetail(k);
+        }
+    }
+    r->n_kept = out;
+    r->overview = overview;
+    return 0;
+}
+
+static int series_add(Scanner *S, uint32_t idx, const Seg *g, int made_event)
+{
+    Conn *c = &S->conns[idx];
+    Series **slot = &S->sers[idx];
+    if (!*slot) {
+        Series *r = malloc(sizeof *r + SERIES_FIRST * sizeof(SKept));
+        if (!r)
+            return -1;
+        memset(r, 0, sizeof *r);
+        r->stride = 1;
+        r->cap_kept = SERIES_FIRST;
+        *slot = r;
+    }
+    SPoint p;
+    i128 ts = g->ts;
+    p.ts = ts > INT64_MAX ? INT64_MAX : ts < INT64_MIN ? INT64_MIN : (int64_t)ts;
+    p.frame = g->frame;
+    p.seq = g->seq;
+    p.ack = g->ack;
+    p.plen = g->payload_len > UINT32_MAX ? UINT32_MAX : (uint32_t)g->payload_len;
+    p.win = g->win;
+    p.flags = g->flags;
+    p.from_lo = addr_eq(g->src, c->lo_addr) && g->sport == c->lo_port;
+    uint64_t i = (*slot)->n++;
+    uint32_t before = S->s_before;
+    if (made_event) {
+        (*slot)->events++;
+        if (series_context(slot, before, i) < 0 || series_push(slot, &p, i, 1) < 0)
+            return -1;
+        (*slot)->after = S->s_after;
+    } else if ((*slot)->after) {
+        (*slot)->after--;
+        if (series_push(slot, &p, i, 1) < 0)
+            return -1;
+    } else if (i % (*slot)->stride == 0) {
+        if (series_push(slot, &p, i, 0) < 0)
+            return -1;
+        if ((*slot)->overview > S->s_cap && series_thin(*slot, before) < 0)
+            return -1;
+    }
+    Series *r = *slot;
+    if (r->ring && before) {
+        if (r->ring_len < before) {
+            r->ring[(r->ring_start + r->ring_len++) % before] = (SKept){p, i};
+        } else {
+            r->ring[r->ring_start] = (SKept){p, i};
+            r->ring_start = (r->ring_start + 1) % before;
+        }
+    }
+    return 0;
+}
+
+/* (key bytes, packed points) of a connection's series. */
+static PyObject *series_tuple(Scanner *S, Conn *c, Series *r)
+{
+    /* the last point seen ends the graph, kept or not (the newest ring entry) */
+    SKept *last = r->ring && r->ring_len ? ring_at(r, S->s_before, r->ring_len - 1) : NULL;
+    int extra = last && r->n_kept && kidx(last) != kidx(&r->kept[r->n_kept - 1]);
+    uint64_t n = (uint64_t)r->n_kept + (uint64_t)extra;
+    PyObject *pts = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * sizeof(SPoint)));
+    if (!pts)
+        return NULL;
+    SPoint *out = (SPoint *)PyBytes_AS_STRING(pts);
+    for (uint32_t j = 0; j < r->n_kept; j++)
+        out[j] = r->kept[j].p;
+    if (extra)
+        out[r->n_kept] = last->p;
+    return Py_BuildValue("(NN)", conn_key_bytes(c), pts);
+}
+
+/* A connection ends (eviction): its series is kept when it made an event, freed otherwise. */
+static int series_end(Scanner *S, uint32_t idx)
+{
+    int rc = 0;
+    Series *r = S->sers[idx];
+    if (r && r->events && S->series_done) {
+        PyObject *t = series_tuple(S, &S->conns[idx], r);
+        if (!t || PyList_Append(S->series_done, t) < 0)
+            rc = -1;
+        Py_XDECREF(t);
+    }
+    series_free(r);
+    S->sers[idx] = NULL;
+    return rc;
+}
+
+/* Room for the series of connection indexes below cap (new entries NULL). */
+static int series_fit(Scanner *S, uint32_t cap)
+{
+    if (cap <= S->cap_sers)
+        return 0;
+    Series **p = realloc(S->sers, (size_t)cap * sizeof *p);
+    if (!p)
+        return -1;
+    memset(p + S->cap_sers, 0, (size_t)(cap - S->cap_sers) * sizeof *p);
+    S->sers = p;
+    S->cap_sers = cap;
+    return 0;
+}
+
+/* -- capture filter (treason.capfilter: classic BPF, as libpcap's bpf_filter) --------------- */
+
+/*
+ * `scan --filter` / `plot --filter`: a tcpdump expression compiled by libpcap for each link type,
+ * run on every frame before it is decoded, as `live --filter` runs it in the kernel. A frame the
+ * program rejects is counted (counters()["filtered"]) and otherwise ignored; frame numbers stay
+ * the file's.
+ * The interpreter follows libpcap's bpf_filter: loads outside the packet and division by zero
+ * reject the frame; BPF_LEN is the length on the wire.
+ */
+
+typedef struct {
+    uint16_t code;
+    uint8_t jt, jf;
+    uint32_t k;
+} BpfInsn;
+
+typedef struct BpfProg {
+    uint32_t linktype;
+    uint32_t n;
+    BpfInsn *insns;
+} BpfProg;
+
+#define BPF_MAX_INSNS 4096
+/* The skip reason of the frames a filter rejects (treason.capfilter.FILTERED), exported. */
+#define FILTERED_NAME "filtered out"
+
+static int bpf_load(const uint8_t *p, int64_t buflen, uint64_t off, int size, uint32_t *out)
+{
+    if (off + (uint64_t)size > (uint64_t)buflen)
+        return 0;
+    p += off;
+    *out = size == 4 ? be32(p) : size == 2 ? be16(p) : p[0];
+    return 1;
+}
+
+/* The program's verdict on one frame: nonzero to keep it. */
+static uint32_t bpf_run(const BpfProg *f, const uint8_t *p, int64_t buflen, uint32_t wirelen)
+{
+    uint32_t A = 0, X = 0, M[16] = {0}, v;
+    for (uint32_t pc = 0; pc < f->n; pc++) {
+        const BpfInsn *i = &f->insns[pc];
+        int size = 4;
+        switch (i->code & 0x07) {
+        case 0x00: /* LD */
+        case 0x01: /* LDX */
+            size = (i->code & 0x18) == 0x10 ? 1 : (i->code & 0x18) == 0x08 ? 2 : 4;
+            switch (i->code & 0xe0) {
+            case 0x00: /* IMM */
+                v = i->k;
+                break;
+            case 0x20: /* ABS */
+                if (!bpf_load(p, buflen, i->k, size, &v))
+                    return 0;
+                break;
+            case 0x40: /* IND */
+                if (!bpf_load(p, buflen, (uint64_t)X + i->k, size, &v))
+                    return 0;
+                break;
+            case 0x60: /* MEM */
+                v = M[i->k & 15];
+                break;
+            case 0x80: /* LEN */
+                v = wirelen;
+                break;
+            case 0xa0: /* MSH: 4 * (P[k] & 0xf) */
+                if (!bpf_load(p, buflen, i->k, 1, &v))
+                    return 0;
+                v = (v & 0xf) << 2;
+                break;
+            default:
+                return 0;
+            }
+            if ((i->code & 0x07) == 0x00)
+                A = v;
+            else
+                X = v;
+            break;
+        case 0x02: /* ST */
+            M[i->k & 15] = A;
+            break;
+        case 0x03: /* STX */
+            M[i->k & 15] = X;
+            break;
+        case 0x04: { /* ALU */
+            uint32_t s = (i->code & 0x08) ? X : i->k;
+            switch (i->code & 0xf0) {
+            case 0x00: A += s; break;
+            case 0x10: A -= s; break;
+            case 0x20: A *= s; break;
+            case 0x30: if (!s) return 0; A /= s; break;
+            case 0x40: A |= s; break;
+            case 0x50: A &= s; break;
+            case 0x60: A = s < 32 ? A << s : 0; break;
+            case 0x70: A = s < 32 ? A >> s : 0; break;
+            case 0x80: A = (uint32_t)-(int64_t)A; break;
+            case 0x90: if (!s) return 0; A %= s; break;
+            case 0xa0: A ^= s; break;
+            default: return 0;
+            }
+            break;
+        }
+        case 0x05: { /* JMP */
+            uint32_t s = (i->code & 0x08) ? X : i->k;
+            int taken;
+            switch (i->code & 0xf0) {
+            case 0x00: pc += i->k; continue; /* JA */
+            case 0x10: taken = A == s; break;
+            case 0x20: taken = A > s; break;
+            case 0x30: taken = A >= s; break;
+            case 0x40: taken = (A & s) != 0; break;
+            default: return 0;
+            }
+            pc += taken ? i->jt : i->jf;
+            break;
+        }
+        case 0x06: /* RET */
+            return (i->code & 0x18) == 0x10 ? A : i->k;
+        case 0x07: /* MISC */
+            if (i->code & 0x80)
+                A = X; /* TXA */
+            else
+                X = A; /* TAX */
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Whether a frame of link type lt passes the filter (no program for lt: it does not). */
+static int filter_pass(Scanner *S, uint32_t lt, const uint8_t *d, int64_t len, uint32_t orig_len)
+{
+    for (uint32_t j = 0; j < S->n_filters; j++)
+        if (S->filters[j].linktype == lt)
+            return bpf_run(&S->filters[j], d, len, orig_len) != 0;
+    return 0;
+}
+
+static void filters_free(Scanner *S)
+{
+    for (uint32_t j = 0; j < S->n_filters; j++)
+        free(S->filters[j].insns);
+    free(S->filters);
+    S->filters = NULL;
+    S->n_filters = 0;
 }
 
 /* -- flow table (treason.model.FlowTable) --------------------------------------------------- */
@@ -1690,6 +2085,8 @@ static void conn_evict(Scanner *S, uint32_t idx)
 {
     Conn *c = &S->conns[idx];
     conn_drop(S, c);
+    if (S->sers && series_end(S, idx) < 0)
+        S->py_error = 1;
     slots_remove(S, idx + 1, c->hash);
     if (c->alt) {
         slots_remove(S, (idx + 1) | SLOT_ALT, c->alt->hash);
@@ -1782,6 +2179,8 @@ static int table_process(Scanner *S, const Seg *g)
                     goto nomem;
                 S->conns = p;
                 S->cap_conns = (uint32_t)cap;
+                if (S->series_on && series_fit(S, S->cap_conns) < 0)
+                    goto nomem;
             }
             if (S->n_conns >= SLOT_IDX - 1)
                 goto nomem;
@@ -1823,6 +2222,8 @@ static int table_process(Scanner *S, const Seg *g)
     conn_process(S, c, g);
     if (S->marks && mark_segment(S, c, q_before) < 0)
         return -1;
+    if (S->series_on && series_add(S, idx, g, S->q_tail != q_before) < 0)
+        goto nomem;
     c->last_active = S->now;
     if (c->syn_seen && c->synack_seen && !was_seen)
         S->handshakes++;
@@ -1861,6 +2262,14 @@ static inline int frame(Scanner *S, i128 ts, uint32_t lt, const uint8_t *d, int6
     g.ts = g.clock = ts;
     if (S->split)
         return split_frame(S, &g, lt, d, len, orig_len);
+    if (S->filters && !filter_pass(S, lt, d, len, orig_len)) {
+        S->filtered++;
+        if (S->marks) {
+            Py_INCREF(Py_None);
+            return mark_append(S, Py_None);
+        }
+        return 0;
+    }
     int why = decode(lt, d, len, orig_len, &g);
     if (S->py_error)
         return -1;
@@ -1977,6 +2386,10 @@ static int split_frame(Scanner *S, Seg *g, uint32_t lt, const uint8_t *d, int64_
     uint32_t n = (uint32_t)(S->split - 1);
     if (!n)
         return 0;
+    if (S->filters && !filter_pass(S, lt, d, len, orig_len)) {
+        S->filtered++;
+        return 0;
+    }
     int why = decode(lt, d, len, orig_len, g);
     if (S->py_error)
         return -1;
@@ -2426,7 +2839,10 @@ static void Scanner_dealloc(Scanner *S)
         if (S->conns[i].nvlan > VLAN_INLINE)
             free(S->conns[i].vlan_ext);
         free(S->conns[i].alt);
+        if (S->sers)
+            series_free(S->sers[i]);
     }
+    free(S->sers);
     for (uint64_t id = S->q_head; id != S->q_tail; id++) {
         free(ev_at(S, id)->vlan_ext);
         Py_XDECREF(ev_at(S, id)->outer);
@@ -2442,6 +2858,8 @@ static void Scanner_dealloc(Scanner *S)
     free(S->bk_cap);
     Py_XDECREF(S->events);
     Py_XDECREF(S->marks);
+    Py_XDECREF(S->series_done);
+    filters_free(S);
     Py_TYPE(S)->tp_free((PyObject *)S);
 }
 
@@ -2612,6 +3030,115 @@ static PyObject *Scanner_take_marks(Scanner *S, PyObject *Py_UNUSED(ignored))
     return out;
 }
 
+static PyObject *Scanner_series(Scanner *S, PyObject *args)
+{
+    unsigned long long cap;
+    unsigned int before, after;
+    if (!PyArg_ParseTuple(args, "KII", &cap, &before, &after))
+        return NULL;
+    if (cap < 1 || cap > (1u << 30)) {
+        PyErr_SetString(PyExc_ValueError, "cap must be between 1 and 2**30");
+        return NULL;
+    }
+    if (!S->series_done && !(S->series_done = PyList_New(0)))
+        return NULL;
+    if (series_fit(S, S->cap_conns ? S->cap_conns : 1) < 0)
+        return PyErr_NoMemory();
+    S->series_on = 1;
+    S->s_cap = cap;
+    S->s_before = before;
+    S->s_after = after;
+    Py_RETURN_NONE;
+}
+
+/* The series of every connection with an event: ended ones first, then the live ones, least
+   recently active first. Taking ends the live ones' series too (SeriesSampler.finish): a
+   connection that goes on starts a new one. */
+static PyObject *Scanner_take_series(Scanner *S, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    if (S->series_done) {
+        Py_ssize_t n = PyList_GET_SIZE(S->series_done);
+        for (Py_ssize_t j = 0; j < n; j++)
+            if (PyList_Append(out, PyList_GET_ITEM(S->series_done, j)) < 0)
+                goto fail;
+        if (PyList_SetSlice(S->series_done, 0, n, NULL) < 0)
+            goto fail;
+    }
+    for (uint32_t i = S->lru_head; i != NIL && S->sers; i = S->conns[i].next) {
+        Series *r = S->sers[i];
+        if (!r || !r->events)
+            continue;
+        PyObject *t = series_tuple(S, &S->conns[i], r);
+        if (!t || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            goto fail;
+        }
+        Py_DECREF(t);
+        series_free(r);
+        S->sers[i] = NULL;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* filter({linktype: [(code, jt, jf, k), ...]}): run these programs on every frame. */
+static PyObject *Scanner_filter(Scanner *S, PyObject *arg)
+{
+    if (!PyDict_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "filter() takes a dict {linktype: instructions}");
+        return NULL;
+    }
+    filters_free(S);
+    Py_ssize_t n = PyDict_Size(arg), pos = 0;
+    S->filters = calloc(n ? (size_t)n : 1, sizeof *S->filters);
+    if (!S->filters)
+        return PyErr_NoMemory();
+    PyObject *key, *value;
+    while (PyDict_Next(arg, &pos, &key, &value)) {
+        BpfProg *f = &S->filters[S->n_filters];
+        unsigned long lt = PyLong_AsUnsignedLong(key);
+        if (PyErr_Occurred())
+            goto fail;
+        PyObject *seq = PySequence_Fast(value, "instructions must be a sequence");
+        if (!seq)
+            goto fail;
+        Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
+        if (m < 1 || m > BPF_MAX_INSNS) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "a program has 1 to 4096 instructions");
+            goto fail;
+        }
+        f->insns = calloc((size_t)m, sizeof *f->insns);
+        if (!f->insns) {
+            Py_DECREF(seq);
+            PyErr_NoMemory();
+            goto fail;
+        }
+        f->linktype = (uint32_t)lt;
+        S->n_filters++;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            unsigned int code, jt, jf;
+            unsigned long k;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "IIIk", &code, &jt, &jf, &k)) {
+                Py_DECREF(seq);
+                goto fail;
+            }
+            f->insns[j] = (BpfInsn){(uint16_t)code, (uint8_t)jt, (uint8_t)jf, (uint32_t)k};
+        }
+        f->n = (uint32_t)m;
+        Py_DECREF(seq);
+    }
+    Py_RETURN_NONE;
+fail:
+    filters_free(S);
+    return NULL;
+}
+
 static PyObject *u64list(const uint64_t *v, int n)
 {
     PyObject *l = PyList_New(n);
@@ -2630,7 +3157,7 @@ static PyObject *u64list(const uint64_t *v, int n)
 
 static PyObject *Scanner_counters(Scanner *S, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{sKsKsKsNsNsKsKsKsKsNsI}", "frames", (unsigned long long)S->frames,
+    return Py_BuildValue("{sKsKsKsNsNsKsKsKsKsNsIsK}", "frames", (unsigned long long)S->frames,
                          "segments", (unsigned long long)S->segments, "over_snaplen",
                          (unsigned long long)S->over_snaplen, "over_snaplen_first",
                          Py_BuildValue("[KII]", (unsigned long long)S->long_frame, S->long_len,
@@ -2640,7 +3167,7 @@ static PyObject *Scanner_counters(Scanner *S, PyObject *Py_UNUSED(ignored))
                          "handshakes", (unsigned long long)S->handshakes, "evicted_idle",
                          (unsigned long long)S->evicted_idle, "evicted_cap",
                          (unsigned long long)S->evicted_cap, "model", u64list(S->model, M_N),
-                         "live", S->live);
+                         "live", S->live, "filtered", (unsigned long long)S->filtered);
 }
 
 static PyObject *Scanner_get_error(Scanner *S, void *Py_UNUSED(closure))
@@ -2787,6 +3314,12 @@ static PyMethodDef Scanner_methods[] = {
     {"take_marks", (PyCFunction)Scanner_take_marks, METH_NOARGS,
      "The flow marks recorded since the last call, one per frame, in frame order."},
     {"counters", (PyCFunction)Scanner_counters, METH_NOARGS, "Frame, flow and model counters."},
+    {"series", (PyCFunction)Scanner_series, METH_VARARGS,
+     "series(cap, before, after): collect plot series per connection (treason.series)."},
+    {"filter", (PyCFunction)Scanner_filter, METH_O,
+     "filter({linktype: [(code, jt, jf, k), ...]}): analyse only frames the program keeps."},
+    {"take_series", (PyCFunction)Scanner_take_series, METH_NOARGS,
+     "(flow key bytes, packed points) of every connection that made an event; ends them."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2942,6 +3475,8 @@ PyMODINIT_FUNC PyInit__fastscan(void)
         PyModule_AddIntConstant(m, "MARK_EVENT", MARK_EVENT) < 0 ||
         PyModule_AddIntConstant(m, "MARK_SHOWN", MARK_SHOWN) < 0 ||
         PyModule_AddIntConstant(m, "MARK_ZERO", MARK_ZERO) < 0 ||
+        PyModule_AddStringConstant(m, "FILTERED", FILTERED_NAME) < 0 ||
+        PyModule_AddStringConstant(m, "SERIES_POINT", SERIES_POINT) < 0 ||
         PyModule_AddIntConstant(m, "MAX_RECORD", MAX_RECORD) < 0 ||
         PyModule_AddIntConstant(m, "MAX_BLOCK", MAX_BLOCK) < 0 ||
         PyModule_AddIntConstant(m, "CONN_BYTES", (long)sizeof(Conn)) < 0 ||

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # typing itself is an import worth avoiding here
 COMMANDS = (
     "scan",
     "plot",
+    "annotate",
     "logs",
     "explain",
     "match",

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from treason.capfilter import CaptureFilter
 from treason.engine.choose import new_engine, resolve
 from treason.engine.segrec import EARLIEST, heads, position, unposition
 from treason.engine.stats import ScanStats
@@ -87,12 +88,17 @@ def _summary(split: _Split) -> _Summary:
 
 
 def _split_task(
-    source: str, argument: int, buckets: int, kind: str, storage_options: StorageOptions | None
+    source: str,
+    argument: int,
+    buckets: int,
+    kind: str,
+    storage_options: StorageOptions | None,
+    capture_filter: CaptureFilter | None,
 ) -> _Split:
     """Decode one file into segment records by bucket; frames numbered from its argument's
     position, so the split need not wait for the plan (which needs every file's span)."""
     stats = ScanStats()
-    splitter = new_engine(kind, stats, 1, 0)
+    splitter = new_engine(kind, stats, 1, 0, capture_filter=capture_filter)
     parts: list[list[bytes]] = [[] for _ in range(buckets)]
     error = None
     if source != "-":
@@ -142,10 +148,12 @@ def scan(
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     storage_options: StorageOptions | None = None,
     buckets: int | None = None,
+    capture_filter: CaptureFilter | None = None,
 ) -> DaskScan:
     """Scan ``sources`` as capture sets on the cluster of ``client`` (a
     ``distributed.Client``): the plain scan's events (``treason.sets.scan_sets``), counters
-    and damage, computed by the workers. ``buckets`` defaults to the cluster's threads."""
+    and damage, computed by the workers. ``buckets`` defaults to the cluster's threads;
+    ``capture_filter`` is applied where the files are split."""
     _check(sources)
     kind = resolve(engine)
     if buckets is None:
@@ -154,7 +162,9 @@ def scan(
     # not ours), reported as the user named them.
     where = [s if is_url(s) else os.path.abspath(s) for s in sources]
     splits = [
-        client.submit(_split_task, path, n, buckets, kind, storage_options, pure=False)
+        client.submit(
+            _split_task, path, n, buckets, kind, storage_options, capture_filter, pure=False
+        )
         for n, path in enumerate(where)
     ]
     # Only spans, counters, damage and clocks come here; the records stay on the workers.

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from treason.capfilter import CaptureFilter
 from treason.engine.choose import compiled_available, new_engine
 from treason.engine.protocol import Engine
 from treason.engine.stats import ScanStats
 from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Event, Severity
 from treason.readers import Capture, CaptureSource, display_name, open_capture
+from treason.series import SeriesCollector
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -41,6 +43,8 @@ def scan(
     max_flows: int = DEFAULT_MAX_FLOWS,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     stats: ScanStats | None = None,
+    series: SeriesCollector | None = None,
+    capture_filter: CaptureFilter | None = None,
 ) -> Iterator[Event]:
     """Yield every window-shrink event of one capture, in frame order.
 
@@ -48,10 +52,20 @@ def scan(
     moved back by less than the scale granularity) are counted in ``stats`` and yielded only
     with ``retractions=True``. A capture that ends inside a record is reported up to that
     point with a warning in ``stats.warnings``; other damage raises ``CaptureError`` after
-    every event before it has been yielded.
+    every event before it has been yielded. ``series`` and ``capture_filter`` are engine options
+    (``treason.engine.choose.new_engine``): collect the plot series of the connections with
+    events in the same pass (``treason.series``); analyse only the frames a tcpdump expression
+    keeps (``treason.capfilter``).
     """
     stats = stats if stats is not None else ScanStats()
-    runner = new_engine(engine, stats, max_flows, int(idle_timeout * 1e9))
+    runner = new_engine(
+        engine,
+        stats,
+        max_flows,
+        int(idle_timeout * 1e9),
+        series=series,
+        capture_filter=capture_filter,
+    )
     name = display_name(source)
     try:
         with open_capture(source, name) as capture:

@@ -138,3 +138,23 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         metavar="SEC",
         help=f"forget flows idle this long (default {DEFAULT_IDLE_TIMEOUT:.0f})",
     )
+
+
+def add_filter_option(p: argparse.ArgumentParser) -> None:
+    """``--filter EXPR``: only the frames a tcpdump expression keeps (``treason.capfilter``)."""
+    p.add_argument(
+        "--filter",
+        metavar="EXPR",
+        help="analyse only frames this tcpdump filter expression keeps, e.g. 'host 192.0.2.7 "
+        "and port 443' (as live --filter; frame numbers stay the file's)",
+    )
+
+
+def add_engine_option(p: argparse.ArgumentParser) -> None:
+    """``--engine auto|fast|reference``, as ``scan`` has it."""
+    p.add_argument(
+        "--engine",
+        choices=("auto", "fast", "reference"),
+        default="auto",
+        help="compiled scanner or the readable reference model (default: fast when built)",
+    )

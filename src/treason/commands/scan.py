@@ -18,7 +18,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from treason.commands.common import add_model_options, positive_int
+from treason.capfilter import CaptureFilter
+from treason.commands.common import (
+    add_engine_option,
+    add_filter_option,
+    add_model_options,
+    positive_int,
+)
 from treason.errors import CaptureError, TreasonError
 from treason.events import Event
 from treason.output import progress
@@ -75,12 +81,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "-q", "--quiet", action="store_true", help="no capture summary with json/csv/parquet"
     )
     p.add_argument(
-        "--engine",
-        choices=("auto", "fast", "reference"),
-        default="auto",
-        help="compiled scanner or the readable reference model (default: fast when built)",
-    )
-    p.add_argument(
         "-j",
         "--jobs",
         type=positive_int,
@@ -110,7 +110,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="KEY=VALUE",
         help="fsspec option for URLs (VALUE as JSON when it parses, else a string); repeatable",
     )
+    add_engine_option(p)
     add_model_options(p)
+    add_filter_option(p)
     p.set_defaults(func=run)
 
 
@@ -246,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         "engine": args.engine,
         "max_flows": args.max_flows,
         "idle_timeout": args.idle_timeout,
+        "capture_filter": CaptureFilter(args.filter) if args.filter else None,
     }
     if args.files.count("-") > 1:
         raise TreasonError("-", "standard input can be read only once")

@@ -4,9 +4,11 @@
 (``treason.readers``, ``treason.decode``, ``treason.model``) in C, with no Python object per
 packet. This module owns what is rare: reading the opened capture into one reusable buffer,
 turning the scanner's event tuples into ``Event`` records, raising the readers' errors and
-adding the scanner's running totals to ``ScanStats``. The scanner exports the names of its
-event fields and counters; they are checked here at import, in order, so the two sides cannot
-drift apart. See ``docs/fastpath.md``.
+adding the scanner's running totals to ``ScanStats``, handing its plot series to a
+``SeriesCollector`` and its capture filter's programs to the scanner. The scanner exports the
+names of its event fields and counters, the skip reason of filtered frames and the layout of its
+series points; they are checked here at import, in order, so the two sides cannot drift apart.
+See ``docs/fastpath.md``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from treason.capfilter import FILTERED, CaptureFilter
 from treason.decode import SKIP_REASONS, tunnel_names
 from treason.engine.protocol import (
     MARK_EVENT,
@@ -32,6 +35,7 @@ from treason.errors import CaptureError, TruncatedCapture
 from treason.events import Certainty, Event, Severity
 from treason.packets import Frame
 from treason.readers import Capture, LongRecords
+from treason.series import AFTER, BEFORE, POINT, ConnKey, Point, SeriesCollector
 
 try:
     from treason import _fastscan
@@ -77,6 +81,8 @@ _STREAM_HEADER = struct.Struct("=IHHiIII")
 #: One record header: seconds, nanoseconds, captured length, length on the wire.
 RECORD = struct.Struct("=IIII")
 _NS = 1_000_000_000
+#: The first word of a tunnel entry in the scanner's key path (``PATH_TUNNEL`` in C).
+_PATH_TUNNEL = 0x8000
 MAX_RECORD = _fastscan.MAX_RECORD if _fastscan is not None else 256 * 1024
 
 
@@ -92,12 +98,23 @@ class CompiledEngine:
     time (``feed``, ``feed_records``) are fed as a pcap stream made on the fly: its header
     (nanosecond records, the link type) once, then one record per frame, numbered by the
     scanner from 1 in the order fed.
+
+    Options (``treason.engine.protocol``): ``series`` has the scanner collect plot series by
+    the reference rule (``treason.series``), handed to the collector at ``flush``;
+    ``capture_filter`` has it run the same BPF programs on every frame before decoding it.
     """
 
     prefers_records = True
 
     def __init__(
-        self, stats: ScanStats, max_flows: int, idle_timeout_ns: int, *, chunk: int = CHUNK
+        self,
+        stats: ScanStats,
+        max_flows: int,
+        idle_timeout_ns: int,
+        *,
+        series: SeriesCollector | None = None,
+        capture_filter: CaptureFilter | None = None,
+        chunk: int = CHUNK,
     ) -> None:
         if _fastscan is None:
             raise RuntimeError("treason's compiled scanner is not built")
@@ -107,7 +124,12 @@ class CompiledEngine:
         # The scanner takes the idle timeout as a 128-bit integer in two halves.
         idle = max(-(1 << 100), min(idle_timeout_ns, 1 << 100))
         self._scanner = _fastscan.Scanner(max_flows, idle & ((1 << 64) - 1), idle >> 64)
-        self._tally = Tally(stats, SKIP_REASONS)
+        self._series = series
+        if series is not None:
+            self._scanner.series(series.cap, BEFORE, AFTER)
+        if capture_filter is not None:
+            self._scanner.filter(capture_filter.programs)
+        self._tally = Tally(stats, (*SKIP_REASONS, FILTERED))
         self._linktype: int | None = None  # of the stream feed() makes, once begun
         self._active = 0
         self._chunk = chunk
@@ -252,7 +274,11 @@ class CompiledEngine:
 
     def flush(self) -> list[Event]:
         self._scanner.flush()
-        return list(self._collect())
+        final = list(self._collect())
+        if self._series is not None:
+            for raw_key, raw_points in self._scanner.take_series():
+                self._series.add(*_series(raw_key, raw_points))
+        return final
 
     def mark_flows(self) -> None:
         self._scanner.mark_flows(True)
@@ -280,7 +306,8 @@ class CompiledEngine:
     def _update(self) -> None:
         counters = self._scanner.counters()
         plain = {name: _int(counters[name]) for name in PLAIN_COUNTERS}
-        self._tally.update(plain, _ints(counters["skipped"]), _ints(counters["model"]))
+        skipped = [*_ints(counters["skipped"]), _int(counters["filtered"])]
+        self._tally.update(plain, skipped, _ints(counters["model"]))
         self._active = _int(counters["live"])
 
 
@@ -298,6 +325,39 @@ def _addr(v6: int, raw: bytes) -> str:
     if v6:
         return socket.inet_ntop(socket.AF_INET6, raw)
     return ".".join(map(str, raw))
+
+
+def _series(raw_key: bytes, raw_points: bytes) -> tuple[ConnKey, list[Point]]:
+    """The scanner's (key bytes, packed points) as ``FlowTable.key`` and ``series.Point``s.
+
+    The scanner orders a key's endpoints by address bytes, ``FlowTable.key`` by their text:
+    where the two differ, ``from_first`` of every point flips.
+    """
+    v6 = raw_key[0]
+    size = 16 if v6 else 4
+    lo = (_addr(v6, raw_key[1 : 1 + size]), int.from_bytes(raw_key[17:19], "big"))
+    hi = (_addr(v6, raw_key[19 : 19 + size]), int.from_bytes(raw_key[35:37], "big"))
+    path = _path(raw_key[37:])
+    points: list[Point] = list(POINT.iter_unpack(raw_points))
+    if hi < lo:
+        return (path, hi, lo), [(*p[:7], 1 - p[7]) for p in points]
+    return (path, lo, hi), points
+
+
+def _path(raw: bytes) -> tuple[int, ...]:
+    """A key's tag path from the scanner's big-endian 16-bit words: a VLAN id is one word, a
+    tunnel entry (``kind << 32 | id``) the word ``0x8000 | kind`` and the id's two halves."""
+    words = [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+    path = []
+    i = 0
+    while i < len(words):
+        if words[i] & _PATH_TUNNEL:
+            path.append((words[i] & ~_PATH_TUNNEL) << 32 | words[i + 1] << 16 | words[i + 2])
+            i += 3
+        else:
+            path.append(words[i])
+            i += 1
+    return tuple(path)
 
 
 def _event(raw: tuple[Any, ...]) -> Event:
@@ -365,8 +425,9 @@ def _outer(raw: bytes) -> tuple[tuple[str, str], ...]:
 
 
 def check_contract(module: Any) -> None:
-    """The scanner must name its event fields, skip reasons, model counters and flow-mark bits
-    exactly as this side reads them, in the same order; otherwise it is not used."""
+    """The scanner must name its event fields, skip reasons (and that of filtered frames), model
+    counters, flow-mark bits and series point layout exactly as this side reads them, in the
+    same order; otherwise it is not used."""
     expected: dict[str, object] = {
         "EVENT_FIELDS": EVENT_FIELDS,
         "SKIP_REASONS": SKIP_REASONS,
@@ -375,6 +436,8 @@ def check_contract(module: Any) -> None:
         "MARK_SHOWN": MARK_SHOWN,
         "MARK_ZERO": MARK_ZERO,
         "SEGREC_FORMAT": SEGREC_FORMAT,
+        "FILTERED": FILTERED,
+        "SERIES_POINT": POINT.format,
     }
     for name, want in expected.items():
         got = getattr(module, name, None)

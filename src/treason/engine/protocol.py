@@ -10,6 +10,12 @@ Two engines implement it and must agree event for event and counter for counter:
 ``treason.engine.reference`` (the readable Python model) and ``treason.engine.compiled`` (the
 C scanner). Both add their counts to the ``ScanStats`` they were created with, before handing
 out the events those counts belong to.
+
+Two options are given when an engine is made (``treason.engine.choose.new_engine``), and both
+engines honour them alike: ``capture_filter`` (a ``treason.capfilter.CaptureFilter``: frames its
+program rejects are counted as skipped and never decoded) and ``series`` (a
+``treason.series.SeriesCollector`` the engine adds the plot series of connections with events
+to, as they are evicted and at ``flush``).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
+from treason.capfilter import FILTERED, CaptureFilter
 from treason.decode import decode
 from treason.engine import segrec
 from treason.engine.protocol import (
@@ -26,6 +27,7 @@ from treason.events import Event, Severity
 from treason.model import FlowTable
 from treason.packets import Frame
 from treason.readers import Capture, LongRecords, frames
+from treason.series import SeriesCollector, SeriesSampler
 
 #: A pcap record header as ``feed_records`` takes it: seconds, nanoseconds, captured length,
 #: length on the wire (native byte order).
@@ -35,11 +37,24 @@ _SPLIT_BATCH = 4096
 
 
 class ReferenceEngine:
-    """``Engine`` over ``treason.decode`` and ``treason.model.FlowTable``."""
+    """``Engine`` over ``treason.decode`` and ``treason.model.FlowTable``.
+
+    Options (``treason.engine.protocol``): ``series`` collects the plot series of the
+    connections with events (``SeriesSampler`` per segment judged); ``capture_filter`` drops
+    the frames its program rejects before they are decoded (``CaptureFilter.keeps``).
+    """
 
     prefers_records = False  # it makes a Frame per record anyway
 
-    def __init__(self, stats: ScanStats, max_flows: int, idle_timeout_ns: int) -> None:
+    def __init__(
+        self,
+        stats: ScanStats,
+        max_flows: int,
+        idle_timeout_ns: int,
+        *,
+        series: SeriesCollector | None = None,
+        capture_filter: CaptureFilter | None = None,
+    ) -> None:
         if max_flows < 1:
             raise ValueError("max_flows must be at least 1")
         self.stats = stats
@@ -49,6 +64,8 @@ class ReferenceEngine:
         self._first: tuple[int, int] | None = None  # time and link type of the first split
         self._latest: int | None = None  # latest frame time split
         self._split_latest: int | None = None  # latest segment time split
+        self._sampler = SeriesSampler(series, stats) if series is not None else None
+        self._filter = capture_filter
 
     def read(self, capture: Capture, base: int = 0) -> Iterator[Event]:
         long_records = LongRecords()
@@ -101,6 +118,9 @@ class ReferenceEngine:
         self._latest = frame.ts_ns if self._latest is None else max(self._latest, frame.ts_ns)
         if not out:
             return
+        if self._filter is not None and not self._filter.keeps(frame):
+            stats.skipped[FILTERED] += 1
+            return
         seg = decode(replace(frame, number=base + frame.number))
         if isinstance(seg, str):
             stats.skipped[seg] += 1
@@ -149,7 +169,10 @@ class ReferenceEngine:
         return list(count_events(self.stats, self.table.advance(now_ns)))
 
     def flush(self) -> list[Event]:
-        return list(count_events(self.stats, self.table.flush()))
+        final = list(count_events(self.stats, self.table.flush()))
+        if self._sampler is not None:
+            self._sampler.finish()
+        return final
 
     def mark_flows(self) -> None:
         if self._marks is None:
@@ -169,7 +192,7 @@ class ReferenceEngine:
         """Decode and judge one frame; the events that became final, in frame order."""
         stats = self.stats
         stats.frames += 1
-        seg = decode(frame)
+        seg = decode(frame) if self._filter is None or self._filter.keeps(frame) else FILTERED
         if isinstance(seg, str):
             stats.skipped[seg] += 1
             if self._marks is not None:
@@ -177,11 +200,16 @@ class ReferenceEngine:
             return []
         stats.segments += 1
         event, final = self.table.process(seg)
+        if self._sampler is None and self._marks is None:
+            return final
+        key = self.table.flow_key(seg)  # a paired connection's one key, for both directions
+        if self._sampler is not None:
+            self._sampler.segment(seg, key, event is not None)
         if self._marks is not None:
             bits = 0
             if event is not None:
                 bits = MARK_EVENT
                 bits |= MARK_SHOWN if event.cls is not Severity.RETRACTION else 0
                 bits |= MARK_ZERO if event.win == 0 else 0
-            self._marks.append((self.table.flow_key(seg), bits))
+            self._marks.append((key, bits))
         return final

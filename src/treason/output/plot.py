@@ -1,30 +1,39 @@
-"""``treason plot``'s page: time-sequence graphs of the directions where a window shrank.
+"""``treason plot``'s page: interactive time-sequence graphs of the directions that shrank.
 
-One self-contained HTML file, inline SVG and a little CSS, no script and nothing fetched, so
-it opens offline and can be mailed to whoever runs the misbehaving peer. Each graph is the
-classic tcptrace picture of one direction: time to the right, the sender's sequence numbers
-up; the sender's segments as vertical bars, the receiver's ACK and the right edge it offers
-(ACK + window << scale) as step lines. A shrink is the right-edge line stepping *down*; each
-event is marked there in its class's colour.
+One self-contained HTML file: inline SVG drawn here, a little CSS, and a small inline script
+(``treason/data/plot.js``) that makes every graph zoomable (drag a box, mouse wheel), pannable
+(shift-drag), resettable, and answers hover and click with the frame, time, sequence numbers
+and window under the pointer. Nothing is fetched, so it opens offline and can be mailed to
+whoever runs the misbehaving peer; without the script it is still the whole static picture.
+
+Each graph is the classic tcptrace picture of one direction: time to the right, the sender's
+sequence numbers up; the sender's segments as vertical bars, the receiver's ACK and the right
+edge it offers (ACK + window << scale) as step lines. A shrink is the right-edge line stepping
+*down*; each event is marked there in its class's colour, and events too close to label apart
+share one cluster label.
 
 Every ``<svg>`` carries its axis mapping (``data-x``: left px, right px, first and last second;
 ``data-y``: bottom px, top px, lowest and highest relative sequence number; ``data-t0`` and
-``data-seq0``: the epoch time and absolute sequence number drawn as zero), so a reader or a
-test can recompute where any packet or event must sit.
+``data-seq0``: the epoch time and absolute sequence number drawn as zero), kept up to date by
+the script as the view changes, so a reader or a test can recompute where anything must sit.
+The series behind each graph is embedded as JSON (``data-series`` names its element).
 """
 
 from __future__ import annotations
 
 import bisect
-import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from importlib import resources
+from typing import Any, TextIO
 
 from treason.events import Event, Severity
+from treason.output.present import endpoint, flow_text, peer_rows, timestamp, tunnel_text
 from treason.output.svg import (
     Linear,
+    Ranges,
     decimate_steps,
     esc,
     num,
@@ -33,19 +42,21 @@ from treason.output.svg import (
     tick_label,
     ticks,
 )
-from treason.output.text import endpoint, summary_lines
-from treason.output.trace import Key, Marked, Trace
+from treason.output.text import event_lines, peer_lines, summary_lines
 from treason.scanner import ScanStats
+from treason.series import Acked, DirectionSeries, Key, Marked
 
 WIDTH = 960
 HEIGHT = 420
 LEFT = 96
 RIGHT = 24
 BOTTOM = 44
-LANE = 15  # height of one row of event labels above the plot
-MAX_LANES = 5
+LABELS = 30  # height of the row of event labels above the plot
+#: Events whose labels would start closer than this (pixels) share one cluster label.
+CLUSTER_PX = 70
 ZOOMS_PER_FLOW = 3
-#: Vertices per line (and bars per graph) below which nothing is decimated.
+#: Vertices per line (and bars per graph) below which nothing is decimated; the script
+#: redraws from the embedded series, so a zoomed view shows every collected point.
 LIMIT = 3000
 #: Packets before and after an event that its close-up shows.
 ZOOM_BEFORE = 40
@@ -81,19 +92,28 @@ svg text{font:11px system-ui,sans-serif;fill:#333}
 svg .title{font-weight:600;font-size:12px}
 .k-retraction{color:#8c8c8c}.k-shrink{color:#e67e00}.k-beyond{color:#d62728}
 .k-kernel{color:#8e24aa}.sw{font-weight:700}
+.graph{position:relative}.tools{font-size:12px;margin:.2em 0}
+.tools button{font:12px system-ui,sans-serif;margin-right:.3em}
+.tip{position:absolute;pointer-events:none;background:#fffff0;border:1px solid #999;
+padding:.3em .5em;font:12px/1.35 ui-monospace,Menlo,Consolas,monospace;white-space:pre;
+display:none;z-index:2;max-width:46em;overflow:hidden;box-shadow:0 1px 4px rgba(0,0,0,.25)}
+.picked{font:12px/1.35 ui-monospace,Menlo,Consolas,monospace;white-space:pre;min-height:1em}
+svg.flow-graph,svg.zoom-graph{cursor:crosshair;user-select:none}
+svg .zoombox{fill:#1f4fa0;fill-opacity:.12;stroke:#1f4fa0}
 """
 
 
-def flow_text(key: Key) -> str:
-    """``receiver -> sender``, the way the terminal report names a direction."""
-    src, sport, dst, dport, vlan = key
-    tag = f" vlan {'.'.join(map(str, vlan))}" if vlan else ""
-    return f"{endpoint(src, sport)} -> {endpoint(dst, dport)}{tag}"
+def direction_text(key: Key) -> str:
+    """``receiver -> sender``, VLANs and tunnels, as every view names an event's flow
+    (``present.event_flow``)."""
+    src, sport, dst, dport, vlan, tunnel = key
+    return flow_text(src, sport, dst, dport, vlan) + tunnel_text(tunnel)
 
 
-def anchor(key: Key) -> str:
-    src, sport, dst, dport, vlan = key
-    raw = f"flow-{src}-{sport}-{dst}-{dport}-{'.'.join(map(str, vlan))}"
+def anchor(t: DirectionSeries, index: int) -> str:
+    """A unique element id for the graph of ``t``, the ``index``-th direction drawn."""
+    src, sport, dst, dport = t.key[:4]
+    raw = f"flow{index}-{src}-{sport}-{dst}-{dport}"
     return "".join(c if c.isalnum() or c in "-." else "_" for c in raw)
 
 
@@ -111,48 +131,48 @@ class Axes:
 def write_page(
     out: TextIO,
     *,
-    capture: str,
+    captures: Sequence[str],
     events: Sequence[Event],
-    traces: Sequence[Trace],
+    directions: Sequence[DirectionSeries],
     stats: ScanStats,
     hidden: int = 0,
     filtered: bool = False,
-    error: str | None = None,
+    errors: Sequence[str] = (),
 ) -> None:
     """The whole HTML document: summary, peer table, legend, then one section per direction.
 
-    ``events`` are all events of the capture (the peer table counts them all, as the terminal
-    report does); ``traces`` the directions drawn; ``hidden`` how many more had events but
-    were left out by the cap.
+    ``events`` are the events ``scan`` reports for the same captures and options (the peer
+    table counts them as the terminal report does); ``directions`` the directions drawn;
+    ``hidden`` how many more had events but were left out by the cap.
     """
     w = out.write
+    what = captures[0] if len(captures) == 1 else f"{len(captures)} captures"
     w('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n')
-    w(f"<title>treason: window shrinks in {esc(capture)}</title>\n")
+    w(f"<title>treason: window shrinks in {esc(what)}</title>\n")
     w(f"<style>{CSS}</style>\n</head>\n<body>\n")
-    w(f"<h1>Receive-window shrinks in {esc(capture)}</h1>\n")
+    w(f"<h1>Receive-window shrinks in {esc(what)}</h1>\n")
     w('<pre class="summary">')
-    w(esc("\n".join(summary_lines(stats, [capture]))))
+    w(esc("\n".join(summary_lines(stats, list(captures)))))
     w("</pre>\n")
     for warning in stats.warnings:
         w(f'<p class="warn">warning: {esc(warning)}</p>\n')
-    if error:
+    for error in errors:
         w(
             f'<p class="warn">error: {esc(error)}. Everything before the damage is shown; '
             "nothing after it was read.</p>\n"
         )
-    reportable = [e for e in events if e.cls is not Severity.RETRACTION]
-    if not traces:
-        what = "for the selected flows" if filtered else "in this capture"
-        w(f'<p class="none">No receive-window shrinks found {what}.</p>\n')
+    if not directions:
+        where = "for the selected flows" if filtered else "in this capture"
+        w(f'<p class="none">No receive-window shrinks found {where}.</p>\n')
         w("</body>\n</html>\n")
         return
-    n_kernel = sum(e.cls is Severity.KERNEL for e in reportable)
+    n_kernel = sum(e.cls is Severity.KERNEL for e in events)
     w(
-        f"<p>{len(reportable)} window shrink event(s); {n_kernel} of them Linux on the sender "
+        f"<p>{len(events)} window shrink event(s); {n_kernel} of them Linux on the sender "
         "would log. A receiver moved the right edge (ACK + window) of the window it offered "
         "to the left.</p>\n"
     )
-    _peer_table(out, events)
+    w(f'<pre class="peers">{esc(chr(10).join(peer_lines(peer_rows(events))))}</pre>\n')
     _how_to_read(out)
     if hidden:
         w(
@@ -160,48 +180,27 @@ def write_page(
             "(<code>--max-graphs</code> caps the number of graphs; <code>--flow</code> picks "
             "one). The table above counts them all.</p>\n"
         )
-    w("<nav><p>Graphs:</p><ul>\n")
-    for t in traces:
-        w(f'<li><a href="#{anchor(t.key)}">{esc(flow_text(t.key))}</a></li>\n')
+    ids = [anchor(t, i) for i, t in enumerate(directions)]
+    w('<nav><label>Graph: <select id="flow-select"><option value="">all graphs</option>')
+    for t, ident in zip(directions, ids):
+        w(f'<option value="{ident}">{esc(_title(t, len(captures)))}</option>')
+    w("</select></label><ul>\n")
+    for t, ident in zip(directions, ids):
+        w(f'<li><a href="#{ident}">{esc(_title(t, len(captures)))}</a></li>\n')
     w("</ul></nav>\n")
-    for t in traces:
-        _section(out, t)
+    for t, ident in zip(directions, ids):
+        _section(out, t, ident, len(captures))
+    w(f"<script>{_script()}</script>\n")
     w("</body>\n</html>\n")
 
 
-def _peer_table(out: TextIO, events: Sequence[Event]) -> None:
-    """One row per receiving host, as ``scan``'s terminal report has it."""
-    shown = [e for e in events if e.cls is not Severity.RETRACTION] or list(events)
-    by_peer: dict[str, list[Event]] = defaultdict(list)
-    for e in shown:
-        by_peer[e.src].append(e)
-    rows = []
-    for addr, evs in by_peer.items():
-        ports = sorted({e.sport for e in evs})
-        rows.append(
-            (
-                addr,
-                ",".join(map(str, ports[:4])) + (",..." if len(ports) > 4 else ""),
-                len(evs),
-                sum(e.cls is Severity.KERNEL for e in evs),
-                sum(e.shrink_bytes for e in evs),
-                max(e.beyond_bytes for e in evs),
-                len({(e.sport, e.dst, e.dport, e.vlan) for e in evs}),
-                max(e.cls for e in evs),
-            )
-        )
-    rows.sort(key=lambda r: (-r[2], r[0]))
-    w = out.write
-    w('<table class="peers">\n<tr><th>peer that shrank</th><th>ports</th><th>events</th>')
-    w("<th>kernel</th><th>bytes back</th><th>max beyond</th><th>flows</th><th>worst</th></tr>\n")
-    for addr, ports, n, kern, back, beyond, flows, worst in rows:
-        w(
-            f'<tr><td>{esc(addr)}</td><td>{ports}</td><td class="n">{n}</td>'
-            f'<td class="n">{kern}</td><td class="n">{back}</td>'
-            f'<td class="n">{beyond}</td><td class="n">{flows}</td>'
-            f'<td class="k-{worst.label}">{worst.label}</td></tr>\n'
-        )
-    w("</table>\n")
+def _title(t: DirectionSeries, n_captures: int) -> str:
+    return direction_text(t.key) + (f" in {t.file}" if n_captures > 1 else "")
+
+
+def _script() -> str:
+    """The page's script, from the package (a file of its own, so it reads as JavaScript)."""
+    return resources.files("treason").joinpath("data/plot.js").read_text(encoding="utf-8")
 
 
 def _how_to_read(out: TextIO) -> None:
@@ -259,21 +258,21 @@ def _legend() -> str:
     )
 
 
-def _section(out: TextIO, t: Trace) -> None:
+def _section(out: TextIO, t: DirectionSeries, ident: str, n_captures: int) -> None:
     w = out.write
     evs = t.events
-    counts = defaultdict(int)
+    counts: dict[Severity, int] = defaultdict(int)
     for e in evs:
         counts[e.cls] += 1
     by_class = ", ".join(
         f'<span class="k-{s.label}">{counts[s]} {s.label}</span>'
         for s in sorted(counts, reverse=True)
     )
-    src, sport, dst, dport, _ = t.key
+    src, sport, dst, dport = t.key[:4]
     known = all(e.scale_known for e in evs)
     scale = f"{t.scale}" + ("" if known else " (inferred: the handshake was not captured)")
-    w(f'<section class="flow" id="{anchor(t.key)}">\n')
-    w(f"<h2>{esc(flow_text(t.key))}</h2>\n")
+    w(f'<section class="flow" id="{ident}">\n')
+    w(f"<h2>{esc(_title(t, n_captures))}</h2>\n")
     w(
         f'<p class="counts">{len(evs)} event(s): {by_class}; window scale {esc(scale)}; '
         f"{len(t.sent)} segments sent ({t.retransmits} retransmitted), {len(t.acked)} ACKs.</p>\n"
@@ -282,13 +281,14 @@ def _section(out: TextIO, t: Trace) -> None:
         f'<p class="explain">Data from {esc(endpoint(dst, dport))} to '
         f"{esc(endpoint(src, sport))}; sequence numbers relative to {t.seq0}, the sender's "
         "first in the capture; time from the first packet of this direction "
-        f"({_clock(t.t0)} UTC). {_story(t)}</p>\n"
+        f"({timestamp(t.t0)} UTC). {_story(t)}</p>\n"
     )
+    w(f'<script type="application/json" id="{ident}-data">{_series_json(t)}</script>\n')
     span = _time_span(t)
-    w(render_graph(t, span, cls="flow-graph"))
+    w(_graph(t, span, ident, "flow-graph"))
     for lo, hi, frames in _zooms(t, span):
         label = ", ".join(f"#{f}" for f in frames)
-        w(render_graph(t, (lo, hi), cls="zoom-graph", title=f"close-up around {label}"))
+        w(_graph(t, (lo, hi), ident, "zoom-graph", f"close-up around {label}"))
     for m in t.marks:
         e = m.event
         if e.kernel_line:
@@ -296,11 +296,63 @@ def _section(out: TextIO, t: Trace) -> None:
                 f'<p class="kernel-caption">Frame {e.frame}: Linux on {esc(e.dst)} logs '
                 f'<code class="kernel-line">{esc(e.kernel_line)}</code></p>\n'
             )
-    _event_table(out, t)
+    w(f'<pre class="events">{esc(chr(10).join(event_lines(evs, with_file=False)))}</pre>\n')
     w("</section>\n")
 
 
-def _story(t: Trace) -> str:
+def _graph(
+    t: DirectionSeries, span: tuple[float, float], ident: str, cls: str, title: str = ""
+) -> str:
+    """One graph with its tool bar (the script wires the buttons), hover tip and pick line."""
+    return (
+        '<div class="graph"><div class="tools">'
+        '<button type="button" data-act="reset">reset</button>'
+        '<button type="button" data-act="svg">SVG</button>'
+        '<button type="button" data-act="png">PNG</button>'
+        "<span>drag a box or use the wheel to zoom, shift-drag to pan, "
+        "click a mark for its numbers</span></div>"
+        + render_graph(t, span, cls=cls, title=title, series=f"{ident}-data")
+        + '<div class="tip"></div><p class="picked"></p></div>\n'
+    )
+
+
+def _series_json(t: DirectionSeries) -> str:
+    """What the script needs to redraw and describe: every point and event of the graph."""
+    rows = {e.frame: line.strip() for e, line in _event_rows(t.events)}
+    data: dict[str, Any] = {
+        "t0": t.t0,
+        "seq0": t.seq0,
+        "scale": t.scale,
+        "sent": [[s.t, s.frame, s.start, s.end, int(s.retransmit)] for s in t.sent],
+        "acked": [[a.t, a.frame, a.ack, a.edge, a.win] for a in t.acked],
+        "events": [
+            {
+                "frame": m.event.frame,
+                "t": m.t,
+                "old": m.old_edge,
+                "new": m.new_edge,
+                "nxt": m.snd_nxt,
+                "cls": m.event.cls.label,
+                "back": m.event.shrink_bytes,
+                "beyond": m.event.beyond_bytes,
+                "row": rows.get(m.event.frame, ""),
+                "kernel": m.event.kernel_line or "",
+            }
+            for m in t.marks
+        ],
+    }
+    # "</" cannot end the script element early: JSON allows "<\/" for "</".
+    return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+
+
+def _event_rows(events: Sequence[Event]) -> list[tuple[Event, str]]:
+    """Each event with its row of the terminal report (the header and kernel lines dropped)."""
+    lines = event_lines(events, with_file=False)[1:]
+    rows = [line for line in lines if not line.lstrip().startswith("kernel log on ")]
+    return list(zip(events, rows))
+
+
+def _story(t: DirectionSeries) -> str:
     worst = max(t.marks, key=lambda m: (m.event.cls, m.event.shrink_bytes), default=None)
     if worst is None:
         return ""
@@ -316,34 +368,10 @@ def _story(t: Trace) -> str:
     return esc(text) + "."
 
 
-def _event_table(out: TextIO, t: Trace) -> None:
-    w = out.write
-    w(
-        '<table class="events"><tr><th>frame</th><th>time (UTC)</th><th>seconds in</th>'
-        "<th>right edge (relative)</th><th>back</th><th>beyond</th><th>class</th></tr>\n"
-    )
-    for m in t.marks:
-        e = m.event
-        cls = e.cls.label + (" (close)" if e.closing else "")
-        if e.certainty != "definite":
-            cls += " ?"
-        w(
-            f'<tr><td class="n">{e.frame}</td><td>{_clock(e.time)}</td>'
-            f'<td class="n">{m.t:.6f}</td><td>{m.old_edge} &#8594; {m.new_edge}</td>'
-            f'<td class="n">{e.shrink_bytes}</td><td class="n">{e.beyond_bytes}</td>'
-            f'<td class="k-{e.cls.label}">{esc(cls)}</td></tr>\n'
-        )
-    w("</table>\n")
-
-
-def _clock(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
 # --------------------------------------------------------------------------- ranges
 
 
-def _time_span(t: Trace) -> tuple[float, float]:
+def _time_span(t: DirectionSeries) -> tuple[float, float]:
     times = [s.t for s in t.sent] + [a.t for a in t.acked] + [m.t for m in t.marks]
     lo, hi = min(times, default=0.0), max(times, default=0.0)
     if hi - lo <= 0:
@@ -352,7 +380,7 @@ def _time_span(t: Trace) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _zooms(t: Trace, span: tuple[float, float]) -> list[tuple[float, float, list[int]]]:
+def _zooms(t: DirectionSeries, span: tuple[float, float]) -> list[tuple[float, float, list[int]]]:
     """Close-up windows around the most severe events whose surroundings the full graph
     squeezes into a few pixels: a fixed number of packets either side, merged when they
     overlap."""
@@ -364,7 +392,7 @@ def _zooms(t: Trace, span: tuple[float, float]) -> list[tuple[float, float, list
         (m for m in t.marks if m.event.cls is not Severity.RETRACTION),
         key=lambda m: (-m.event.cls, -m.event.shrink_bytes, m.event.frame),
     )[:ZOOMS_PER_FLOW]
-    windows: list[list] = []
+    windows: list[tuple[float, float, list[int]]] = []
     for m in sorted(picks, key=lambda m: m.t):
         i = bisect.bisect_left(times, m.t)
         # A fixed number of packets either side, unless one side reaches across a long pause
@@ -377,14 +405,14 @@ def _zooms(t: Trace, span: tuple[float, float]) -> list[tuple[float, float, list
         h = max(found) if max(found) <= 10 * min(found) else min(found)
         lo, hi = m.t - h, m.t + h * 0.7
         if windows and lo <= windows[-1][1]:
-            windows[-1][1] = max(windows[-1][1], hi)
-            windows[-1][2].append(m.event.frame)
+            first, last, frames = windows[-1]
+            windows[-1] = (first, max(last, hi), [*frames, m.event.frame])
         else:
-            windows.append([lo, hi, [m.event.frame]])
+            windows.append((lo, hi, [m.event.frame]))
     return [(lo, hi, f) for lo, hi, f in windows if (hi - lo) < full * 0.4]
 
 
-def _seq_span(t: Trace, lo: float, hi: float) -> tuple[float, float]:
+def _seq_span(t: DirectionSeries, lo: float, hi: float) -> tuple[float, float]:
     vals: list[int] = []
     for s in t.sent:
         if lo <= s.t <= hi:
@@ -403,7 +431,7 @@ def _seq_span(t: Trace, lo: float, hi: float) -> tuple[float, float]:
     return s_lo - pad, s_hi + pad
 
 
-def _around(acked: Sequence, lo: float, hi: float) -> list:
+def _around(acked: Sequence[Acked], lo: float, hi: float) -> list[Acked]:
     """The ACKs inside ``lo..hi`` plus the one before and after, so step lines reach the
     graph's borders."""
     inside = [i for i, a in enumerate(acked) if lo <= a.t <= hi]
@@ -418,37 +446,46 @@ def _around(acked: Sequence, lo: float, hi: float) -> list:
 
 
 def render_graph(
-    t: Trace, span: tuple[float, float], *, cls: str = "flow-graph", title: str = ""
+    t: DirectionSeries,
+    span: tuple[float, float],
+    *,
+    cls: str = "flow-graph",
+    title: str = "",
+    series: str = "",
 ) -> str:
-    """One time-sequence graph of ``t`` between ``span`` seconds, as an ``<svg>`` element."""
+    """One time-sequence graph of ``t`` between ``span`` seconds, as an ``<svg>`` element.
+
+    ``series`` is the id of the JSON element the script redraws it from.
+    """
     lo, hi = span
     marks = [m for m in t.marks if lo <= m.t <= hi]
     s_lo, s_hi = _seq_span(t, lo, hi)
     x0, x1 = float(LEFT), float(WIDTH - RIGHT)
     xmap = Linear(lo, hi, x0, x1)
-    lanes, labels = _lanes(marks, xmap)
-    top = 26 + lanes * LANE + 6
+    top = 26 + LABELS
     y0, y1 = float(top + HEIGHT - BOTTOM), float(top)
     ymap = Linear(s_lo, s_hi, y0, y1)
     axes = Axes(xmap, ymap)
     total_h = top + HEIGHT
-    clip = f"clip-{anchor(t.key)}-{cls}-{round(lo * 1e6)}"
+    clip = f"clip-{series}-{cls}-{round(lo * 1e6)}"
     protect = [(xmap(m.t) - 3, xmap(m.t) + 3) for m in marks]
+    flow = esc(direction_text(t.key))
 
     parts: list[str] = [
         f'<svg class="{cls}" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
-        f'height="{total_h}" viewBox="0 0 {WIDTH} {total_h}" data-flow="{esc(flow_text(t.key))}" '
+        f'height="{total_h}" viewBox="0 0 {WIDTH} {total_h}" data-flow="{flow}" '
         f'data-t0="{t.t0!r}" data-seq0="{t.seq0}" data-scale="{t.scale}" '
-        f'data-x="{xmap.attr()}" data-y="{ymap.attr()}">',
+        f'data-x="{xmap.attr()}" data-y="{ymap.attr()}" data-series="{esc(series)}">',
         f'<defs><clipPath id="{clip}"><rect x="{num(x0)}" y="{num(y1)}" '
         f'width="{num(x1 - x0)}" height="{num(y0 - y1)}"/></clipPath></defs>',
-        f'<rect x="{num(x0)}" y="{num(y1)}" width="{num(x1 - x0)}" height="{num(y0 - y1)}" '
-        'fill="#fcfcfc" stroke="#999"/>',
-        f'<text class="title" x="{LEFT}" y="16">{esc(flow_text(t.key))}'
-        f"{' — ' + esc(title) if title else ''}</text>",
+        f'<rect class="frame" x="{num(x0)}" y="{num(y1)}" width="{num(x1 - x0)}" '
+        f'height="{num(y0 - y1)}" fill="#fcfcfc" stroke="#999"/>',
+        f'<text class="title" x="{LEFT}" y="16">{flow}{" — " + esc(title) if title else ""}</text>',
+        '<g class="axes">',
+        *_axes(axes, lo, hi, s_lo, s_hi),
+        "</g>",
+        f'<g clip-path="url(#{clip})"><g class="data">',
     ]
-    parts += _axes(axes, lo, hi, s_lo, s_hi)
-    parts.append(f'<g clip-path="url(#{clip})">')
     acks = _around(t.acked, lo, hi)
     for name, colour, attr in (("ack-line", ACK_LINE, "ack"), ("edge-line", EDGE_LINE, "edge")):
         verts = step_vertices((xmap(a.t), ymap(getattr(a, attr))) for a in acks)
@@ -460,10 +497,11 @@ def render_graph(
             f'points="{points(verts)}"/>'
         )
     parts += _bars(t, axes, lo, hi, protect)
+    parts.append('</g><g class="marks">')
     parts += [_marker(m, axes) for m in marks]
-    parts.append("</g>")
-    parts += _labels(labels, axes, top)
-    parts.append("</svg>\n")
+    parts.append('</g></g><g class="labels">')
+    parts += _labels(_clusters(marks, xmap), axes)
+    parts.append("</g></svg>\n")
     return "".join(parts)
 
 
@@ -509,7 +547,9 @@ def _time_unit(span: float) -> tuple[str, float]:
     return "microseconds", 1e6
 
 
-def _bars(t: Trace, axes: Axes, lo: float, hi: float, protect: list) -> list[str]:
+def _bars(
+    t: DirectionSeries, axes: Axes, lo: float, hi: float, protect: list[tuple[float, float]]
+) -> list[str]:
     xmap, ymap = axes.x, axes.y
     sent = [s for s in t.sent if lo <= s.t <= hi]
     out = []
@@ -533,13 +573,14 @@ def _bars(t: Trace, axes: Axes, lo: float, hi: float, protect: list) -> list[str
 
 
 def _merge_columns(
-    segs: list[tuple[float, float, float]], protect: list
+    segs: list[tuple[float, float, float]], protect: list[tuple[float, float]]
 ) -> list[tuple[float, float, float]]:
     """One bar per pixel column (its lowest to highest byte), except near events."""
     cols: dict[int, list[float]] = {}
     kept = []
+    protected = Ranges(protect)
     for x, ya, yb in segs:
-        if any(a <= x <= b for a, b in protect):
+        if x in protected:
             kept.append((x, ya, yb))
             continue
         c = int(x)
@@ -585,40 +626,36 @@ def _label_text(e: Event) -> str:
     return f"#{e.frame} \u2212{e.shrink_bytes} B"
 
 
-def _lanes(marks: Sequence[Marked], xmap: Linear) -> tuple[int, list[tuple[Marked, int]]]:
-    """Rows for the labels above the plot so none overlaps another: the most severe events
-    are placed first; labels that find no free row are left to the marker's tooltip."""
-    order = sorted(marks, key=lambda m: (-m.event.cls, -m.event.shrink_bytes, m.event.frame))
-    rows: list[list[tuple[float, float]]] = []
-    placed: list[tuple[Marked, int]] = []
-    for m in order:
-        width = len(_label_text(m.event)) * 6.2 + 6
+def _clusters(marks: Sequence[Marked], xmap: Linear) -> list[list[Marked]]:
+    """Events in time order, grouped while each is less than ``CLUSTER_PX`` right of its
+    group's first: one label per group, so crowded events never stack unreadably (the
+    script groups them again for every view)."""
+    groups: list[list[Marked]] = []
+    start = 0.0
+    for m in sorted(marks, key=lambda m: (m.t, m.event.frame)):
         x = xmap(m.t)
-        a, b = x - width / 2, x + width / 2
-        for i, row in enumerate(rows):
-            if all(b < ra or a > rb for ra, rb in row):
-                row.append((a, b))
-                placed.append((m, i))
-                break
+        if groups and x - start < CLUSTER_PX:
+            groups[-1].append(m)
         else:
-            if len(rows) < MAX_LANES:
-                rows.append([(a, b)])
-                placed.append((m, len(rows) - 1))
-    return max(len(rows), 1), placed
+            groups.append([m])
+            start = x
+    return groups
 
 
-def _labels(labels: list[tuple[Marked, int]], axes: Axes, top: int) -> list[str]:
+def _labels(groups: list[list[Marked]], axes: Axes) -> list[str]:
     out = []
-    for m, lane in labels:
-        e = m.event
-        x = axes.x(m.t)
-        y = 26 + lane * LANE + 10
-        c = COLOURS[e.cls]
+    y = 26 + LABELS - 12
+    for group in groups:
+        worst = max(group, key=lambda m: (m.event.cls, m.event.shrink_bytes))
+        c = COLOURS[worst.event.cls]
+        x = num(sum(axes.x(m.t) for m in group) / len(group))
+        text = _label_text(worst.event) if len(group) == 1 else f"{len(group)} events"
+        frames = " ".join(str(m.event.frame) for m in group)
         out.append(
-            f'<g class="label" data-frame="{e.frame}">'
-            f'<line x1="{num(x)}" y1="{y + 3}" x2="{num(x)}" y2="{num(axes.y(m.old_edge))}" '
+            f'<g class="label" data-frames="{frames}">'
+            f'<line x1="{x}" y1="{y + 3}" x2="{x}" y2="{num(axes.y.p1)}" '
             f'stroke="{c}" stroke-width=".8" stroke-dasharray="2 2"/>'
-            f'<text x="{num(x)}" y="{y}" text-anchor="middle" fill="{c}" style="fill:{c}">'
-            f"{esc(_label_text(e))}</text></g>"
+            f'<text x="{x}" y="{y}" text-anchor="middle" fill="{c}" style="fill:{c}">'
+            f"{esc(text)}</text></g>"
         )
     return out

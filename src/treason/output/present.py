@@ -52,10 +52,14 @@ def flow_text(src: str, sport: int, dst: str, dport: int, vlan: Sequence[int] = 
     return f"{endpoint(src, sport)} -> {endpoint(dst, dport)}{vlan_text(vlan)}"
 
 
+def tunnel_text(tunnel: Sequence[str]) -> str:
+    """`` in vxlan:42 mpls:16``: the tunnel layers, outermost first; empty without any."""
+    return f" in {' '.join(tunnel)}" if tunnel else ""
+
+
 def event_flow(e: Event) -> str:
     """The flow, and the tunnel layers it was found in (``in vxlan:42``), outermost first."""
-    tunnel = f" in {' '.join(e.tunnel)}" if e.tunnel else ""
-    return flow_text(e.src, e.sport, e.dst, e.dport, e.vlan) + tunnel
+    return flow_text(e.src, e.sport, e.dst, e.dport, e.vlan) + tunnel_text(e.tunnel)
 
 
 def class_text(e: Event) -> str:

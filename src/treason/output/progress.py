@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 MIN_SIZE = 64 << 20  # smaller captures finish before a progress line would help
 
 
-def wanted(stream: TextIO = sys.stderr) -> bool:
+def wanted(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (standard error as it is now, by default) shows a progress line."""
+    stream = sys.stderr if stream is None else stream
     return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 

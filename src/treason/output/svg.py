@@ -9,6 +9,7 @@ window shrink is never smoothed away.
 
 from __future__ import annotations
 
+import bisect
 import html
 import math
 from collections.abc import Iterable, Sequence
@@ -90,6 +91,25 @@ def step_vertices(steps: Iterable[Point], start: float | None = None) -> list[Po
     return out
 
 
+class Ranges:
+    """Closed x ranges, merged and sorted: membership in O(log n), whatever their number (a
+    flow can have tens of thousands of events, each protecting its pixel columns)."""
+
+    def __init__(self, ranges: Iterable[tuple[float, float]]) -> None:
+        merged: list[list[float]] = []
+        for a, b in sorted(ranges):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        self._starts = [r[0] for r in merged]
+        self._ends = [r[1] for r in merged]
+
+    def __contains__(self, x: float) -> bool:
+        i = bisect.bisect_right(self._starts, x) - 1
+        return i >= 0 and x <= self._ends[i]
+
+
 def decimate_steps(
     vertices: Sequence[Point], protect: Sequence[tuple[float, float]] = (), limit: int = 4000
 ) -> list[Point]:
@@ -103,6 +123,7 @@ def decimate_steps(
     out: list[Point] = []
     column: list[Point] = []
     col_id: int | None = None
+    protected = Ranges(protect)
 
     def flush() -> None:
         if not column:
@@ -117,7 +138,7 @@ def decimate_steps(
 
     for v in vertices:
         x = v[0]
-        if any(a <= x <= b for a, b in protect):
+        if x in protected:
             flush()
             column = []
             col_id = None

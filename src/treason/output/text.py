@@ -19,10 +19,10 @@ from typing import TextIO
 
 from treason.events import Event, Severity
 from treason.output.present import (
+    PeerRow,
     PeerTable,
     class_text,
     edges_text,
-    endpoint,
     event_flow,
     file_text,
     scale_text,
@@ -30,8 +30,6 @@ from treason.output.present import (
 )
 from treason.scanner import ScanStats
 from treason.terminal import safe
-
-__all__ = ["TextReport", "endpoint", "summary_lines"]  # plot.py imports endpoint from here
 
 PEER_HEAD = ("peer that shrank", "ports", "events", "kernel", "bytes back", "max beyond", "flows")
 EVENT_HEAD = ("frame", "time (UTC)", "receiver -> sender", "right edge", "back", "beyond", "ws")
@@ -94,21 +92,9 @@ class TextReport:
         self.events += 1
         self.kernel += e.cls is Severity.KERNEL
         self.peers.add(e)
-        row = [
-            str(e.frame),
-            timestamp(e.time),
-            event_flow(e),
-            edges_text(e),
-            str(e.shrink_bytes),
-            str(e.beyond_bytes),
-            scale_text(e),
-            class_text(e),
-        ]
-        if self.with_file:
-            row.insert(0, file_text(e.file))
+        row = event_cells(e, self.with_file)
         self.widths = [max(w, len(cell)) for w, cell in zip(self.widths, row)]
-        note = f"      kernel log on {e.dst}: {e.kernel_line}" if e.kernel_line else None
-        self._rows.write(json.dumps([row, note]) + "\n")
+        self._rows.write(json.dumps([row, kernel_note(e)]) + "\n")
 
     def finish(self, stats: ScanStats) -> None:
         w = self.out.write
@@ -127,24 +113,10 @@ class TextReport:
             "A receiver moved the right edge (ACK + window) of the window it offered to the "
             "left.\n\n"
         )
-        rows = [
-            (
-                r.peer,
-                r.ports,
-                r.events,
-                r.kernel,
-                r.bytes_back,
-                r.max_beyond,
-                r.flows,
-                r.worst.label,
-            )
-            for r in self.peers.rows()
-        ]
-        for line in _table((*PEER_HEAD, "worst"), rows, right=(2, 3, 4, 5, 6)):
+        for line in peer_lines(self.peers.rows()):
             w(line + "\n")
         w("\n")
-        off = 1 if self.with_file else 0
-        right = (off, off + 4, off + 5, off + 6)
+        right = _event_right(self.with_file)
         w(_line(self.head, self.widths, right) + "\n")
         self._rows.seek(0)
         for text in self._rows:
@@ -158,6 +130,58 @@ class TextReport:
             "past the edge;\nws: window shift used (? = inferred, handshake not captured); "
             "class ? = possible under some shifts only.\n"
         )
+
+
+def event_cells(e: Event, with_file: bool) -> list[str]:
+    """One event's row of the event table (``present`` names every cell)."""
+    row = [
+        str(e.frame),
+        timestamp(e.time),
+        event_flow(e),
+        edges_text(e),
+        str(e.shrink_bytes),
+        str(e.beyond_bytes),
+        scale_text(e),
+        class_text(e),
+    ]
+    if with_file:
+        row.insert(0, file_text(e.file))
+    return row
+
+
+def kernel_note(e: Event) -> str | None:
+    """The line under a kernel-visible event's row: what Linux on the sender logs."""
+    return f"      kernel log on {e.dst}: {e.kernel_line}" if e.kernel_line else None
+
+
+def event_lines(events: Sequence[Event], with_file: bool) -> list[str]:
+    """The event table of events a view already holds (the plot page's, per graph), laid out
+    as the report lays out its own: the header, then each row and its kernel note."""
+    head = ["file", *EVENT_HEAD, "class"] if with_file else [*EVENT_HEAD, "class"]
+    rows = [event_cells(e, with_file) for e in events]
+    lines = _table(head, rows, right=_event_right(with_file))
+    out = lines[:1]
+    for line, e in zip(lines[1:], events):
+        out.append(line)
+        note = kernel_note(e)
+        if note:
+            out.append(note)
+    return out
+
+
+def peer_lines(rows: Sequence[PeerRow]) -> list[str]:
+    """The peer table (``present.PeerTable``'s rows) as every text view lays it out."""
+    cells = [
+        (r.peer, r.ports, r.events, r.kernel, r.bytes_back, r.max_beyond, r.flows, r.worst.label)
+        for r in rows
+    ]
+    return _table((*PEER_HEAD, "worst"), cells, right=(2, 3, 4, 5, 6))
+
+
+def _event_right(with_file: bool) -> tuple[int, ...]:
+    """The right-aligned columns of the event table: frame, back, beyond, ws."""
+    off = 1 if with_file else 0
+    return (off, off + 4, off + 5, off + 6)
 
 
 def _table(

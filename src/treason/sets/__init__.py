@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from treason.capfilter import CaptureFilter
 from treason.engine.choose import new_engine, resolve
 from treason.engine.stats import ScanStats
 from treason.errors import CaptureError
@@ -52,6 +53,7 @@ def scan_set(
     stats: ScanStats | None = None,
     errors: list[CaptureError] | None = None,
     storage_options: StorageOptions | None = None,
+    capture_filter: CaptureFilter | None = None,
 ) -> Iterator[Event]:
     """Every window-shrink event of one capture set, in capture order (as ``treason.scan``).
 
@@ -60,9 +62,11 @@ def scan_set(
     """
     stats = stats if stats is not None else ScanStats()
     kind = resolve(engine)
-    runner = new_engine(kind, stats, max_flows, int(idle_timeout * 1e9))
+    runner = new_engine(
+        kind, stats, max_flows, int(idle_timeout * 1e9), capture_filter=capture_filter
+    )
     found: list[CaptureError] = [] if errors is None else errors
-    for event in run_set(capture_set, runner, kind, found, storage_options):
+    for event in run_set(capture_set, runner, kind, found, storage_options, capture_filter):
         if retractions or event.cls is not Severity.RETRACTION:
             yield event
     if errors is None and found:
@@ -80,8 +84,10 @@ def scan_sets(
     stats: ScanStats | None = None,
     errors: list[CaptureError] | None = None,
     storage_options: StorageOptions | None = None,
+    capture_filter: CaptureFilter | None = None,
 ) -> Iterator[Event]:
-    """Every event of every capture set ``sources`` form, set after set."""
+    """Every event of every capture set ``sources`` form, set after set (``capture_filter``:
+    analyse only the frames a tcpdump expression keeps, as ``treason.scan``)."""
     stats = stats if stats is not None else ScanStats()
     found: list[CaptureError] = [] if errors is None else errors
     for capture_set in plan_sets(sources, mode, storage_options):
@@ -94,6 +100,7 @@ def scan_sets(
             stats=stats,
             errors=found,
             storage_options=storage_options,
+            capture_filter=capture_filter,
         )
     if errors is None and found:
         raise found[0]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
+from treason.capfilter import CaptureFilter
 from treason.engine.choose import new_engine
 from treason.engine.protocol import Engine
 from treason.engine.segrec import EARLIEST, heads, position, unposition
@@ -32,16 +34,18 @@ def run_set(
     kind: str,
     errors: list[CaptureError],
     storage_options: StorageOptions | None = None,
+    capture_filter: CaptureFilter | None = None,
 ) -> Iterator[Event]:
     """Every event of one capture set, in capture order, named by file, frame and set.
 
-    ``engine`` is a fresh engine of kind ``kind`` (interleaving splits with that kind too).
+    ``engine`` is a fresh engine of kind ``kind`` with ``capture_filter`` (interleaving splits
+    with that kind and filter too).
     Damage of a piece goes to ``errors`` (a truncated piece to the warnings) and the set
     continues with the next piece.
     """
     stats = engine.stats
     if capture_set.merged:
-        raw = _interleaved(capture_set, engine, kind, errors, storage_options)
+        raw = _interleaved(capture_set, engine, kind, errors, storage_options, capture_filter)
     else:
         raw = _consecutive(capture_set, engine, stats, errors, storage_options)
     for event in raw:
@@ -83,12 +87,11 @@ def _interleaved(
     kind: str,
     errors: list[CaptureError],
     storage_options: StorageOptions | None,
+    capture_filter: CaptureFilter | None,
 ) -> Iterator[Event]:
     """The pieces split one batch at a time, their segments interleaved (``interleave``)."""
-    files = [
-        _batches(piece.argument, piece.source, kind, engine.stats, errors, storage_options)
-        for piece in capture_set.pieces
-    ]
+    splitting = _Splitting(kind, engine.stats, errors, storage_options, capture_filter)
+    files = [splitting.batches(piece.argument, piece.source) for piece in capture_set.pieces]
     batch: list[bytes] = []
     for record in interleave(files):
         batch.append(record)
@@ -113,21 +116,24 @@ def interleave(files: Sequence[Iterable[bytes]]) -> Iterator[bytes]:
         yield record
 
 
-def _batches(
-    argument: int,
-    source: str,
-    kind: str,
-    stats: ScanStats,
-    errors: list[CaptureError],
-    storage_options: StorageOptions | None,
-) -> Iterator[bytes]:
-    """One piece's segment records, split one batch at a time; its damage ends it."""
-    splitter = new_engine(kind, stats, 1, 0)
-    try:
-        with opened(source, storage_options) as capture:
-            for (records,) in splitter.split(capture, 1, position(argument)):
-                yield records
-    except TruncatedCapture as exc:
-        stats.warnings.append(str(exc))
-    except CaptureError as exc:
-        errors.append(exc)
+@dataclass
+class _Splitting:
+    """How an interleaved set's pieces are split: engine kind, counters, damage, filter."""
+
+    kind: str
+    stats: ScanStats
+    errors: list[CaptureError]
+    storage_options: StorageOptions | None
+    capture_filter: CaptureFilter | None
+
+    def batches(self, argument: int, source: str) -> Iterator[bytes]:
+        """One piece's segment records, split one batch at a time; its damage ends it."""
+        splitter = new_engine(self.kind, self.stats, 1, 0, capture_filter=self.capture_filter)
+        try:
+            with opened(source, self.storage_options) as capture:
+                for (records,) in splitter.split(capture, 1, position(argument)):
+                    yield records
+        except TruncatedCapture as exc:
+            self.stats.warnings.append(str(exc))
+        except CaptureError as exc:
+            self.errors.append(exc)
