@@ -150,11 +150,11 @@ def add_filter_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_engine_option(p: argparse.ArgumentParser) -> None:
-    """``--engine auto|fast|reference``, as ``scan`` has it."""
+def add_engine_option(p: argparse.ArgumentParser, compiled: str = "compiled scanner") -> None:
+    """``--engine auto|fast|reference``, the same choice in every command that has one."""
     p.add_argument(
         "--engine",
         choices=("auto", "fast", "reference"),
         default="auto",
-        help="compiled scanner or the readable reference model (default: fast when built)",
+        help=f"{compiled} or the readable reference model (default: fast when built)",
     )

@@ -11,7 +11,13 @@ import socket
 import sys
 import time
 
-from treason.commands.common import IntRange, add_model_options, add_watch_options, shown
+from treason.commands.common import (
+    IntRange,
+    add_engine_option,
+    add_model_options,
+    add_watch_options,
+    shown,
+)
 from treason.errors import TreasonError
 from treason.events import Event
 from treason.live import capture as cap
@@ -89,12 +95,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"bytes kept of each packet (default {cap.DEFAULT_SNAPLEN}: all headers; "
         f"at most {MAX_SNAPLEN})",
     )
-    p.add_argument(
-        "--engine",
-        choices=("auto", "fast", "reference"),
-        default="auto",
-        help="compiled scanner or the readable reference model (default: fast when built)",
-    )
+    add_engine_option(p)
     add_model_options(p)
     p.set_defaults(func=run)
 

@@ -11,7 +11,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from treason.commands.common import add_model_options, add_watch_options, positive_int
+from treason.commands.common import (
+    add_engine_option,
+    add_model_options,
+    add_watch_options,
+    positive_int,
+)
 from treason.events import Event, Severity
 from treason.ktrace import report as trace_report
 from treason.ktrace.engine import compiled_available
@@ -89,12 +94,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="KB",
         help=f"trace buffer per CPU (default {DEFAULT_BUFFER_KB})",
     )
-    p.add_argument(
-        "--engine",
-        choices=("auto", "fast", "reference"),
-        default="auto",
-        help="compiled tracer or the readable reference (default: fast when built)",
-    )
+    add_engine_option(p, "compiled tracer")
     add_model_options(p)
     p.set_defaults(func=run)
 

@@ -7,6 +7,7 @@ records instead of packets, and the records the kernel's trace buffer lost.
 from __future__ import annotations
 
 from treason.ktrace.session import TraceCounters
+from treason.live.report import outcome_lines
 from treason.live.stats import LiveStats
 
 
@@ -59,17 +60,4 @@ def summary(
         where = "shown above" if retractions_shown else "--all shows them"
         lines.append(f"  {retractions} sub-granularity retractions ({where})")
     lines.append("")
-    if not stats.reported:
-        lines.append("No receive-window shrinks seen.")
-        return lines
-    by_class = ", ".join(
-        f"{n} {name}" for name, n in sorted(stats.scan.events.items()) if n and name != "retraction"
-    )
-    lines.append(f"{stats.reported} window shrink event(s): {by_class}.")
-    peers = stats.peers.top(top)
-    if peers:
-        lines.append("Peers that shrank their window (most events first):")
-        width = max(len(p) for p, _ in peers)
-        for peer, n in peers:
-            lines.append(f"  {peer.ljust(width)}  {n}")
-    return lines
+    return lines + outcome_lines(stats, top)

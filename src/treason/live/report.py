@@ -50,14 +50,18 @@ def summary(s: LiveStats, elapsed: float, top: int = 10) -> list[str]:
     lines.append(lost)
     if s.written:
         lines.append(f"  {s.written} packets of flows with events written")
+    lines.append("")
+    return lines + outcome_lines(s, top)
+
+
+def outcome_lines(s: LiveStats, top: int = 10) -> list[str]:
+    """The end of a watch's summary (``live``, ``trace``): events by class, the top peers."""
+    if not s.reported:
+        return ["No receive-window shrinks seen."]
     by_class = ", ".join(
         f"{n} {name}" for name, n in sorted(s.scan.events.items()) if n and name != "retraction"
     )
-    lines.append("")
-    if not s.reported:
-        lines.append("No receive-window shrinks seen.")
-        return lines
-    lines.append(f"{s.reported} window shrink event(s): {by_class}.")
+    lines = [f"{s.reported} window shrink event(s): {by_class}."]
     peers = s.peers.top(top)
     if peers:
         lines.append("Peers that shrank their window (most events first):")
