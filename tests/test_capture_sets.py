@@ -514,3 +514,31 @@ def test_capture_filter_on_sets_and_cluster(dask_client: Any, tmp_path: Path) ->
         assert got_stats == stats.to_dict()
         assert as_whole(got, paths, groups) == [{**e, "file": "<whole>"} for e in want]
         assert on_dask(dask_client, named, engine, capture_filter=keep) == (got, got_stats)
+
+
+def test_pipes_are_read_once_each_a_capture_of_its_own() -> None:
+    """``treason scan <(zcat a.gz) <(zcat b.gz)``: a pipe can be read only once, so it is never
+    read ahead for its time span; each is a set of its own, and each is scanned whole."""
+    alone = [
+        subprocess.run(
+            [sys.executable, "-m", "treason", "scan", "-f", "json", str(p)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        for p in EXAMPLES
+    ]
+    pipes = " ".join(f"<(cat {p})" for p in EXAMPLES)
+    res = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m treason scan -f json {pipes}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 1, res.stderr
+    got = [json.loads(line) for line in res.stdout.splitlines()]
+    want = [json.loads(line) for text in alone for line in text.splitlines()]
+    assert [(e["frame"], e["new_edge"], e["class"]) for e in got] == [
+        (e["frame"], e["new_edge"], e["class"]) for e in want
+    ]
+    assert len({e["capture_set"] for e in got}) == len(EXAMPLES)

@@ -38,8 +38,8 @@ def plan_sets(
     storage_options: StorageOptions | None = None,
 ) -> list[CaptureSet]:
     """The capture sets ``sources`` form (``mode``: ``continue``, ``merge`` or ``each``)."""
-    if mode == "each":
-        return plan([Piece(s, n) for n, s in enumerate(sources)], mode)
+    if mode == "each" or len(sources) == 1:  # one file is one set: no need to read it twice
+        return plan([Piece(s, n) for n, s in enumerate(sources)], "each")
     return plan([span(s, n, storage_options) for n, s in enumerate(sources)], mode)
 
 

@@ -14,14 +14,16 @@ decoding): the time of its first frame and the latest time of any frame.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from functools import cached_property
 
 from treason.engine.choose import new_engine
 from treason.engine.stats import ScanStats
 from treason.errors import CaptureError
-from treason.sets.source import StorageOptions, opened
+from treason.sets.source import StorageOptions, is_url, opened
 
 #: How pieces are grouped: ``continue`` (pieces that follow each other in time form one set),
 #: ``merge`` (every piece in one set, interleaved by time), ``each`` (every piece on its own).
@@ -68,9 +70,10 @@ class CaptureSet:
 
 
 def span(source: str, argument: int, storage_options: StorageOptions | None = None) -> Piece:
-    """``source`` with its span. Standard input is never read ahead (it can be read once);
-    a piece that cannot be opened gets no span, and its scan reports why."""
-    if source == "-":
+    """``source`` with its span. What can be read only once (standard input, a pipe, a FIFO,
+    ``<(zcat …)``) is never read ahead: it gets no span and is a capture of its own. A piece
+    that cannot be opened gets no span either, and its scan reports why."""
+    if source == "-" or not (is_url(source) or _rereadable(source)):
         return Piece(source, argument)
     reader = new_engine("auto", ScanStats(), 1, 0)
     try:
@@ -84,6 +87,14 @@ def span(source: str, argument: int, storage_options: StorageOptions | None = No
         return Piece(source, argument)
     first, latest, linktype, _ = got
     return Piece(source, argument, first, latest, linktype)
+
+
+def _rereadable(path: str) -> bool:
+    """A regular file (or one that cannot be looked at: its scan says why, without a read)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def plan(pieces: list[Piece], mode: str = "continue") -> list[CaptureSet]:
