@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import os
 import signal
 import socket
 import sys
@@ -18,6 +17,7 @@ from treason.commands.common import (
     add_watch_options,
     shown,
 )
+from treason.commands.stopping import StopSignals
 from treason.errors import TreasonError
 from treason.events import Event
 from treason.live import capture as cap
@@ -185,67 +185,52 @@ def _capture(
             "using the reference engine, which keeps up with far fewer packets per second",
             file=sys.stderr,
         )
-    stop: list[int] = []
+    with StopSignals((signal.SIGINT, signal.SIGTERM)) as stop:
+        interval = args.status_interval if args.status_interval > 0 else None
+        ticks = [0.1]  # open zero-window events become final on time even on a quiet link
+        if interval:
+            ticks.append(interval)
+        if sink is not None and sink.rotation is not None and sink.rotation.seconds:
+            ticks.append(min(1.0, sink.rotation.seconds))
+        every = min(ticks)
+        last_status = time.monotonic()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        stop.append(signum)
+        def periodic() -> None:
+            nonlocal last_status
+            session.tick(time.time_ns())
+            counters = source.kernel_counters()
+            stats.kernel_received, stats.kernel_drops = counters.received, counters.drops
+            if sink is not None:
+                sink.tick(time.time())
+            if interval and time.monotonic() - last_status >= interval - 0.01:
+                last_status = time.monotonic()
+                print(report.status_line(stats), file=sys.stderr, flush=True)
 
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    os.set_blocking(write_fd, False)
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    old_wakeup = signal.set_wakeup_fd(write_fd)
-    interval = args.status_interval if args.status_interval > 0 else None
-    ticks = [0.1]  # open zero-window events become final on time even on a quiet link
-    if interval:
-        ticks.append(interval)
-    if sink is not None and sink.rotation is not None and sink.rotation.seconds:
-        ticks.append(min(1.0, sink.rotation.seconds))
-    every = min(ticks)
-    last_status = time.monotonic()
-
-    def periodic() -> None:
-        nonlocal last_status
-        session.tick(time.time_ns())
-        counters = source.kernel_counters()
-        stats.kernel_received, stats.kernel_drops = counters.received, counters.drops
-        if sink is not None:
-            sink.tick(time.time())
-        if interval and time.monotonic() - last_status >= interval - 0.01:
-            last_status = time.monotonic()
-            print(report.status_line(stats), file=sys.stderr, flush=True)
-
-    start = time.monotonic()
-    stats.started = time.time()
-    kind = "Ethernet" if source.linktype == 1 else "raw IP"
-    print(
-        f"treason: listening on {args.interface} ({kind}), filter '{source.filter}', "
-        f"snaplen {args.snaplen}; SIGINT or SIGTERM stops",
-        file=sys.stderr,
-        flush=True,
-    )
-    lost: TreasonError | None = None
-    try:
-        capture_loop(
-            source,
-            session,
-            wakeup_fd=read_fd,
-            stopping=lambda: bool(stop),
-            every=every,
-            periodic=periodic,
+        start = time.monotonic()
+        stats.started = time.time()
+        kind = "Ethernet" if source.linktype == 1 else "raw IP"
+        print(
+            f"treason: listening on {args.interface} ({kind}), filter '{source.filter}', "
+            f"snaplen {args.snaplen}; SIGINT or SIGTERM stops",
+            file=sys.stderr,
+            flush=True,
         )
-    except OSError as exc:
-        if exc.errno not in INTERFACE_LOST:
-            raise
-        # As tcpdump: the capture ends, but what it saw is still reported (pending events,
-        # the summary, the --write file) before the one line that says why it ended.
-        lost = _interface_lost(source, exc)
-    finally:
-        signal.set_wakeup_fd(old_wakeup)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        os.close(read_fd)
-        os.close(write_fd)
+        lost: TreasonError | None = None
+        try:
+            capture_loop(
+                source,
+                session,
+                wakeup_fd=stop.read_fd,
+                stopping=lambda: bool(stop),
+                every=every,
+                periodic=periodic,
+            )
+        except OSError as exc:
+            if exc.errno not in INTERFACE_LOST:
+                raise
+            # As tcpdump: the capture ends, but what it saw is still reported (pending events,
+            # the summary, the --write file) before the one line that says why it ended.
+            lost = _interface_lost(source, exc)
     session.finish()
     counters = source.kernel_counters()
     stats.kernel_received, stats.kernel_drops = counters.received, counters.drops

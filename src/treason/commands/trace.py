@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import os
 import signal
 import sys
 import time
@@ -17,6 +16,7 @@ from treason.commands.common import (
     add_watch_options,
     positive_int,
 )
+from treason.commands.stopping import StopSignals
 from treason.events import Event, Severity
 from treason.ktrace import report as trace_report
 from treason.ktrace.engine import compiled_available
@@ -145,34 +145,19 @@ def run(args: argparse.Namespace) -> int:
     where = [session.filter or "all ports"]
     where += [f"host {n}" for n in args.host]
     stats.filter = ", ".join(where)
-    stop: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop.append(signum)
-
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    os.set_blocking(write_fd, False)
-    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {s: signal.signal(s, on_signal) for s in stopping}
-    old_wakeup = signal.set_wakeup_fd(write_fd)
     server = None
-    try:
-        session.open()
-        if args.metrics:
-            from treason.live.metrics import serve
+    with StopSignals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) as stop:
+        try:
+            session.open()
+            if args.metrics:
+                from treason.live.metrics import serve
 
-            server = serve(stats, args.metrics)
-        return _trace(args, session, stats, read_fd, stop)
-    finally:
-        session.close()
-        if server is not None:
-            server.stop()
-        signal.set_wakeup_fd(old_wakeup)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        os.close(read_fd)
-        os.close(write_fd)
+                server = serve(stats, args.metrics)
+            return _trace(args, session, stats, stop.read_fd, stop)
+        finally:
+            session.close()
+            if server is not None:
+                server.stop()
 
 
 def _trace(
@@ -180,7 +165,7 @@ def _trace(
     session: TraceSession,
     stats: LiveStats,
     wakeup_fd: int,
-    stop: list[int],
+    stop: StopSignals,
 ) -> int:
     assert session.instance is not None
     for name in session.stale:
