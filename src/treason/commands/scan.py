@@ -48,7 +48,8 @@ Several files form capture sets: ordered by their first packet's time (never by 
 files that follow each other in time (rotated files, ring buffers, editcap pieces) are read
 as one capture, so connections keep their handshake and state across the boundaries; files
 that overlap in time (two vantage points) are separate captures unless --merge interleaves
-them by time as mergecap would. --each scans every file on its own.
+them by time as mergecap would. --each scans every file on its own. Standard input, pipes
+and FIFOs (<(zcat x.pcap.gz)) can be read only once: each is a capture of its own.
 
 classes, least to most severe:
   retraction  edge moved back by less than the window-scale granularity (RFC 7323
