@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ import treason
 import tunnels
 from captures import pcap as pcap_file
 from captures import pcap_records
+from conftest import require
 from strategies import to_pcap
 from treason.cli import main
 from treason.events import Severity
@@ -439,13 +441,36 @@ def test_reads_stdin_and_fifos_once(tmp_path):
 
 def test_several_captures_on_one_page(tmp_path):
     out = tmp_path / "both.html"
-    assert main(["plot", str(KERNEL), str(SHRINK), "-o", str(out)]) == 1
+    assert main(["plot", "--each", str(KERNEL), str(SHRINK), "-o", str(out)]) == 1
     html = out.read_text(encoding="utf-8")
     assert "Receive-window shrinks in 2 captures" in html
     drawn = [g for g in graphs(html) if g.cls == "flow-graph"]
     assert len(drawn) == 4
     assert html.count('<option value="flow') == 4
     assert f"in {KERNEL}" in html and f"in {SHRINK}" in html
+
+
+def test_pieces_of_a_capture_are_drawn_as_the_whole(tmp_path):
+    """Rotated pieces, named in any order, are one capture for plot as for scan: the same
+    graphs, events and frame numbers as the whole file."""
+    require("editcap")
+    pieces = tmp_path / "pieces"
+    pieces.mkdir()
+    subprocess.run(["editcap", "-c", "300", str(SHRINK), str(pieces / "cut.pcap")], check=True)
+    names = sorted(str(p) for p in pieces.iterdir())[::-1]
+    assert len(names) > 2
+    whole, cut = tmp_path / "whole.html", tmp_path / "cut.html"
+    assert main(["plot", str(SHRINK), "-o", str(whole)]) == 1
+    assert main(["plot", *names, "-o", str(cut)]) == 1
+    drawn = [graphs(p.read_text(encoding="utf-8")) for p in (whole, cut)]
+    assert [len(g) for g in drawn] == [len(drawn[0])] * 2 and len(drawn[0]) >= 3
+    for a, b in zip(*drawn, strict=True):
+        assert len(a.markers()) == len(b.markers())
+        assert len(a.polyline("edge-line")) == len(b.polyline("edge-line"))
+    # Each mark names the frame within its own piece, as scan reports the event.
+    scanned = [e.frame for e in treason.scan_sets(names)]
+    assert {int(m.get("data-frame")) for g in drawn[1] for m in g.markers()} == set(scanned)
+    assert len(scanned) == 6
 
 
 # --------------------------------------------------------------------------- big flows

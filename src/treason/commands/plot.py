@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import sys
 from collections.abc import Sequence
@@ -14,13 +15,15 @@ from treason.commands.common import (
     add_model_options,
     positive_int,
 )
-from treason.errors import TreasonError
+from treason.engine.segrec import position, unposition
+from treason.errors import CaptureError, TreasonError
 from treason.events import Event, Severity
 from treason.output.atomic import output_text
 from treason.output.plot import write_page
 from treason.readers import display_name
-from treason.scanner import ScanStats, scan
+from treason.scanner import ScanStats
 from treason.series import DirectionSeries, Key, SeriesCollector, directions, key_of
+from treason.sets import CaptureSet, plan_sets, scan_set
 from treason.terminal import safe
 
 DEFAULT_GRAPHS = 20
@@ -68,6 +71,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help=f"draw at most N directions, the most severe first (default {DEFAULT_GRAPHS})",
     )
+    p.add_argument(
+        "--each",
+        action="store_true",
+        help="draw every file on its own; by default files that follow each other in time "
+        "(rotated pieces) are one capture, as scan reads them",
+    )
     add_engine_option(p)
     add_model_options(p)
     add_filter_option(p)
@@ -102,15 +111,15 @@ def _matches(key: Key, flows: Sequence[tuple[Endpoint, Endpoint]]) -> bool:
 
 def select(
     events: Sequence[Event], flows: Sequence[tuple[Endpoint, Endpoint]] | None, limit: int
-) -> tuple[list[tuple[str, Key]], int]:
-    """The (capture, direction) pairs to draw, most severe first, and how many the cap left out.
+) -> tuple[list[tuple[int, Key]], int]:
+    """The (capture set, direction) pairs to draw, most severe first, and how many the cap left out.
 
     ``events`` are those the page reports, as ``scan`` reports them: retractions only with
     ``--all``.
     """
-    by_key: dict[tuple[str, Key], list[Event]] = {}
+    by_key: dict[tuple[int, Key], list[Event]] = {}
     for e in events:
-        by_key.setdefault((e.file, key_of(e)), []).append(e)
+        by_key.setdefault((e.capture_set, key_of(e)), []).append(e)
     keys = [k for k in by_key if flows is None or _matches(k[1], flows)]
     keys.sort(
         key=lambda k: (
@@ -123,30 +132,62 @@ def select(
     return keys[:limit], max(0, len(keys) - limit)
 
 
-def _scan_one(
-    path: str, args: argparse.Namespace, stats: ScanStats, capture_filter: CaptureFilter | None
-) -> tuple[list[Event], SeriesCollector, str | None]:
-    """One capture, read once: its events and the series of its connections with events."""
+def _scan_set(
+    capture_set: CaptureSet,
+    args: argparse.Namespace,
+    stats: ScanStats,
+    capture_filter: CaptureFilter | None,
+) -> tuple[list[Event], SeriesCollector, list[str]]:
+    """One capture set (scan's rules: rotated pieces are one capture), read once: its events
+    and the series of its connections with events."""
     collector = SeriesCollector()
-    events: list[Event] = []
-    try:
-        events.extend(
-            scan(
-                path,
-                retractions=args.all,
-                engine=args.engine,
-                max_flows=args.max_flows,
-                idle_timeout=args.idle_timeout,
-                stats=stats,
-                series=collector,
-                capture_filter=capture_filter,
-            )
+    damage: list[CaptureError] = []
+    events = list(
+        scan_set(
+            capture_set,
+            retractions=args.all,
+            engine=args.engine,
+            max_flows=args.max_flows,
+            idle_timeout=args.idle_timeout,
+            stats=stats,
+            errors=damage,
+            capture_filter=capture_filter,
+            series=collector,
         )
-    except TreasonError as exc:
-        if not stats.frames:
-            raise  # not a capture at all: nothing to draw, and nothing is written
-        return events, collector, str(exc)
-    return events, collector, None
+    )
+    if damage and not stats.frames:
+        raise damage[0]  # not a capture at all: nothing to draw, and nothing is written
+    return events, collector, [str(exc) for exc in damage]
+
+
+def _set_name(capture_set: CaptureSet) -> str:
+    return ", ".join(display_name(s) for s in capture_set.sources)
+
+
+def _drawn(
+    capture_set: CaptureSet, collector: SeriesCollector, events: list[Event], wanted: set[Key]
+) -> dict[Key, DirectionSeries]:
+    """The graphs of ``wanted`` directions of one set. The engine numbers a set's frames by
+    position (which file, which frame): events are matched to their connections' points by
+    position, then every frame shown is the frame within its file again."""
+    mine = [e for e in events if e.capture_set == capture_set.number and key_of(e) in wanted]
+    argument = {p.source: p.argument for p in capture_set.pieces}
+    named: dict[int, Event] = {}
+    positioned = []
+    for e in mine:
+        placed = dataclasses.replace(e, frame=position(argument[e.file], e.frame))
+        named[id(placed)] = e
+        positioned.append(placed)
+    found = directions(collector.result(), positioned, _set_name(capture_set))
+    for t in found.values():
+        t.events = [named[id(e)] for e in t.events]
+        for m in t.marks:
+            m.event = named[id(m.event)]
+        for s in t.sent:
+            s.frame = unposition(s.frame)[1]
+        for a in t.acked:
+            a.frame = unposition(a.frame)[1]
+    return found
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,37 +197,34 @@ def run(args: argparse.Namespace) -> int:
     total = ScanStats()
     events: list[Event] = []
     errors: list[str] = []
-    collected: dict[str, SeriesCollector] = {}
-    for path in args.captures:
+    collected: list[tuple[CaptureSet, SeriesCollector]] = []
+    for capture_set in plan_sets(args.captures, "each" if args.each else "continue"):
         stats = ScanStats()
-        file_events, collector, error = _scan_one(path, args, stats, capture_filter)
-        events.extend(file_events)
+        set_events, collector, set_errors = _scan_set(capture_set, args, stats, capture_filter)
+        events.extend(set_events)
         total.merge(stats)
-        collected[display_name(path)] = collector
-        if error:
-            errors.append(error)
+        collected.append((capture_set, collector))
+        errors += set_errors
     keys, hidden = select(events, args.flow, args.max_graphs)
-    drawn: list[DirectionSeries] = []
-    for name, collector in collected.items():
-        wanted = {k for f, k in keys if f == name}
-        mine = [e for e in events if e.file == name and key_of(e) in wanted]
-        found = directions(collector.result(), mine, name)
-        drawn += [found[k] for f, k in keys if f == name]
-    order = {k: i for i, k in enumerate(keys)}
-    drawn.sort(key=lambda t: order[(t.file, t.key)])
+    drawn: list[tuple[int, DirectionSeries]] = []
+    for capture_set, collector in collected:
+        wanted = {k for n, k in keys if n == capture_set.number}
+        found = _drawn(capture_set, collector, events, wanted)
+        drawn += [(keys.index((capture_set.number, k)), found[k]) for k in wanted]
+    drawn.sort(key=lambda pair: pair[0])
     with output_text(args.output, inputs=args.captures) as out:
         write_page(
             out,
-            captures=list(collected),
+            captures=[_set_name(cs) for cs, _ in collected],
             events=events,
-            directions=drawn,
+            directions=[t for _, t in drawn],
             stats=total,
             hidden=hidden,
             filtered=args.flow is not None or capture_filter is not None,
             errors=errors,
         )
     if args.output:
-        n = sum(len(t.events) for t in drawn)
+        n = sum(len(t.events) for _, t in drawn)
         print(
             f"treason: wrote {safe(args.output)}: {len(drawn)} graph(s), {n} event(s)"
             + (f", {hidden} more direction(s) not drawn (--max-graphs)" if hidden else ""),

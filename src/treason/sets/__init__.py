@@ -17,6 +17,7 @@ from treason.engine.stats import ScanStats
 from treason.errors import CaptureError
 from treason.events import Event, Severity
 from treason.scanner import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS
+from treason.series import SeriesCollector
 from treason.sets.plan import MODES, CaptureSet, Piece, describe, plan, span
 from treason.sets.run import run_set
 from treason.sets.source import StorageOptions
@@ -54,8 +55,10 @@ def scan_set(
     errors: list[CaptureError] | None = None,
     storage_options: StorageOptions | None = None,
     capture_filter: CaptureFilter | None = None,
+    series: SeriesCollector | None = None,
 ) -> Iterator[Event]:
-    """Every window-shrink event of one capture set, in capture order (as ``treason.scan``).
+    """Every window-shrink event of one capture set, in capture order (as ``treason.scan``;
+    ``series`` collects the plot series in the same pass, its frames as engine positions).
 
     Damage in a piece ends that piece; the set goes on with the next. With ``errors`` given the
     damage is appended there, otherwise the first is raised after every event was yielded.
@@ -63,7 +66,12 @@ def scan_set(
     stats = stats if stats is not None else ScanStats()
     kind = resolve(engine)
     runner = new_engine(
-        kind, stats, max_flows, int(idle_timeout * 1e9), capture_filter=capture_filter
+        kind,
+        stats,
+        max_flows,
+        int(idle_timeout * 1e9),
+        capture_filter=capture_filter,
+        series=series,
     )
     found: list[CaptureError] = [] if errors is None else errors
     for event in run_set(capture_set, runner, kind, found, storage_options, capture_filter):
