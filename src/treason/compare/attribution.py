@@ -10,7 +10,8 @@ twin at the other point settles the question:
 - ``path``: the ACK passed the other point first, and there it carried another window, or the
   two points scale it differently because the handshake's window-scale option was changed
   between them, or it moved no edge back there while the path rewrites this flow's windows
-  (an earlier window was enlarged on the way): the device between the points made this shrink.
+  (an earlier window was enlarged on the way), or it delivered the ACK this one shrinks from
+  after this one (reordering): the device between the points made this shrink.
 - ``unmatched``: the ACK was not seen at the other point, so nothing can be said; ``reason``
   says why when the captures tell.
 """
@@ -26,6 +27,9 @@ from treason.events import Event
 RECEIVER = "receiver"
 PATH = "path"
 UNMATCHED = "unmatched"
+
+#: How a reason begins when the path delivered the receiver's ACKs out of order.
+REORDERED = "the same window at both points, but the path reordered the ACKs"
 
 POINT_NAMES = ("near", "far")
 
@@ -79,22 +83,56 @@ def attribute(
     scaled_apart = own_scale is not None and other_scale is not None and own_scale != other_scale
     same = twin.seg.win == event.win and not scaled_apart
     rewriting = direction is not None and direction.win_changed > 0
+    verdict, reason = RECEIVER, "the same window at both points"
     if direction is not None and direction.upstream == point:
         reason = "seen where the ACK enters the path" + ("" if same else "; the path changed it")
-        verdict = RECEIVER
-    elif same and (twin.event or not rewriting):
-        reason = "the same window at both points"
-        verdict = RECEIVER
-    elif same:
-        # This ACK passed unchanged, but where it entered the path it moved no edge back: the
-        # path had changed an earlier window of the flow (made it larger) on its way here.
-        reason = "the same window at both points, but no shrink there: the path changed an "
-        reason += "earlier window of this flow"
+    elif same and not twin.event:
+        verdict, reason = _shrink_here_only(event, packet, rewriting)
+    elif not same and twin.seg.win != event.win:
+        verdict, reason = PATH, f"window {twin.seg.win} at the other point, {event.win} here"
+    elif not same:
         verdict = PATH
-    elif twin.seg.win != event.win:
-        reason = f"window {twin.seg.win} at the other point, {event.win} here"
-        verdict = PATH
-    else:
         reason = f"window scaled by 2^{own_scale} here but 2^{other_scale} at the other point"
-        verdict = PATH
     return AttributedEvent(event, point, verdict, reason, twin, other_file, other_scale)
+
+
+def _shrink_here_only(event: Event, packet: Packet | None, rewriting: bool) -> tuple[str, str]:
+    """The ACK passed unchanged but shrank only here: what happened to the ACK before it?
+
+    A run of right edges that never moves back stays so whatever is dropped from it, so a
+    shrink at one point only means the two points saw different runs: the path delivered the
+    earlier ACK after this one (reordering) or changed its window, or the other capture missed
+    the earlier ACK (then the receiver did shrink, the other point just could not tell).
+    """
+    earlier = packet.before if packet is not None else ()
+    before = next((b for b in reversed(earlier) if _edge(b, event.scale) == event.old_edge), None)
+    if before is not None:
+        b = before.seg
+        if before.other_frame is None:
+            return RECEIVER, (
+                f"the same window at both points; the ACK it shrinks from (frame {b.frame}) "
+                f"was not captured at the other point, so no shrink could show there"
+            )
+        assert packet is not None and packet.twin is not None
+        if before.other_frame > packet.twin.seg.frame:
+            return PATH, (
+                f"{REORDERED}: frame {b.frame}, which came before it here, came after it at "
+                f"the other point (frame {before.other_frame})"
+            )
+        if before.other_win != b.win:
+            return PATH, (
+                f"the same window at both points, but the path changed the window of the ACK "
+                f"it shrinks from (frame {b.frame}: {before.other_win} at the other point, "
+                f"{b.win} here)"
+            )
+    if rewriting:
+        return PATH, (
+            "the same window at both points, but no shrink there: the path changed an earlier "
+            "window of this flow"
+        )
+    return RECEIVER, "the same window at both points"
+
+
+def _edge(pkt: Packet, scale: int) -> int:
+    """The right edge a segment advertises: SEG.ACK + (SEG.WND << scale), in 32 bits."""
+    return (pkt.seg.ack + (pkt.seg.win << scale)) & 0xFFFFFFFF

@@ -32,6 +32,11 @@ _HEAD = struct.Struct("!HHII")
 DirKey = tuple[str, int, str, int, tuple[int, ...]]
 
 
+#: Segments of a flow an event keeps from before it (an ACK overtaken by several others
+#: still has the one it shrinks from among them).
+BEFORE = 8
+
+
 @dataclass(slots=True, eq=False)
 class Packet:
     """One TCP segment at one capture point, with what pairing and attribution need.
@@ -41,7 +46,12 @@ class Packet:
     point a packet passed first), each ``None`` when absent; ``prefix`` holds the first payload
     bytes, kept only when neither timestamps nor an IP ID identify the packet. ``event``
     marks a segment the engine reported as a window shrink at this point; ``matched`` says it
-    was paired, and for events ``twin`` is the same packet at the other point.
+    was paired, and for events ``twin`` is the same packet at the other point. Every paired
+    packet keeps its twin's frame number and window (``other_frame``, ``other_win``: plain
+    numbers, no reference cycle), and an event keeps ``before``, the last segments of its flow
+    this point saw before it (``BEFORE`` at most, oldest first): whether the one it shrinks
+    from reached the other point in the same order and with the same window tells a shrink
+    the path made by reordering from the receiver's own.
     """
 
     seg: Segment
@@ -54,6 +64,9 @@ class Packet:
     event: bool = False
     matched: bool = False
     twin: Packet | None = None
+    other_frame: int | None = None
+    other_win: int | None = None
+    before: tuple[Packet, ...] = ()
 
     def key(self) -> tuple[object, ...]:
         """The content key: equal for the same packet at both points, different otherwise."""

@@ -124,6 +124,8 @@ class Matcher:
 
     def _pair(self, pkt: Packet, cand: Packet) -> None:
         pkt.matched = cand.matched = True
+        pkt.other_frame, pkt.other_win = cand.seg.frame, cand.seg.win
+        cand.other_frame, cand.other_win = pkt.seg.frame, pkt.seg.win
         # Only events need their twin later; keeping every pair linked would make each a
         # reference cycle that only the cyclic collector frees.
         if pkt.event:

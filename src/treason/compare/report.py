@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from treason.compare import Comparison
-from treason.compare.attribution import PATH, RECEIVER, UNMATCHED, AttributedEvent
+from treason.compare.attribution import PATH, RECEIVER, REORDERED, UNMATCHED, AttributedEvent
 from treason.compare.fingerprint import DirKey
 from treason.compare.flows import Direction, Rewrite
 from treason.compare.pairing import FAR, NEAR, reverse
@@ -132,7 +132,8 @@ def conclude(rep: FlowReport, files: tuple[str, str]) -> str:
     by_scale = {
         _ack(e) for e in path if scale and e.twin is not None and e.twin.seg.win == e.event.win
     }
-    by_window = {_ack(e) for e in path} - by_scale
+    by_order = {_ack(e) for e in path if e.reason.startswith(REORDERED)}
+    by_window = {_ack(e) for e in path} - by_scale - by_order
     where = " and ".join(sorted({files[e.point] for e in path}))
     if by_scale:
         w = scale[0]
@@ -150,6 +151,13 @@ def conclude(rep: FlowReport, files: tuple[str, str]) -> str:
             f"{where}: {r} did not take that window back; check that device (IPS "
             f"normaliser, shaper, load balancer, NAT) and its window or TCP normalisation "
             f"settings"
+        )
+    if by_order:
+        clauses.append(
+            f"a device {between} delivered {r}'s ACKs out of order, so an ACK with a larger "
+            f"window arrived after a smaller one and made the {len(by_order)} shrink(s) seen at "
+            f"{where}: {r} did not take that window back (Linux senders ignore such an update; "
+            f"look for multipath or per-packet load balancing between the points)"
         )
     if counts[RECEIVER]:
         clauses.append(
