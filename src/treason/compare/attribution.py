@@ -4,8 +4,9 @@ An event is one ACK whose right edge lies before the previous one, as one point 
 twin at the other point settles the question:
 
 - ``receiver``: the event was seen at the point the ACK passes first, or the twin carries the
-  same window under the same scale and was a shrink there too (or the path rewrites no window
-  of this flow). The receiver sent the smaller edge (or something beyond both points did); the
+  same window under the same scale and was a shrink there too, or shrank only here because
+  the other capture missed the ACK it shrinks from (or the path rewrites no window of this
+  flow). The receiver sent the smaller edge (or something beyond both points did); the
   path only carried it.
 - ``path``: the ACK passed the other point first, and there it carried another window, or the
   two points scale it differently because the handshake's window-scale option was changed
