@@ -7,10 +7,12 @@ that block, byte for byte.
 
 from __future__ import annotations
 
+import email.message
 import io
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from treason.cli import main
 from treason.kernel import WORDINGS, kernel_lines
 from treason.logs import LogScan, scan_records
 from treason.logs.bulk import KEYS, _logscan, find_candidates_python, read_logs, scan_stream
+from treason.logs.explain import read_pasted
 from treason.logs.formats import read_stream
 from treason.logs.grammar import near_miss, parse_shrink
 
@@ -102,6 +105,94 @@ def test_the_seed_block_quoted_in_a_reply(tmp_path: Path) -> None:
         assert [(ln.shrink.x, ln.shrink.y, ln.count) for ln in lines] == [
             (x, y, 1) for x, y in SEED_XY
         ], quote
+
+
+def _read_both(path: Path) -> list[tuple[int, int, int]]:
+    """(x, y, count) of every report, by the buffer search; the line reader must agree."""
+    fast = read_logs([str(path)])
+    with path.open("rb") as fh:
+        whole = scan_records(read_stream(str(path), fh))
+    _same(fast, whole)
+    assert fast.near_misses == [], [n.record.raw for n in fast.near_misses]
+    return [(ln.shrink.x, ln.shrink.y, ln.count) for ln in fast.lines]
+
+
+SEED_REPORTS = [(x, y, 1) for x, y in SEED_XY]
+
+
+@pytest.mark.parametrize("quote", ["", "> "])
+@pytest.mark.parametrize("width", [40, 60, 66, 72, 76, 78, 80])
+def test_the_seed_block_as_a_mail_client_wraps_it(tmp_path: Path, width: int, quote: str) -> None:
+    """Mail clients break lines at a space before column 72-78 (the reply's ``> `` on every
+    piece); the pieces are one report each, never a near miss, never an all-clear."""
+    text = MAIL_HEAD + BLOCK.read_text() + MAIL_TAIL
+    wrapped = "".join(
+        "".join(quote + piece + "\n" for piece in textwrap.wrap(line, width) or [""])
+        for line in text.splitlines()
+    )
+    assert max(map(len, wrapped.splitlines())) <= width + len(quote)
+    mail = tmp_path / "mail.txt"
+    mail.write_text(wrapped)
+    assert _read_both(mail) == SEED_REPORTS
+    pasted = read_pasted(wrapped)
+    assert [(ln.shrink.x, ln.shrink.y) for ln in pasted.scan.lines] == SEED_XY
+    assert [ln.record.lineno for ln in pasted.scan.lines] == [
+        ln.record.lineno for ln in read_logs([str(mail)]).lines
+    ]
+
+
+@pytest.mark.parametrize("fold", [["-s", "-w", "72"], ["-w", "80"], ["-w", "41"]])
+def test_the_seed_block_folded_by_coreutils(tmp_path: Path, fold: list[str]) -> None:
+    """``fold -s`` keeps the space at the end of each piece; plain ``fold`` breaks inside a
+    word, as a terminal does when a long line is copied from it."""
+    mail = tmp_path / "mail.txt"
+    mail.write_bytes(
+        subprocess.run(
+            ["fold", *fold], input=BLOCK.read_bytes(), capture_output=True, check=True
+        ).stdout
+    )
+    assert mail.read_bytes().count(b"\n") > BLOCK.read_bytes().count(b"\n")
+    assert _read_both(mail) == SEED_REPORTS
+    proc = subprocess.run([*TREASON, "logs", str(mail)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "No window-shrink reports found" not in proc.stdout
+
+
+def test_the_seed_block_in_a_quoted_printable_mail_source(tmp_path: Path) -> None:
+    """The raw source of the mail (``mutt``'s "edit raw", a saved ``.eml``): Python's own
+    encoder breaks long lines with soft breaks (``=`` at the end) and writes ``=`` as ``=3D``."""
+    msg = email.message.EmailMessage()
+    msg["Subject"] = "Logwatch for www (Linux)"
+    six = kernel_lines("2001:db8::7", 443, 8443, 4294967295, 1447, recv_ms=3, lasting_ms=9)
+    msg.set_content(BLOCK.read_text() + f"1 Time(s): {six['6.6']}\n", cte="quoted-printable")
+    source = msg.as_string()
+    assert "=\n" in source and "seq=3D" in source
+    eml = tmp_path / "mail.eml"
+    eml.write_text(source)
+    assert _read_both(eml) == [*SEED_REPORTS, (4294967295, 1447, 1)]
+
+
+def test_pieces_are_joined_only_into_a_whole_report(tmp_path: Path) -> None:
+    """A report cut short stays almost a report, a piece is used once, and lines around a
+    broken report are read as themselves."""
+    msg = kernel_lines("192.0.2.9", 80, 443, 5, 6)
+    cut = msg["3.13"].index(" shrunk")
+    first, second = msg["3.13"][:cut], msg["3.13"][cut + 1 :]
+    log = tmp_path / "kern.log"
+    log.write_text(
+        "kernel: TCP: Treason uncloaked! Peer 192.0.2.9:80/443 shrinks\n"  # no rest
+        "kernel: e1000e: eth0 NIC Link is Up\n"
+        f"{first}\n{second}\n"  # broken before "shrunk": only the second piece has the words
+        f"{second}\n"  # the same second piece again: alone, almost a report
+        f"kernel: {msg['2.6.29']}\n"
+    )
+    scan = read_logs([str(log)])
+    assert [(ln.record.lineno, ln.shrink.wording) for ln in scan.lines] == [
+        (3, "3.13"),
+        (6, "2.6.29"),
+    ]
+    assert [n.record.lineno for n in scan.near_misses] == [1, 5]
+    with log.open("rb") as fh:
+        _same(scan, scan_records(read_stream(str(log), fh)))
 
 
 def test_the_seed_block_through_explain_as_argument_and_on_stdin() -> None:
@@ -186,6 +277,59 @@ def test_any_report_in_any_container_parses_to_the_same_fields(
     assert [fields(ln.shrink) for ln in found] == [fields(bare)]
     expected = 12 if container == "logwatch-indented" else 1
     assert found[0].count == expected
+
+
+def _broken(line: str, width: int, style: str) -> list[str]:
+    """``line`` as a mail client (at spaces, perhaps at hyphens), ``fold -s`` (the space kept
+    at the end of a piece) or a terminal (inside words) breaks it at ``width``."""
+    if style == "terminal":
+        return [line[i : i + width] for i in range(0, len(line), width)]
+    return textwrap.wrap(
+        line,
+        width,
+        break_long_words=False,
+        break_on_hyphens=style == "mail-hyphens",
+        drop_whitespace=style != "fold",
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    wording=st.sampled_from([w.key for w in WORDINGS]),
+    peer=st.ip_addresses().map(str),
+    pport=st.integers(0, 0xFFFF),
+    x=st.integers(0, 2**32 - 1),
+    container=st.sampled_from(sorted(c for c in CONTAINERS if not c.startswith("journal"))),
+    style=st.sampled_from(["mail", "mail-hyphens", "fold", "terminal"]),
+    width=st.integers(40, 100),
+    quote=st.sampled_from(["", "> "]),
+)
+def test_a_report_broken_over_lines_is_one_report(
+    wording: str,
+    peer: str,
+    pport: int,
+    x: int,
+    container: str,
+    style: str,
+    width: int,
+    quote: str,
+) -> None:
+    """However a mail client (at spaces, at 40 columns or more) or a terminal (inside words,
+    at 60 or more) broke it, between other lines, it is one report with the fields of the
+    unbroken line, and both readers agree."""
+    y = (x + 1) & 0xFFFFFFFF
+    message = kernel_lines(peer, pport, 443, x, y, snd_wnd=7, recv_ms=1, lasting_ms=2)[wording]
+    bare = parse_shrink(message)
+    assert bare is not None
+    if style == "terminal":
+        width += 20  # terminals are 80 columns or more; a report is read when broken at 60
+    pieces = _broken(CONTAINERS[container](message), width, style)
+    noise = "Jul  4 03:12:09 www kernel: e1000e: eth0 NIC Link is Up"
+    text = "".join(f"{quote}{ln}\n" for ln in [noise, *pieces, noise])
+    whole = read_text(text)
+    assert [fields(ln.shrink) for ln in whole.lines] == [fields(bare)], pieces
+    assert whole.lines[0].record.lineno == 2 and whole.near_misses == []
+    _same(scan_stream("t", io.BytesIO(text.encode()), LogScan()), whole)  # type: ignore[arg-type]
 
 
 @settings(max_examples=100, deadline=None)
@@ -277,16 +421,36 @@ LINE_KINDS = [
                 st.sampled_from([w.key for w in WORDINGS]),
                 st.integers(0, 2**32 - 2),
             ),
+            st.builds(  # the pieces of a report broken over lines
+                lambda c, w, width, style: "\n".join(
+                    _broken(
+                        CONTAINERS[c](kernel_lines("192.0.2.9", 80, 443, 7, 8)[w]), width, style
+                    )
+                ),
+                st.sampled_from(sorted(c for c in CONTAINERS if not c.startswith("journal"))),
+                st.sampled_from([w.key for w in WORDINGS]),
+                st.integers(20, 90),
+                st.sampled_from(["mail", "fold", "terminal"]),
+            ),
             st.text(max_size=40),
         ),
         max_size=40,
     )
 )
 def test_candidate_search_finds_what_reading_every_line_finds(lines: list[str]) -> None:
+    """Whatever the lines, and wherever the buffers end (a report broken over lines may
+    straddle one), the buffer search gives what reading every line gives."""
+    import treason.logs.bulk as bulk
+
     data = "\n".join(lines).encode()
     whole = scan_records(read_stream("t", io.BufferedReader(io.BytesIO(data))))  # type: ignore[arg-type]
-    fast = scan_stream("t", io.BytesIO(data), LogScan())  # type: ignore[arg-type]
-    _same(fast, whole)
+    chunk = bulk.CHUNK
+    try:
+        for bulk.CHUNK in (16, 257, chunk):
+            fast = scan_stream("t", io.BytesIO(data), LogScan())  # type: ignore[arg-type]
+            _same(fast, whole)
+    finally:
+        bulk.CHUNK = chunk
 
 
 def test_candidate_search_across_buffer_boundaries_and_long_lines(
@@ -300,13 +464,15 @@ def test_candidate_search_across_buffer_boundaries_and_long_lines(
         lines.append(f"Jul  4 03:12:09 www kernel: noise {i}")
         if i % 7 == 0:
             lines.append(f"Jul  4 03:12:09 www kernel: {msg}")
+        if i % 11 == 0:  # broken over lines, some pieces across a buffer's end
+            lines += _broken(f"Jul  4 03:12:09 www kernel: {msg}", 30 + i % 13, "mail")
         if i % 50 == 0:
             lines.append("x" * 70_000 + " shrunk window")  # longer than a line is kept
     data = "\n".join(lines).encode()
     whole = scan_records(read_stream("t", io.BufferedReader(io.BytesIO(data))))  # type: ignore[arg-type]
     monkeypatch.setattr(bulk, "CHUNK", 4096)
     fast = scan_stream("t", io.BytesIO(data), LogScan())  # type: ignore[arg-type]
-    assert len(fast.lines) == 43
+    assert len(fast.lines) == 43 + 28
     _same(fast, whole)
     monkeypatch.setattr(bulk, "_logscan", None)  # the search in Python, as without a compiler
     _same(scan_stream("t", io.BytesIO(data), LogScan()), whole)  # type: ignore[arg-type]

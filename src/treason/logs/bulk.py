@@ -19,8 +19,10 @@ import io
 import os
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from itertools import islice
 from typing import Any, BinaryIO
 
 from treason.errors import TreasonError
@@ -36,6 +38,7 @@ from treason.logs.formats import (
     rotation_order,
 )
 from treason.logs.grammar import parse_marker
+from treason.logs.unwrap import MAX_WRAP, broken, unwrap
 
 _logscan: Any
 try:
@@ -52,10 +55,17 @@ LINE_LIMIT = MAX_LINE * 4
 #: A line can matter only if it holds one of these (long keys keep the search fast: it may
 #: skip as far as the shortest key is long).
 KEYS = (
-    b"shrinks window",  # 2.4.0 - 2.6.28
-    b"shrunk window",  # 2.6.29 - 6.5, MPTCP
-    b"zero-window",  # 6.6+
-    b"Treason uncloaked",  # a wording cut short: almost a report
+    # The words of every wording, one in each piece of a report broken over lines (see
+    # ``grammar._PIECES``): 2.4.0 - 2.6.28, 2.6.29 - 6.5 and MPTCP, 6.6+.
+    b"uncloaked",
+    b"shrinks",
+    b"shrunk",
+    b"epaired",
+    b"what else",
+    b"zero-window",
+    b", seq=",
+    b"ms ago",
+    b"lasting",
     b"message repeated",  # last message repeated N times, message repeated N times: [ ... ]
     b"suppressed",  # net_ratelimit / NET / printk rate-limit markers
     b'"MESSAGE"',  # journal JSON (a MESSAGE given as a byte array has no words to find)
@@ -149,10 +159,11 @@ def _read(reader: BinaryIO, piece: int) -> bytes:
 
 def _candidates(parser: LineParser, reader: BinaryIO, piece: int) -> Iterator[Record]:
     """The records of the lines that can matter, in file order, with their line numbers."""
-    lineno = 0  # lines before the region being read
-    carry = b""  # an incomplete last line, at most LINE_LIMIT bytes of it
+    state = _State(parser)
+    # What is read with the next buffer: the last MAX_WRAP complete lines (a report broken
+    # over lines needs the lines after it) and the incomplete last line (LINE_LIMIT of it).
+    held = b""
     dropping = False  # inside a line longer than LINE_LIMIT: its rest is skipped
-    tail = b""  # the end of what was read before, where a repeat marker may look back
     damage: BaseException | None = None
     while damage is None:
         try:
@@ -160,33 +171,134 @@ def _candidates(parser: LineParser, reader: BinaryIO, piece: int) -> Iterator[Re
         except _Damaged as exc:  # the complete lines before the damage are still read
             data, damage = exc.data, exc.cause
             data = data[: data.rfind(b"\n") + 1]
-            if not data:
-                break
         if not data:
             break
-        cut = data.rfind(b"\n") + 1
+        if dropping:
+            end = data.find(b"\n")
+            if end < 0:
+                continue
+            data, dropping = data[end:], False
+        buf = held + data
+        cut = buf.rfind(b"\n") + 1
         if cut == 0:  # no line ends here: the line goes on
-            if not dropping:
-                carry = (carry + data)[:LINE_LIMIT]
-                dropping = len(carry) == LINE_LIMIT
+            held, dropping = buf[:LINE_LIMIT], len(buf) > LINE_LIMIT
             continue
-        regions: list[tuple[bytes, int, int]] = [(data, 0, cut)]
-        if carry:  # the line this chunk completes, read alone; then the rest in place
-            first = data.find(b"\n") + 1
-            head = carry + data[:first]
-            regions = [(head, 0, len(head)), (data, first, cut)]
-        for buf, lo, hi in regions:
-            found, newlines = find_candidates(buf, lo, hi)
-            yield from _records_of(parser, buf, lo, hi, found, lineno, tail)
-            lineno += newlines
-            tail = (tail + buf[max(lo, hi - LOOK_BACK_BYTES) : hi])[-LOOK_BACK_BYTES:]
-        rest = data[cut:]
-        carry, dropping = rest[:LINE_LIMIT], len(rest) > LINE_LIMIT
+        back = _start_of_last_lines(buf, cut, MAX_WRAP)
+        if back:
+            state.region(buf, 0, back, buf[back:cut])
+            yield from state.ready()
+        rest = buf[cut:]
+        held, dropping = buf[back:cut] + rest[:LINE_LIMIT], len(rest) > LINE_LIMIT
+    if held:
+        state.region(held, 0, len(held), b"")
+    yield from state.ready()
     if damage is not None:
         raise damage
-    if carry:
-        found, _ = find_candidates(carry, 0, len(carry))
-        yield from _records_of(parser, carry, 0, len(carry), found, lineno, tail)
+
+
+def _start_of_last_lines(data: bytes, cut: int, n: int) -> int:
+    """Where the last ``n`` complete lines of ``data[:cut]`` begin (0 if it has fewer)."""
+    pos = cut - 1
+    for _ in range(n):
+        pos = data.rfind(b"\n", 0, pos)
+        if pos < 0:
+            return 0
+    return pos + 1
+
+
+class _State:
+    """What reading the regions of a file carries from one region to the next: the line
+    count, the text before (for look-backs), and the last line a joined report took."""
+
+    def __init__(self, parser: LineParser) -> None:
+        self.parser = parser
+        self.lineno = 0  # lines before the region being read
+        self.tail = b""  # the last whole lines read before, where look-backs may reach
+        self.consumed = 0
+        #: Recent joined reports: (first line, the line it was given out at, last line, host).
+        self.spans: deque[tuple[int, int, int, str | None]] = deque(maxlen=LOOK_BACK_LINES)
+        self.out: list[Record] = []
+
+    def region(self, buf: bytes, lo: int, hi: int, follow: bytes) -> None:
+        """Read the candidate lines of ``buf[lo:hi]`` (whole lines, the last one perhaps
+        without its end); ``follow`` is the text after ``hi``, for reports broken over lines."""
+        found, newlines = find_candidates(buf, lo, hi)
+        self.out.extend(self._records_of(buf, lo, hi, found, follow))
+        self.lineno += newlines
+        tail = self.tail + buf[max(lo, hi - LOOK_BACK_BYTES) : hi]
+        if len(tail) > LOOK_BACK_BYTES:  # whole lines only: drop the one the cut falls in
+            tail = tail[tail.find(b"\n", len(tail) - LOOK_BACK_BYTES) + 1 :]
+        self.tail = tail
+
+    def ready(self) -> list[Record]:
+        out, self.out = self.out, []
+        return out
+
+    def _records_of(
+        self, buf: bytes, lo: int, hi: int, found: list[tuple[int, int]], follow: bytes
+    ) -> Iterator[Record]:
+        parser, tail = self.parser, self.tail
+        extra: list[tuple[int, int]] = []
+        for start, before in found:
+            end = buf.find(b"\n", start, hi)
+            end = hi if end < 0 else end
+            if buf.find(b"message repeated", start, end) < 0:
+                continue
+            marker_lineno = self.lineno + before + 1
+            back = _repeated_line(parser, buf, lo, start, end, tail, self._joined(marker_lineno))
+            if isinstance(back, int):
+                extra.append((back, before - buf.count(b"\n", back, start)))
+            elif back is not None:
+                yield back
+        if extra:
+            found = sorted(set(found) | set(extra))
+        for start, before in found:
+            lineno = self.lineno + before + 1
+            if lineno <= self.consumed:  # a piece of a report joined already
+                continue
+            end = buf.find(b"\n", start, hi) + 1 or hi  # the last line may have no end
+            line = buf[start : min(end, start + LINE_LIMIT)]
+            record = json_or_line(parser, log_text(line), lineno)
+            if record is None:
+                continue
+            if broken(record):
+                earlier = min(MAX_WRAP, lineno - 1 - self.consumed)
+                lines_back = islice(_lines_back(buf, lo, start, tail), earlier)
+                behind = [log_text(text[:LINE_LIMIT]) for text, _, _ in lines_back][::-1]
+                after = _lines_after(buf, end, hi, follow, MAX_WRAP)
+                joined = unwrap(parser, record, behind, after)
+                if joined is not None:
+                    record, took = joined
+                    self.consumed = lineno + took
+                    self.spans.append((record.lineno, lineno, self.consumed, record.host))
+            yield record
+
+    def _joined(self, marker_lineno: int) -> Callable[[int], tuple[int, str | None] | None]:
+        """For the lines before a marker: how a line ``k`` lines back was read when it is a
+        piece of a report joined in a region before, as (its position, the report's host):
+        0 for a piece read on its own before the report, 1 for the line the report was
+        given out at, 2 for a piece after it (never given out); None when not a piece."""
+
+        def place(k: int) -> tuple[int, str | None] | None:
+            ln = marker_lineno - k
+            for first, at, last, host in self.spans:
+                if first <= ln <= last:
+                    return (0 if ln < at else 1 if ln == at else 2), host
+            return None
+
+        return place
+
+
+def _lines_after(buf: bytes, pos: int, hi: int, follow: bytes, n: int) -> list[str]:
+    """The first ``n`` lines from ``buf[pos:hi]`` on, then from ``follow`` (each cut to
+    LINE_LIMIT)."""
+    out: list[str] = []
+    for text, at, end in ((buf, pos, hi), (follow, 0, len(follow))):
+        while len(out) < n and at < end:
+            stop = text.find(b"\n", at, end) + 1 or end
+            out.append(log_text(text[at : min(stop, at + LINE_LIMIT)]))
+            at = stop
+    return out
 
 
 #: How far a repeat marker looks back for the line it repeats (lines, and bytes before the
@@ -221,45 +333,20 @@ def find_candidates_python(buf: bytes, lo: int, hi: int) -> tuple[list[tuple[int
     return found, newlines + buf.count(b"\n", counted, hi)
 
 
-def _records_of(
+def _repeated_line(
     parser: LineParser,
     buf: bytes,
     lo: int,
-    hi: int,
-    found: list[tuple[int, int]],
-    base: int,
+    start: int,
+    end: int,
     tail: bytes,
-) -> Iterator[Record]:
-    """Records of the candidate lines ``found`` in ``buf[lo:hi]`` (whole lines, the last one
-    perhaps without its end; line ``base + 1`` first). ``tail`` is the text before."""
-    extra: list[tuple[int, int]] = []
-    for start, before in found:
-        end = buf.find(b"\n", start, hi)
-        end = hi if end < 0 else end
-        if buf.find(b"message repeated", start, end) < 0:
-            continue
-        back = _repeated_line(parser, buf, lo, start, end, tail)
-        if isinstance(back, int):
-            extra.append((back, before - buf.count(b"\n", back, start)))
-        elif back is not None:
-            yield back
-    if extra:
-        found = sorted(set(found) | set(extra))
-    for start, before in found:
-        end = buf.find(b"\n", start, hi) + 1 or hi  # the last line may have no end
-        line = buf[start : min(end, start + LINE_LIMIT)]
-        record = json_or_line(parser, log_text(line), base + before + 1)
-        if record is not None:
-            yield record
-
-
-def _repeated_line(
-    parser: LineParser, buf: bytes, lo: int, start: int, end: int, tail: bytes
+    joined: Callable[[int], tuple[int, str | None] | None],
 ) -> int | Record | None:
     """The line a repeat marker (at ``buf[start:end]``) repeats, as ``scan_records`` decides
     it: the host's last record that is not itself a marker. Its start in ``buf``, or its
     record when it lies in ``tail`` and was not read as a candidate (it only says the marker
-    repeats no report), or None."""
+    repeats no report), or None. ``joined`` says which lines of ``tail`` were pieces of a
+    report joined over lines (``_State._joined``)."""
     scratch = LineParser(parser.source, parser.reference)
     marker = scratch.parse(log_text(buf[start:end]), 0)
     if marker is None or not _is_marker(marker):
@@ -269,6 +356,11 @@ def _repeated_line(
         lines += 1
         if lines > LOOK_BACK_LINES:
             return None
+        piece = joined(lines) if in_tail else None
+        if piece is not None and piece[0]:  # the joined report stands there, or nothing
+            if piece[0] == 1 and piece[1] == marker.host:
+                return None  # it repeats the report, which was given out already
+            continue
         record = json_or_line(scratch, log_text(text[:LINE_LIMIT]), 0)
         if record is None or record.host != marker.host or _is_marker(record):
             continue
@@ -296,7 +388,5 @@ def _lines_back(buf: bytes, lo: int, start: int, tail: bytes) -> Iterator[tuple[
     end = len(tail)
     while end > 0:
         begin = tail.rfind(b"\n", 0, end - 1) + 1
-        if begin == 0:
-            return  # the first line of the tail may be cut: never read it
         yield tail[begin:end], begin, True
         end = begin

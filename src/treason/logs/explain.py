@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from treason.kernel import BY_KEY
 from treason.logs import LogLine, LogScan, scan_records
-from treason.logs.formats import LineParser, Record, json_or_line
+from treason.logs.formats import LineParser, Record, text_records
 from treason.logs.grammar import Shrink, parse_shrink
 from treason.logs.services import service_name
 from treason.terminal import safe
@@ -85,17 +85,13 @@ class Pasted:
 def read_pasted(text: str, source: str = "<input>") -> Pasted:
     """Every line of a pasted text (a line, a log excerpt, a whole logwatch mail), read in any
     container the log readers know."""
-    parser = LineParser(source)
     records: list[Record] = []
     pasted = Pasted()
-    for lineno, line in enumerate(text.split("\n"), 1):
-        record = json_or_line(parser, line, lineno)
-        if record is None:
-            continue
+    for record in text_records(LineParser(source), text.split("\n")):
         records.append(record)
         meaning = look_alike(record.message)
         if meaning is not None:
-            pasted.look_alikes.append((line.strip(), meaning))
+            pasted.look_alikes.append((record.raw.strip(), meaning))
         elif not record.kernel and parse_shrink(record.message) is not None:
             pasted.quoted.append(record)
     scan_records(records, pasted.scan)

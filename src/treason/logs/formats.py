@@ -16,13 +16,16 @@ import io
 import json
 import re
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from typing import Any, BinaryIO
 
 from treason.errors import TreasonError
 from treason.logs.grammar import parse_shrink
+from treason.logs.unwrap import MAX_WRAP, broken, unwrap
 
 #: Longest line parsed; the rest of a longer line is kept out of the grammar (no kernel line
 #: is anywhere near this long) so hostile input cannot cost more than linear time.
@@ -590,13 +593,41 @@ def read_stream(
         if EXPORT_START.match(first):
             yield from read_export(source, buffered)
             return
-        parser = LineParser(source, reference)
-        for lineno, line in enumerate(_bounded_lines(buffered, MAX_LINE * 4), 1):
-            rec = json_or_line(parser, log_text(line), lineno)
-            if rec is not None:
-                yield rec
+        lines = (log_text(b) for b in _bounded_lines(buffered, MAX_LINE * 4))
+        yield from text_records(LineParser(source, reference), lines)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise TreasonError(source, f"cannot read: {exc}") from None
+
+
+def text_records(parser: LineParser, text_lines: Iterable[str]) -> Iterator[Record]:
+    """The record of every line (the first is line 1), with a report broken over lines
+    joined again (``unwrap``)."""
+    lines = enumerate(text_lines, 1)
+    ahead: deque[tuple[int, str]] = deque()  # lines read to join, not yet parsed
+    behind: deque[str] = deque(maxlen=MAX_WRAP + 1)  # with the line being read
+    consumed = 0  # the last line a joined report took
+    while True:
+        if ahead:
+            lineno, text = ahead.popleft()
+        else:
+            got = next(lines, None)
+            if got is None:
+                return
+            lineno, text = got
+        if lineno <= consumed:
+            continue
+        rec = json_or_line(parser, text, lineno)
+        behind.append(text)
+        if rec is not None and broken(rec):
+            ahead.extend(islice(lines, MAX_WRAP - len(ahead)))
+            earlier = tuple(behind)[:-1]
+            joined = unwrap(parser, rec, earlier, [t for _, t in ahead])
+            if joined is not None:
+                rec, took = joined
+                consumed = lineno + took
+                behind.clear()  # a line is part of one report at most
+        if rec is not None:
+            yield rec
 
 
 def _bounded_lines(stream: io.BufferedReader[Any], limit: int) -> Iterator[bytes]:

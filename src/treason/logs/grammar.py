@@ -219,7 +219,23 @@ def _redacted(addr: str) -> bool:
 
 #: The words every wording is built around; a kernel line holding one of them and no report
 #: is "almost a report" and is shown as such rather than passed over in silence.
-_KEYWORDS = re.compile(r"Treason uncloaked|shrinks window|shrunk window|Probing zero-window")
+_KEYWORDS = re.compile(
+    r"uncloaked|shrinks window|unexpectedly shrunk|shrunk window|Probing zero-window"
+)
+#: Words of the wordings, single words (and two short runs) apart: however a mail client
+#: (at spaces) or a terminal (inside words, 60 columns or more) broke a report, one of its
+#: pieces holds one of them (``treason.logs.unwrap``).
+_PIECES = re.compile(
+    r"uncloaked|shrinks|shrunk|zero-window|epaired|what else|ms ago|lasting|, seq="
+)
+
+
+def has_piece_words(text: str) -> bool:
+    """True when ``text`` holds a word of a wording: a piece of a report broken over lines
+    holds one."""
+    return _PIECES.search(text) is not None
+
+
 _LOOSE_NUMBERS = re.compile(r"(?:Peer|peer|on) (\S+?):(\S+?)/(\S+?)[ ,].*?(\d+):(\d+)")
 
 
