@@ -500,14 +500,17 @@ def test_the_compiled_search_finds_what_the_python_search_finds(
     data = "".join(parts).encode("utf-8", "surrogateescape")
     lo, hi = min(cut_lo, len(data)), max(min(len(data) - cut_hi, len(data)), 0)
     lo = min(lo, hi)
-    for vector in (True, False):  # the 16-byte pair filter, and the scalar skip search
-        want = find_candidates_python(data, lo, hi)
-        assert _logscan.candidates(data, lo, hi, KEYS, vector) == want
-        for shift in range(17):  # each alignment against the 16-byte blocks
-            padded = b"y" * shift + data
-            assert _logscan.candidates(
-                padded, 0, len(padded), KEYS, vector
-            ) == find_candidates_python(padded, 0, len(padded))
+    # Two banks of pair buckets (KEYS), one bank, and more leading pairs than buckets.
+    many = (*KEYS, *(bytes([0x61 + i, 0x7A - i]) + b"key" for i in range(12)))
+    for keys in (KEYS, KEYS[-7:], many):
+        for vector in (True, False):  # the 16-byte pair filter, and the scalar skip search
+            want = find_candidates_python(data, lo, hi, keys)
+            assert _logscan.candidates(data, lo, hi, keys, vector) == want
+            for shift in range(17):  # each alignment against the 16-byte blocks
+                padded = b"y" * shift + data
+                assert _logscan.candidates(
+                    padded, 0, len(padded), keys, vector
+                ) == find_candidates_python(padded, 0, len(padded), keys)
 
 
 def test_match_pairs_redacted_lines_on_what_they_still_show() -> None:

@@ -45,17 +45,20 @@ count_newlines(const unsigned char *p, Py_ssize_t a, Py_ssize_t b)
 /* Where the first two bytes of some key occur, 16 positions at a time: each distinct leading
  * pair is one bucket bit; a byte's bucket bits are looked up by its low and its high nibble
  * (pshufb), for the first and the second byte of the pair (Teddy, as in Hyperscan). With
- * one pair per bucket the lookup is exact. Up to 8 pairs; more fall back to the scalar
- * search. */
+ * one pair per bucket the lookup is exact. Up to 8 pairs in one bank of buckets, up to 16 in
+ * two (twice the lookups); more fall back to the scalar search. */
+#define BANK 8
+#define BANKS 2
+
 typedef struct {
-    int usable;
-    unsigned char lo0[16], hi0[16], lo1[16], hi1[16];
+    int banks; /* 0: not usable */
+    unsigned char lo0[BANKS][16], hi0[BANKS][16], lo1[BANKS][16], hi1[BANKS][16];
 } Pairs;
 
 static void
 pairs_init(Pairs *t, const unsigned char **key, Py_ssize_t nkeys)
 {
-    unsigned pair[8];
+    unsigned pair[BANK * BANKS];
     int npairs = 0;
     memset(t, 0, sizeof *t);
     for (Py_ssize_t k = 0; k < nkeys; k++) {
@@ -64,45 +67,69 @@ pairs_init(Pairs *t, const unsigned char **key, Py_ssize_t nkeys)
         while (b < npairs && pair[b] != pk)
             b++;
         if (b == npairs) {
-            if (npairs == 8)
-                return; /* more than 8 leading pairs: not usable */
+            if (npairs == BANK * BANKS) {
+                t->banks = 0;
+                return; /* more leading pairs than buckets: not usable */
+            }
             pair[npairs++] = pk;
         }
-        unsigned char bit = (unsigned char)(1u << b);
-        t->lo0[key[k][0] & 15] |= bit;
-        t->hi0[key[k][0] >> 4] |= bit;
-        t->lo1[key[k][1] & 15] |= bit;
-        t->hi1[key[k][1] >> 4] |= bit;
+        int bank = b / BANK;
+        unsigned char bit = (unsigned char)(1u << (b % BANK));
+        t->lo0[bank][key[k][0] & 15] |= bit;
+        t->hi0[bank][key[k][0] >> 4] |= bit;
+        t->lo1[bank][key[k][1] & 15] |= bit;
+        t->hi1[bank][key[k][1] >> 4] |= bit;
     }
-    t->usable = 1;
+    t->banks = npairs > BANK ? 2 : 1;
+}
+
+static int
+pairs_at(const Pairs *t, const unsigned char *p, Py_ssize_t i)
+{
+    for (int k = 0; k < t->banks; k++)
+        if (t->lo0[k][p[i] & 15] & t->hi0[k][p[i] >> 4] & t->lo1[k][p[i + 1] & 15] &
+            t->hi1[k][p[i + 1] >> 4])
+            return 1;
+    return 0;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <tmmintrin.h>
 #define HAVE_PAIRS_SIMD 1
 
+/* The buckets of one bank that the pairs starting at p[i..i+15] fall in. */
+__attribute__((target("ssse3"))) static inline __m128i
+pairs_bank(const Pairs *t, int k, __m128i a, __m128i b)
+{
+    const __m128i nib = _mm_set1_epi8(15);
+    __m128i ma = _mm_and_si128(
+        _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)t->lo0[k]), _mm_and_si128(a, nib)),
+        _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)t->hi0[k]),
+                         _mm_and_si128(_mm_srli_epi16(a, 4), nib)));
+    __m128i mb = _mm_and_si128(
+        _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)t->lo1[k]), _mm_and_si128(b, nib)),
+        _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)t->hi1[k]),
+                         _mm_and_si128(_mm_srli_epi16(b, 4), nib)));
+    return _mm_and_si128(ma, mb);
+}
+
 __attribute__((target("ssse3"))) static Py_ssize_t
 pairs_next(const Pairs *t, const unsigned char *p, Py_ssize_t i, Py_ssize_t end)
 {
-    const __m128i lo0 = _mm_loadu_si128((const __m128i *)t->lo0);
-    const __m128i hi0 = _mm_loadu_si128((const __m128i *)t->hi0);
-    const __m128i lo1 = _mm_loadu_si128((const __m128i *)t->lo1);
-    const __m128i hi1 = _mm_loadu_si128((const __m128i *)t->hi1);
-    const __m128i nib = _mm_set1_epi8(15);
     const __m128i zero = _mm_setzero_si128();
+    const int two = t->banks == 2;
     for (; i + 17 <= end; i += 16) {
         __m128i a = _mm_loadu_si128((const __m128i *)(p + i));
         __m128i b = _mm_loadu_si128((const __m128i *)(p + i + 1));
-        __m128i ma = _mm_and_si128(_mm_shuffle_epi8(lo0, _mm_and_si128(a, nib)),
-                                   _mm_shuffle_epi8(hi0, _mm_and_si128(_mm_srli_epi16(a, 4), nib)));
-        __m128i mb = _mm_and_si128(_mm_shuffle_epi8(lo1, _mm_and_si128(b, nib)),
-                                   _mm_shuffle_epi8(hi1, _mm_and_si128(_mm_srli_epi16(b, 4), nib)));
-        int mask = _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_and_si128(ma, mb), zero)) ^ 0xFFFF;
+        __m128i m = pairs_bank(t, 0, a, b);
+        if (two)
+            m = _mm_or_si128(m, pairs_bank(t, 1, a, b));
+        int mask = _mm_movemask_epi8(_mm_cmpeq_epi8(m, zero)) ^ 0xFFFF;
         if (mask)
             return i + __builtin_ctz((unsigned)mask);
     }
     for (; i + 1 < end; i++) {
-        if ((t->lo0[p[i] & 15] & t->hi0[p[i] >> 4] & t->lo1[p[i + 1] & 15] & t->hi1[p[i + 1] >> 4]))
+        if (pairs_at(t, p, i))
             return i;
     }
     return end;
@@ -161,7 +188,7 @@ candidates(PyObject *self, PyObject *args)
     pairs_init(&pairs, key, nkeys);
     int simd = 0;
 #ifdef HAVE_PAIRS_SIMD
-    simd = vector && pairs.usable && __builtin_cpu_supports("ssse3");
+    simd = vector && pairs.banks && __builtin_cpu_supports("ssse3");
 #endif
     Py_ssize_t newlines = 0, counted = start, i = start;
     int failed = 0;

@@ -178,22 +178,39 @@ def _candidates(parser: LineParser, reader: BinaryIO, piece: int) -> Iterator[Re
             if end < 0:
                 continue
             data, dropping = data[end:], False
-        buf = held + data
-        cut = buf.rfind(b"\n") + 1
-        if cut == 0:  # no line ends here: the line goes on
-            held, dropping = buf[:LINE_LIMIT], len(buf) > LINE_LIMIT
-            continue
-        back = _start_of_last_lines(buf, cut, MAX_WRAP)
-        if back:
-            state.region(buf, 0, back, buf[back:cut])
-            yield from state.ready()
-        rest = buf[cut:]
-        held, dropping = buf[back:cut] + rest[:LINE_LIMIT], len(rest) > LINE_LIMIT
+        first = data.find(b"\n") + 1
+        cut = data.rfind(b"\n") + 1
+        back = _start_of_last_lines(data, cut, MAX_WRAP)
+        if back >= first > 0:  # as usual: more lines than are kept back
+            head = held + data[:first]  # read alone, not copying the buffer
+            state.region(head, 0, len(head), data[first : _end_of_lines(data, first, MAX_WRAP)])
+            state.region(data, first, back, data[back:cut])
+        else:  # a few long lines: read with what is held
+            data = held + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no line ends here: the line goes on
+                held, dropping = data[:LINE_LIMIT], len(data) > LINE_LIMIT
+                continue
+            back = _start_of_last_lines(data, cut, MAX_WRAP)
+            state.region(data, 0, back, data[back:cut])
+        yield from state.ready()
+        rest = data[cut:]
+        held, dropping = data[back:cut] + rest[:LINE_LIMIT], len(rest) > LINE_LIMIT
     if held:
         state.region(held, 0, len(held), b"")
     yield from state.ready()
     if damage is not None:
         raise damage
+
+
+def _end_of_lines(data: bytes, pos: int, n: int) -> int:
+    """Where the ``n`` lines of ``data`` from ``pos`` on end (its end if it has fewer)."""
+    for _ in range(n):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return len(data)
+        pos = nl + 1
+    return pos
 
 
 def _start_of_last_lines(data: bytes, cut: int, n: int) -> int:
@@ -316,10 +333,12 @@ def find_candidates(buf: bytes, lo: int, hi: int) -> tuple[list[tuple[int, int]]
     return find_candidates_python(buf, lo, hi)
 
 
-def find_candidates_python(buf: bytes, lo: int, hi: int) -> tuple[list[tuple[int, int]], int]:
+def find_candidates_python(
+    buf: bytes, lo: int, hi: int, keys: tuple[bytes, ...] = KEYS
+) -> tuple[list[tuple[int, int]], int]:
     """``find_candidates`` with ``bytes.find``: one pass per key."""
     starts: set[int] = set()
-    for key in KEYS:
+    for key in keys:
         pos = buf.find(key, lo, hi)
         while pos >= 0:
             starts.add(buf.rfind(b"\n", lo, pos) + 1 or lo)
