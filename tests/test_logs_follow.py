@@ -158,6 +158,20 @@ def test_journal_json_on_stdin_is_explained_as_it_arrives() -> None:
     assert f.proc.wait(timeout=20) == 0
 
 
+def test_stdin_followed_never_waits_for_lines_to_join() -> None:
+    """A line with a wording's words that is no report (an application's, a piece) does not
+    make the report after it wait for more lines: a live stream is never read ahead."""
+    f = Follow("-", "--format", "json", stdin=subprocess.PIPE)
+    assert f.proc.stdin is not None
+    f.proc.stdin.write("Jan  5 10:00:01 web1 kernel: TCP: Treason uncloaked! Peer\n")
+    f.proc.stdin.write(line("198.51.100.4", 4000, 4))
+    f.proc.stdin.flush()
+    record = f.next_record()  # stdin stays open: no more lines come
+    assert (record["peer"], record["peer_port"], record["x"]) == ("198.51.100.4", 4000, 4)
+    f.proc.stdin.close()
+    assert f.proc.wait(timeout=20) == 0
+
+
 def test_journal_json_appended_to_a_followed_file(follower) -> None:
     """``journalctl -k -f -o json >> k.json`` (or ``-o json-seq``) then ``--follow k.json``:
     the file is read as ``logs k.json`` reads it, record by record."""

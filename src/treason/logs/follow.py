@@ -71,7 +71,7 @@ def follow_command(argv: tuple[str, ...] | list[str], name: str) -> Iterator[Rec
         raise TreasonError(argv[0], f"cannot run: {exc.strerror or exc}") from None
     assert proc.stdout is not None
     try:
-        yield from read_stream(name, proc.stdout)  # type: ignore[arg-type]
+        yield from read_stream(name, proc.stdout, join=False)  # type: ignore[arg-type]
         err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
         status = proc.wait()
         if status != 0:
@@ -233,7 +233,7 @@ def source_for(path: str, stopping: Callable[[], bool]) -> Callable[[], Iterator
     if path == "-":
         import sys
 
-        return lambda: read_stream("<stdin>", sys.stdin.buffer)
+        return lambda: read_stream("<stdin>", sys.stdin.buffer, join=False)
     if not os.path.exists(path):
         raise TreasonError(path, "no such file to follow")
     return lambda: follow_file(path, stopping=stopping)

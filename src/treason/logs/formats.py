@@ -581,9 +581,13 @@ EXPORT_START = re.compile(rb"(__CURSOR|__REALTIME_TIMESTAMP|_[A-Z_]+|MESSAGE|PRI
 
 
 def read_stream(
-    source: str, stream: BinaryIO, reference: datetime | None = None
+    source: str, stream: BinaryIO, reference: datetime | None = None, *, join: bool = True
 ) -> Iterator[Record]:
-    """Records of one byte stream, of any supported format (gzip undone first)."""
+    """Records of one byte stream, of any supported format (gzip undone first).
+
+    ``join=False`` never reads ahead to join a report broken over lines (``unwrap``): a
+    stream followed live gives each line's record as soon as the line is there.
+    """
     buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[type-var]
     head = buffered.peek(2)[:2]
     if head == b"\x1f\x8b":
@@ -594,7 +598,14 @@ def read_stream(
             yield from read_export(source, buffered)
             return
         lines = (log_text(b) for b in _bounded_lines(buffered, MAX_LINE * 4))
-        yield from text_records(LineParser(source, reference), lines)
+        parser = LineParser(source, reference)
+        if join:
+            yield from text_records(parser, lines)
+            return
+        for lineno, text in enumerate(lines, 1):
+            rec = json_or_line(parser, text, lineno)
+            if rec is not None:
+                yield rec
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise TreasonError(source, f"cannot read: {exc}") from None
 
