@@ -195,6 +195,27 @@ def test_pieces_are_joined_only_into_a_whole_report(tmp_path: Path) -> None:
         _same(scan, scan_records(read_stream(str(log), fh)))
 
 
+def test_lines_that_only_share_a_word_are_never_tried_as_joins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Programs write "5ms ago, lasting 2s" or "shrinks" often: such lines are ruled out
+    before any join of them is parsed, so a big log of them reads in linear time."""
+    import treason.logs.unwrap as unwrap
+
+    tried: list[int] = []
+    real = unwrap._report
+    monkeypatch.setattr(unwrap, "_report", lambda *a: tried.append(1) or real(*a))
+    log = tmp_path / "syslog"
+    log.write_text(
+        "".join(
+            f"Jul  4 03:12:09 www app[7]: node{i} seen 5ms ago, lasting 2s; cache shrinks\n"
+            for i in range(500)
+        )
+    )
+    scan = read_logs([str(log)])
+    assert scan.lines == [] and scan.near_misses == [] and tried == []
+
+
 def test_the_seed_block_through_explain_as_argument_and_on_stdin() -> None:
     first = BLOCK.read_text().splitlines()[2]
     assert first.startswith("1 Time(s): TCP: Treason uncloaked!")

@@ -62,10 +62,10 @@ KEYS = (
     b"shrunk",
     b"epaired",
     b"what else",
+    b"Probing zero",
     b"zero-window",
     b", seq=",
-    b"ms ago",
-    b"lasting",
+    b"ms ago, lasting",
     b"message repeated",  # last message repeated N times, message repeated N times: [ ... ]
     b"suppressed",  # net_ratelimit / NET / printk rate-limit markers
     b'"MESSAGE"',  # journal JSON (a MESSAGE given as a byte array has no words to find)

@@ -222,11 +222,12 @@ def _redacted(addr: str) -> bool:
 _KEYWORDS = re.compile(
     r"uncloaked|shrinks window|unexpectedly shrunk|shrunk window|Probing zero-window"
 )
-#: Words of the wordings, single words (and two short runs) apart: however a mail client
-#: (at spaces) or a terminal (inside words, 60 columns or more) broke a report, one of its
-#: pieces holds one of them (``treason.logs.unwrap``).
+#: Words of the wordings, never more than 60 characters apart: however a mail client (at
+#: spaces or hyphens) or a terminal (inside words, 60 columns or more) broke a report, one
+#: of its pieces holds one of them (``treason.logs.unwrap``). Specific enough that lines of
+#: other programs seldom hold one (each such line costs a parse).
 _PIECES = re.compile(
-    r"uncloaked|shrinks|shrunk|zero-window|epaired|what else|ms ago|lasting|, seq="
+    r"uncloaked|shrinks|shrunk|epaired|what else|Probing zero|zero-window|, seq=|ms ago, lasting"
 )
 
 

@@ -35,6 +35,9 @@ MAX_JOINED = 2048
 _QUOTE = re.compile(r"(?:> ?)+")
 _HYPHENATED = re.compile(r"\w-\Z")
 
+#: What every join that is a report holds once its white space is taken out.
+_SKELETON = ("shrinkswindow", "shrunkwindow", "zero-windowon")
+
 #: Formats whose message is a field of a record, not a line of text: never broken.
 _RECORDS = ("journal-json", "journal-export")
 
@@ -58,6 +61,9 @@ def unwrap(
     stays a report (the piece with the time stamp, say). The joined record has the first
     piece's line number and the joined text as ``raw``.
     """
+    squeezed = _squeezed([*before, record.raw, *after])
+    if not any(words in squeezed for words in _SKELETON):
+        return None  # no join of these lines holds a wording's words in order
     combos = sorted(
         ((b, a) for b in range(len(before) + 1) for a in range(len(after) + 1) if a or b),
         key=lambda ba: (ba[0] + ba[1], ba[0]),
@@ -90,6 +96,19 @@ def _report(
             joined.raw = text
             return joined
     return None
+
+
+def _squeezed(pieces: Sequence[str]) -> str:
+    """The pieces with quote marks, soft breaks and all white space taken out: a cheap test
+    that rules out almost every line holding a wording's word (``heartbeat 5ms ago``)
+    before any join is parsed."""
+    out = []
+    for piece in pieces:
+        piece = piece.strip()
+        if piece.startswith(">"):
+            piece = _QUOTE.sub("", piece, count=1)
+        out.append(piece.removesuffix("="))
+    return "".join("".join(out).split())
 
 
 def _joins(pieces: Sequence[str]) -> list[str]:
