@@ -16,6 +16,7 @@ import pytest
 from treason.kernel import WORDINGS, kernel_lines
 from treason.logs import scan_records
 from treason.logs.bulk import read_logs
+from treason.logs.explain import read_pasted
 from treason.logs.formats import read_stream, rotation_order
 
 PEER, PPORT, LPORT, X, Y = "2001:db8::7", 51234, 443, 4000000000, 4000001448
@@ -201,7 +202,7 @@ def test_real_journalctl_output(tmp_path: Path) -> None:
     env = {**os.environ, "TZ": "UTC"}
     for output in ("short", "short-precise", "short-iso", "short-iso-precise", "short-full",
                    "short-unix", "short-monotonic", "short-delta", "json", "json-seq",
-                   "json-sse", "export"):  # fmt: skip
+                   "json-sse", "json-pretty", "verbose", "export"):  # fmt: skip
         out = subprocess.run(
             [journalctl, "--file", str(journal), "--no-pager", "-o", output],
             check=True, capture_output=True, env=env,
@@ -209,7 +210,41 @@ def test_real_journalctl_output(tmp_path: Path) -> None:
         stream = io.BufferedReader(io.BytesIO(out))  # type: ignore[arg-type]
         found = scan_records(read_stream(output, stream, REFERENCE)).lines
         assert len(found) == 1, (output, out)  # the application's copy is not the kernel
-        ln = found[0]
-        assert (ln.host, ln.shrink.peer, ln.shrink.x, ln.shrink.y) == ("web1", PEER, X, Y)
+        saved = tmp_path / f"{output}.txt"
+        saved.write_bytes(out)
+        bulk = read_logs([str(saved)]).lines
+        # As a file, and pasted into explain (the export form is binary: never pasted).
+        pasted = bulk if output == "export" else read_pasted(out.decode()).scan.lines
+        assert len(bulk) == len(pasted) == 1, output
+        for ln in (found[0], bulk[0], pasted[0]):
+            assert (ln.host, ln.shrink.peer, ln.shrink.x, ln.shrink.y) == ("web1", PEER, X, Y)
+        ln = found[0]  # dated as the reference says when the form has no year
         if output not in ("short-monotonic", "short-delta"):
             assert ln.time_text.startswith("2024-03-05T06:07:08"), (output, ln.time_text)
+
+
+def test_entries_over_lines_that_do_not_parse_are_read_line_by_line() -> None:
+    """A ``{`` that opens no JSON object, one never closed, and a verbose entry followed by
+    a syslog line: every report around them is still found, nothing waits unbounded."""
+    report = "Mar  5 06:07:08 h kernel: " + kernel_lines("192.0.2.1", 1, 2, 5, 6)["3.13"]
+    verbose = (
+        "Tue 2024-03-05 06:07:08.000000 UTC [s=1a;i=1;b=01;m=1e;t=612e3a6f1bb00;x=c5]\n"
+        "    _TRANSPORT=kernel\n    _HOSTNAME=web1\n"
+        f"    MESSAGE={kernel_lines('192.0.2.7', 1, 2, 7, 8)['3.13']}\n"
+    )
+    text = (
+        f"{{\n{report}\n}}\n"  # not JSON: three lines
+        f"{verbose}{report}\n"
+        + "{\n"
+        + '\t"A" : 1,\n' * 600
+        + f"{report}\n"  # never closed: read by lines
+    )
+    stream = io.BufferedReader(io.BytesIO(text.encode()))  # type: ignore[arg-type]
+    found = scan_records(read_stream("t", stream, REFERENCE)).lines
+    assert [(ln.shrink.x, ln.record.fmt) for ln in found] == [
+        (5, "rfc3164"),
+        (7, "journal-verbose"),
+        (5, "rfc3164"),
+        (5, "rfc3164"),
+    ]
+    assert [ln.record.lineno for ln in found] == [2, 4, 8, 610]

@@ -32,9 +32,11 @@ from treason.logs.formats import (
     MAX_LINE,
     LineParser,
     Record,
+    entries_first,
     json_or_line,
     log_text,
     read_export,
+    read_stream,
     rotation_order,
 )
 from treason.logs.grammar import parse_marker
@@ -113,11 +115,14 @@ def scan_stream(
         gz = buffered.peek(2)[:2] == b"\x1f\x8b"
         if gz:
             reader = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
-            head = reader.peek(64)  # type: ignore[attr-defined]
+            head = reader.peek(512)  # type: ignore[attr-defined]
         else:
-            head = buffered.peek(64)
+            head = buffered.peek(512)
         if EXPORT_START.match(head):
             scan_records(read_export(source, reader), scan)
+            return scan
+        if entries_first(head):  # journal entries printed over lines: read line by line
+            scan_records(read_stream(source, reader, reference), scan)
             return scan
         parser = LineParser(source, reference)
         scan_records(_candidates(parser, reader, GZIP_PIECE if gz else 0), scan)

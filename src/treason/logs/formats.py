@@ -612,11 +612,12 @@ def read_stream(
 
 def text_records(parser: LineParser, text_lines: Iterable[str]) -> Iterator[Record]:
     """The record of every line (the first is line 1), with a report broken over lines
-    joined again (``unwrap``)."""
+    joined again (``unwrap``) and a journal entry printed over lines (``-o json-pretty``,
+    ``-o verbose``) read as one record."""
     lines = enumerate(text_lines, 1)
     ahead: deque[tuple[int, str]] = deque()  # lines read to join, not yet parsed
     behind: deque[str] = deque(maxlen=MAX_WRAP + 1)  # with the line being read
-    consumed = 0  # the last line a joined report took
+    consumed = 0  # the last line a joined report or an entry took
     while True:
         if ahead:
             lineno, text = ahead.popleft()
@@ -627,18 +628,95 @@ def text_records(parser: LineParser, text_lines: Iterable[str]) -> Iterator[Reco
             lineno, text = got
         if lineno <= consumed:
             continue
+        entry = _entry(parser.source, lineno, text, ahead, lines)
+        if entry is not None:
+            rec, consumed = entry
+            behind.clear()
+            if rec is not None:
+                yield rec
+            continue
         rec = json_or_line(parser, text, lineno)
         behind.append(text)
         if rec is not None and broken(rec):
-            ahead.extend(islice(lines, MAX_WRAP - len(ahead)))
+            ahead.extend(islice(lines, max(0, MAX_WRAP - len(ahead))))
             earlier = tuple(behind)[:-1]
-            joined = unwrap(parser, rec, earlier, [t for _, t in ahead])
+            joined = unwrap(parser, rec, earlier, [t for _, t in islice(ahead, MAX_WRAP)])
             if joined is not None:
                 rec, took = joined
                 consumed = lineno + took
                 behind.clear()  # a line is part of one report at most
         if rec is not None:
             yield rec
+
+
+#: ``journalctl -o verbose``: each entry starts with its time and cursor (``t=`` is the
+#: realtime stamp in hexadecimal microseconds), its fields follow indented, ``KEY=value``.
+_VERBOSE_HEAD = re.compile(
+    r"\w{3} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,9})? \S{1,64} "
+    r"\[s=[0-9a-f]+;i=[0-9a-f]+;b=[0-9a-f]+;m=[0-9a-f]+;t=(?P<t>[0-9a-f]{1,16});x=[0-9a-f]+\]"
+)
+_VERBOSE_FIELD = re.compile(r"\s+(?P<key>[A-Z0-9_]{1,64})=(?P<value>.*)")
+#: Most lines one entry printed over lines may take (journald writes a few dozen fields).
+MAX_ENTRY_LINES = 512
+
+
+def entries_first(head: bytes) -> bool:
+    """True when a text starts with a journal entry printed over lines (``-o json-pretty``,
+    ``-o verbose``): such a file is read line by line, not by the candidate search."""
+    first = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+    return first == "{" or _VERBOSE_HEAD.fullmatch(first) is not None
+
+
+def _entry(
+    source: str,
+    lineno: int,
+    text: str,
+    ahead: deque[tuple[int, str]],
+    lines: Iterator[tuple[int, str]],
+) -> tuple[Record | None, int] | None:
+    """A journal entry printed over lines starting at ``text`` (``-o json-pretty``: ``{`` to
+    ``}``; ``-o verbose``: the time and cursor, then indented fields), as (its record, its
+    last line); None when ``text`` starts none. Lines read to find its end wait in
+    ``ahead``; an object that does not parse is left to be read line by line."""
+    head = text.rstrip("\r\n")
+    pretty = head == "{"
+    verbose = None if pretty else _VERBOSE_HEAD.fullmatch(head)
+    if not pretty and verbose is None:
+        return None
+    body: list[str] = []
+    i = 0
+    while len(body) < MAX_ENTRY_LINES:
+        if i == len(ahead):
+            got = next(lines, None)
+            if got is None:
+                break
+            ahead.append(got)
+        line = ahead[i][1].rstrip("\r\n")
+        if verbose is not None and not _VERBOSE_FIELD.fullmatch(line):
+            break  # the next entry, or anything else: this entry ends before it
+        body.append(line)
+        i += 1
+        if pretty and line == "}":
+            break
+    if verbose is not None:
+        fields: dict[str, object] = {"__REALTIME_TIMESTAMP": str(int(verbose["t"], 16))}
+        for line in body:
+            m = _VERBOSE_FIELD.fullmatch(line)
+            assert m is not None
+            fields.setdefault(m["key"], m["value"])
+        message = str(fields.get("MESSAGE", ""))
+        rec = _journal_record(source, lineno, fields, f"{head} {message}", "journal-verbose")
+        return rec, lineno + len(body)
+    if not body or body[-1] != "}":
+        return None
+    try:
+        obj = json.loads("{" + "\n".join(body))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    raw = json.dumps(obj, ensure_ascii=False)
+    return _journal_record(source, lineno, obj, raw, "journal-json-pretty"), lineno + len(body)
 
 
 def _bounded_lines(stream: io.BufferedReader[Any], limit: int) -> Iterator[bytes]:

@@ -39,7 +39,7 @@ _HYPHENATED = re.compile(r"\w-\Z")
 _SKELETON = ("shrinkswindow", "shrunkwindow", "zero-windowon")
 
 #: Formats whose message is a field of a record, not a line of text: never broken.
-_RECORDS = ("journal-json", "journal-export")
+_RECORDS = ("journal-json", "journal-json-pretty", "journal-verbose", "journal-export")
 
 
 def broken(record: Record) -> bool:
