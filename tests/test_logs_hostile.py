@@ -177,3 +177,34 @@ def test_logs_refuses_to_write_over_its_own_input(tmp_path: Path) -> None:
         code, _, err, _ = run("logs", str(log), "-o", str(target))
         assert code == 2 and "refusing to write over it" in err
         assert log.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{\n" * 20_000,  # braces that open no entry
+        ("{\n" + '\t"A" : 1,\n' * 40) * 500,  # entries never closed
+        "Tue 2024-03-05 06:07:08.000000 UTC [s=1a;i=1;b=01;m=1e;t=61;x=c5]\n" * 20_000,
+    ],
+)
+def test_entries_over_lines_are_looked_at_once_per_line(body: str) -> None:
+    """A line is looked at a bounded number of times however the entries around it fail,
+    so a hostile file of them reads in linear time (the report after them is still read)."""
+    from treason.logs import scan_records
+    from treason.logs.formats import LineParser, text_records
+
+    looks = 0
+
+    class Line(str):
+        """A line that counts how often it is looked at (every look strips its end)."""
+
+        def rstrip(self, chars: str | None = None) -> str:
+            nonlocal looks
+            looks += 1
+            return str.rstrip(self, chars)
+
+    report = "Mar  5 06:07:08 h kernel: " + kernel_lines("192.0.2.1", 1, 2, 5, 6)["3.13"]
+    lines = [Line(text) for text in (body + report + "\n").splitlines(keepends=True)]
+    found = scan_records(text_records(LineParser("t"), lines)).lines
+    assert [ln.shrink.x for ln in found] == [5]
+    assert looks <= 3 * len(lines)

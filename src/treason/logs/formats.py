@@ -656,6 +656,8 @@ _VERBOSE_HEAD = re.compile(
     r"\[s=[0-9a-f]+;i=[0-9a-f]+;b=[0-9a-f]+;m=[0-9a-f]+;t=(?P<t>[0-9a-f]{1,16});x=[0-9a-f]+\]"
 )
 _VERBOSE_FIELD = re.compile(r"\s+(?P<key>[A-Z0-9_]{1,64})=(?P<value>.*)")
+#: ``journalctl -o json-pretty``: one field a line, indented, between ``{`` and ``}``.
+_PRETTY_FIELD = re.compile(r'\s+"[A-Za-z0-9_]{1,64}"\s*:\s*\S.*')
 #: Most lines one entry printed over lines may take (journald writes a few dozen fields).
 MAX_ENTRY_LINES = 512
 
@@ -692,12 +694,15 @@ def _entry(
                 break
             ahead.append(got)
         line = ahead[i][1].rstrip("\r\n")
-        if verbose is not None and not _VERBOSE_FIELD.fullmatch(line):
-            break  # the next entry, or anything else: this entry ends before it
+        if pretty and line == "}":
+            body.append(line)
+            break
+        # Every line of an entry is a field: anything else ends a verbose entry (the next
+        # one, say) and shows a brace that opens no pretty entry, after one look at each line.
+        if not (_VERBOSE_FIELD if verbose is not None else _PRETTY_FIELD).fullmatch(line):
+            break
         body.append(line)
         i += 1
-        if pretty and line == "}":
-            break
     if verbose is not None:
         fields: dict[str, object] = {"__REALTIME_TIMESTAMP": str(int(verbose["t"], 16))}
         for line in body:
