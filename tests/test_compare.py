@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -478,3 +479,25 @@ def test_both_engines_give_the_same_comparison(
     ng = tmp_path / "near.pcapng"
     subprocess.run(["editcap", "-F", "pcapng", str(near), str(ng)], check=True)
     assert outcome(compare(ng, far))[:3] == outcome(compare(near, far))[:3]
+
+
+def test_flow_history_follows_the_active_flows() -> None:
+    """Memory for the segments events look back at follows the flows active within the
+    pairing window, not every flow the captures ever held."""
+    from types import SimpleNamespace
+
+    from treason.compare.fingerprint import BEFORE, HISTORY_FLOWS, FlowHistory
+
+    def pkt(flow: int, ts_ns: int) -> Any:
+        key = ("10.0.0.1", flow, "10.0.0.2", 80, ())
+        return SimpleNamespace(point=NEAR, dirkey=key, seg=SimpleNamespace(ts_ns=ts_ns))
+
+    history = FlowHistory(idle_ns=2_000_000_000)
+    first = [pkt(1, i) for i in range(BEFORE + 2)]
+    assert [history.add(p) for p in first][-1] == tuple(first[-1 - BEFORE : -1])
+    for flow in range(2, HISTORY_FLOWS + 1):  # quiet since t = 0
+        history.add(pkt(flow, 0))
+    late = pkt(HISTORY_FLOWS + 1, 10_000_000_000)
+    assert history.add(late) == ()
+    assert history.add(pkt(1, 10_000_000_001)) == ()  # flow 1 was let go with the quiet ones
+    assert history.add(pkt(HISTORY_FLOWS + 1, 10_000_000_002)) == (late,)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from treason.compare.attribution import AttributedEvent, attribute
 from treason.compare.engines import engine_for
-from treason.compare.fingerprint import BEFORE, DirKey, Packet, fingerprint
+from treason.compare.fingerprint import DirKey, FlowHistory, Packet, fingerprint
 from treason.compare.flows import Direction, Handshakes
 from treason.compare.pairing import FAR, NEAR, Matcher, reverse
 from treason.engine.stats import ScanStats
@@ -117,8 +117,7 @@ def compare(
     names = (display_name(near), display_name(far))
     cmp = Comparison(files=names)
     flagged: dict[tuple[int, int], Packet] = {}
-    # Each flow's last segments, per point (kept by events: see ``Packet.before``).
-    latest: dict[tuple[int, DirKey], tuple[Packet, ...]] = {}
+    history = FlowHistory(int(window * 1e9))
     found: list[tuple[int, Event]] = []
 
     def on_pair(a: Packet, b: Packet) -> None:
@@ -170,13 +169,11 @@ def compare(
                 side.first_ns = seg.ts_ns
             side.last_ns = seg.ts_ns
             cmp.handshakes.add(pkt)
-            flow = (side.point, pkt.dirkey)
-            before = latest.get(flow, ())
+            before = history.add(pkt)
             if made:
                 pkt.event = True
                 pkt.before = before
                 flagged[(side.point, seg.frame)] = pkt
-            latest[flow] = (*before[1 - BEFORE :], pkt)
             matcher.add(pkt)
     for side in sides:
         keep(side.engine.flush(), side)

@@ -32,9 +32,41 @@ _HEAD = struct.Struct("!HHII")
 DirKey = tuple[str, int, str, int, tuple[int, ...]]
 
 
-#: Segments of a flow an event keeps from before it (an ACK overtaken by several others
-#: still has the one it shrinks from among them).
-BEFORE = 8
+#: Segments of a flow an event keeps from before it (an ACK overtaken by a few others still
+#: has the one it shrinks from among them).
+BEFORE = 4
+#: Flows whose last segments are kept before the idle ones are let go.
+HISTORY_FLOWS = 65536
+
+
+class FlowHistory:
+    """The last ``BEFORE`` segments of each flow at each point, for ``Packet.before``.
+
+    Memory follows the active flows: once more than ``HISTORY_FLOWS`` flows are kept, those
+    quiet for longer than ``idle_ns`` (the time a packet waits for its twin: a reordering
+    never spans more) are let go; an event of such a flow is judged without them.
+    """
+
+    def __init__(self, idle_ns: int) -> None:
+        self.idle_ns = idle_ns
+        self._flows: dict[tuple[int, DirKey], tuple[Packet, ...]] = {}
+        self._limit = HISTORY_FLOWS
+
+    def add(self, pkt: Packet) -> tuple[Packet, ...]:
+        """Keep ``pkt`` as its flow's latest segment; the segments kept before it."""
+        flow = (pkt.point, pkt.dirkey)
+        before = self._flows.get(flow, ())
+        self._flows[flow] = (*before[1 - BEFORE :], pkt)
+        if len(self._flows) > self._limit:
+            self._let_go(pkt.seg.ts_ns)
+        return before
+
+    def _let_go(self, now_ns: int) -> None:
+        """Forget the flows quiet for longer than ``idle_ns`` (on this point's clock)."""
+        flows = self._flows
+        for flow in [f for f, kept in flows.items() if now_ns - kept[-1].seg.ts_ns > self.idle_ns]:
+            del flows[flow]
+        self._limit = max(HISTORY_FLOWS, 2 * len(flows))  # a pass per doubling at most
 
 
 @dataclass(slots=True, eq=False)
