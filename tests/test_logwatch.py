@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
 from treason.kernel import kernel_lines
 from treason.logs.bulk import read_logs
+from treason.logs.explain import read_pasted
 from treason.logwatch import MARK_BEGIN, install, uninstall
 
 SEED = Path(__file__).parent / "data" / "logs" / "seed-logwatch.log"
@@ -176,3 +178,32 @@ def test_kernel_sections_logwatch_wrote_are_read_with_their_exact_counts(tmp_pat
         for r in raw:
             assert [getattr(r.shrink, f) for f in fields] == [getattr(ln.shrink, f) for f in fields]
     assert sum(ln.count for ln in from_report) == len(from_log) == sum(times)
+
+
+def test_html_reports_logwatch_wrote_are_read(tmp_path: Path, logdir: Path) -> None:
+    """``Format = html``, a common choice for mailed reports: each message in a table cell,
+    each service under an <h2>. Read from the file logwatch wrote, from the mail a client
+    passed on (quoted-printable: ``align=3Dleft``, long lines soft-broken), and pasted into
+    explain; never "no reports"."""
+    report = logwatch(
+        tmp_path / "root", logdir, "--format", "html", "--detail", "10", "--service", "kernel"
+    )
+    assert "<th align=left>1 Time(s): TCP: Treason uncloaked! Peer 203.0.113.7" in report
+    xs = [1898670412, 1911943385, 1922304386, 1922444120, 1949802160]
+    saved = tmp_path / "report.html"
+    saved.write_text(report)
+    found = read_logs([str(saved)]).lines
+    assert [(ln.shrink.x, ln.count, ln.shrink.peer) for ln in found] == [
+        (x, 1, "203.0.113.7") for x in xs
+    ]
+    msg = EmailMessage()
+    msg["Subject"] = "Logwatch for www (Linux)"
+    msg.set_content(report, subtype="html", cte="quoted-printable")
+    mail = tmp_path / "report.eml"
+    mail.write_text(msg.as_string())
+    assert "align=3Dleft" in mail.read_text()
+    assert [ln.shrink.x for ln in read_logs([str(mail)]).lines] == xs
+    assert [ln.shrink.x for ln in read_pasted(report).scan.lines] == xs
+    # Under another service's heading, a line is that service's, not the kernel's.
+    other = report.replace('name="2">Kernel<', 'name="2">sshd<')
+    assert other != report and read_pasted(other).scan.lines == []

@@ -12,6 +12,7 @@ an application quoting a kernel wording in its own log is not the kernel.
 from __future__ import annotations
 
 import gzip
+import html
 import io
 import json
 import re
@@ -191,6 +192,17 @@ _RULER = re.compile(
 _TIMES = re.compile(r"\s{0,16}(?P<n>\d{1,12}) Time\(s\): (?P<msg>.*)")
 #: The quote marks a mail client puts before each line of a quoted mail (``> ``, ``>> ``).
 _QUOTE = re.compile(r"(?:> ?)+")
+#: The markup of logwatch's HTML report, never a log line's own text: ``<7>``, a redacted
+#: ``<ip>`` or ``<redacted>`` are no HTML tags.
+_HTML_TAG = re.compile(
+    r"</?(?:a|b|br|body|code|div|font|h[1-6]|head|hr|html|i|li|p|pre|span|table|tbody|td|th"
+    r"|tr|tt|ul)(?:\s[^<>]{0,200})?/?>",
+    re.IGNORECASE,
+)
+#: A service's section heading in logwatch's HTML report: ``<h2><a name="2">Kernel</a></h2>``.
+_HTML_SECTION = re.compile(
+    r"<h2>\s*(?:<a\s[^<>]{0,80}>)?(?P<name>[^<>]{1,80}?)(?:</a>)?\s*</h2>", re.IGNORECASE
+)
 #: The syslog tag alone, as in ``kernel: message`` pasted without stamp or host.
 _KERNEL_TAG = re.compile(r"kernel(?:\[\d{0,10}\])?: ?(?P<msg>.*)")
 #: ``prog[pid]: message`` right after a stamp: a classic sysklogd line without a host name
@@ -221,6 +233,17 @@ class LineParser:
     def parse(self, raw: str, lineno: int) -> Record | None:
         if raw.startswith(">"):  # a mail quoted in a reply; no log line starts so
             record = self.parse(_QUOTE.sub("", raw, count=1), lineno)
+            if record is not None:
+                record.raw = raw
+            return record
+        if "<" in raw and _HTML_TAG.search(raw) is not None:
+            # logwatch's HTML report (Format = html): a service's name in <h2>, each
+            # message in a table cell. Entities are decoded (a redacted &lt;ip&gt;).
+            heading = _HTML_SECTION.search(raw)
+            if heading is not None:
+                self.section = html.unescape(heading["name"]).strip()
+                return None
+            record = self.parse(html.unescape(_HTML_TAG.sub("", raw)), lineno)
             if record is not None:
                 record.raw = raw
             return record
