@@ -248,3 +248,24 @@ def test_entries_over_lines_that_do_not_parse_are_read_line_by_line() -> None:
         (5, "rfc3164"),
     ]
     assert [ln.record.lineno for ln in found] == [2, 4, 8, 610]
+
+
+@pytest.mark.parametrize("flags", [[], ["-T"], ["-x"], ["--time-format=iso"]])
+def test_real_dmesg_in_colour(tmp_path: Path, flags: list[str]) -> None:
+    """``dmesg --color=always`` (saved with ``tee``, or from ``script``) puts colour escapes
+    around the stamp, the subsystem and the message: the report is read through them."""
+    dmesg = shutil.which("dmesg")
+    if dmesg is None:
+        pytest.skip("needs dmesg (util-linux)")
+    msg = kernel_lines(PEER, PPORT, LPORT, X, Y)["3.13"]
+    kmsg = tmp_path / "ring.txt"  # what dmesg -F reads: the raw ring with priorities
+    kmsg.write_text(f"<4>[ 8123.456789] {msg}\n<6>[ 8124.000000] e1000e: eth0 NIC Link is Up\n")
+    out = subprocess.run(
+        [dmesg, "-F", str(kmsg), "--color=always", *flags], check=True, capture_output=True
+    ).stdout
+    assert b"\x1b[" in out
+    saved = tmp_path / "dmesg.txt"
+    saved.write_bytes(out)
+    (found,) = read_logs([str(saved)]).lines
+    assert (found.shrink.peer, found.shrink.x, found.shrink.y) == (PEER, X, Y)
+    assert b"\x1b" not in found.record.message.encode()

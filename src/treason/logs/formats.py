@@ -192,6 +192,9 @@ _RULER = re.compile(
 _TIMES = re.compile(r"\s{0,16}(?P<n>\d{1,12}) Time\(s\): (?P<msg>.*)")
 #: The quote marks a mail client puts before each line of a quoted mail (``> ``, ``>> ``).
 _QUOTE = re.compile(r"(?:> ?)+")
+#: Colour and style escapes (ANSI SGR) that ``dmesg --color=always`` and coloured journal
+#: output put around the stamp, the subsystem and the message.
+_SGR = re.compile(r"\x1b\[[0-9;]{0,32}m")
 #: The markup of logwatch's HTML report, never a log line's own text: ``<7>``, a redacted
 #: ``<ip>`` or ``<redacted>`` are no HTML tags.
 _HTML_TAG = re.compile(
@@ -233,6 +236,11 @@ class LineParser:
     def parse(self, raw: str, lineno: int) -> Record | None:
         if raw.startswith(">"):  # a mail quoted in a reply; no log line starts so
             record = self.parse(_QUOTE.sub("", raw, count=1), lineno)
+            if record is not None:
+                record.raw = raw
+            return record
+        if "\x1b[" in raw:  # dmesg --color=always, SYSTEMD_COLORS: colours are no text
+            record = self.parse(_SGR.sub("", raw), lineno)
             if record is not None:
                 record.raw = raw
             return record
