@@ -207,3 +207,5 @@ def test_html_reports_logwatch_wrote_are_read(tmp_path: Path, logdir: Path) -> N
     # Under another service's heading, a line is that service's, not the kernel's.
     other = report.replace('name="2">Kernel<', 'name="2">sshd<')
     assert other != report and read_pasted(other).scan.lines == []
+    saved.write_text(other)
+    assert read_logs([str(saved)]).lines == []

@@ -75,6 +75,7 @@ KEYS = (
     b" Begin \xe2",
     b" End -",
     b" End \xe2",
+    b"<h2>",  # a service's heading in logwatch's HTML report
 )
 
 

@@ -239,22 +239,32 @@ class LineParser:
             if record is not None:
                 record.raw = raw
             return record
-        if "\x1b[" in raw:  # dmesg --color=always, SYSTEMD_COLORS: colours are no text
-            record = self.parse(_SGR.sub("", raw), lineno)
-            if record is not None:
-                record.raw = raw
-            return record
-        if "<" in raw and _HTML_TAG.search(raw) is not None:
-            # logwatch's HTML report (Format = html): a service's name in <h2>, each
-            # message in a table cell. Entities are decoded (a redacted &lt;ip&gt;).
-            heading = _HTML_SECTION.search(raw)
+        text = self._unmarked(raw[:MAX_LINE])
+        if text is None:
+            return None  # a section heading of an HTML report
+        if text == raw[:MAX_LINE]:
+            return self._parse_text(raw, lineno)
+        record = self._parse_text(text, lineno)
+        if record is not None:
+            record.raw = raw
+        return record
+
+    def _unmarked(self, raw: str) -> str | None:
+        """The text without colour escapes (``dmesg --color=always``, coloured journal
+        output) and without the markup of logwatch's HTML report (``Format = html``: each
+        message in a table cell, entities decoded, so a redacted ``&lt;ip&gt;`` is read);
+        the same text when it has neither; None for an HTML section heading, which starts
+        that service's section. One pass each: decoded text is never unmarked again."""
+        text = _SGR.sub("", raw) if "\x1b[" in raw else raw
+        if "<" in text and _HTML_TAG.search(text) is not None:
+            heading = _HTML_SECTION.search(text)
             if heading is not None:
                 self.section = html.unescape(heading["name"]).strip()
                 return None
-            record = self.parse(html.unescape(_HTML_TAG.sub("", raw)), lineno)
-            if record is not None:
-                record.raw = raw
-            return record
+            text = html.unescape(_HTML_TAG.sub("", text))
+        return text
+
+    def _parse_text(self, raw: str, lineno: int) -> Record | None:
         line = raw[:MAX_LINE].rstrip("\r\n")
         if "Begin" in line or "End" in line:
             ruler = _RULER.fullmatch(line)
