@@ -428,6 +428,11 @@ LINE_KINDS = [
     "---------------------- Kernel End -------------------------",
     "Jul  4 03:12:09 www kernel: Peer 192.0.2.1:70000/22 unexpectedly shrunk window 1:2 (repaired)",
     "",
+    '<h2><a name="3">sshd</a></h2>',  # logwatch's HTML report: a service, then the kernel
+    "<h2>Kernel</h2>",
+    "    <th align=left>1 Time(s): Peer 192.0.2.1:443/22 unexpectedly shrunk window 1:2 (repaired)",
+    "\x1b[32m[ 8123.456789] \x1b[0m\x1b[33mTCP: \x1b[0mPeer 192.0.2.1:443/22 unexpectedly "
+    "shrunk window 1:2 (repaired)\x1b[0m",  # dmesg --color=always
 ]
 
 
