@@ -8,6 +8,7 @@ that block, byte for byte.
 from __future__ import annotations
 
 import email.message
+import gzip
 import io
 import json
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import require
 from treason.cli import main
 from treason.kernel import WORDINGS, kernel_lines
 from treason.logs import LogScan, scan_records
@@ -169,6 +171,43 @@ def test_the_seed_block_in_a_quoted_printable_mail_source(tmp_path: Path) -> Non
     eml = tmp_path / "mail.eml"
     eml.write_text(source)
     assert _read_both(eml) == [*SEED_REPORTS, (4294967295, 1447, 1)]
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16", "UTF-16LE-BOM", "UTF-16BE-BOM", "UTF-8-BOM"])
+def test_the_seed_block_saved_on_windows(tmp_path: Path, encoding: str) -> None:
+    """Windows PowerShell's ``>`` writes UTF-16 with a byte-order mark, editors write UTF-8
+    with one: the block is read as itself, as a file (also gzipped) and on explain's stdin."""
+    # The five reports alone, a report first: a mark before it must not hide it.
+    reports = [ln for ln in BLOCK.read_text().splitlines() if "Time(s)" in ln]
+    text = "\r\n".join(reports) + "\r\n"
+    if encoding == "UTF-16":  # glibc's iconv, as a converting tool writes it
+        require("iconv")
+        data = subprocess.run(
+            ["iconv", "-f", "UTF-8", "-t", "UTF-16"],
+            input=text.encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
+    else:
+        codec = {"UTF-16LE-BOM": "utf-16-le", "UTF-16BE-BOM": "utf-16-be", "UTF-8-BOM": "utf-8"}
+        data = ("\ufeff" + text).encode(codec[encoding])
+    assert data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:3] == b"\xef\xbb\xbf"
+    saved = tmp_path / "report.txt"
+    saved.write_bytes(data)
+    assert _read_both(saved) == SEED_REPORTS
+    packed = tmp_path / "report.txt.gz"
+    packed.write_bytes(gzip.compress(data))
+    assert [(ln.shrink.x, ln.shrink.y) for ln in read_logs([str(packed)]).lines] == SEED_XY
+    proc = subprocess.run([*TREASON, "explain"], input=data, capture_output=True, check=False)
+    assert proc.returncode == 0 and b"5 distinct stall(s)" in proc.stdout, proc.stderr
+
+
+def test_a_file_that_only_starts_like_utf16_is_read_as_bytes() -> None:
+    """Two bytes FF FE before binary junk are no text: the lines after them are still read."""
+    line = "Jul  4 03:12:09 www kernel: " + kernel_lines("192.0.2.9", 80, 443, 5, 6)["3.13"]
+    data = b"\xff\xfe\x00\x00junk\x00\n" + line.encode() + b"\n"
+    found = scan_stream("t", io.BytesIO(data), LogScan()).lines  # type: ignore[arg-type]
+    assert [ln.shrink.x for ln in found] == [5]
 
 
 def test_pieces_are_joined_only_into_a_whole_report(tmp_path: Path) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 
 from treason.errors import TreasonError
 from treason.logs.explain import Pasted, explain_general, explain_pasted, read_pasted
+from treason.logs.formats import as_utf8
 from treason.terminal import safe
 
 #: Largest pasted text read from stdin; whole logs are what `treason logs` is for.
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         pasted = _from_arguments(args.line)
         source = "line"
     elif data.strip():
-        pasted = read_pasted(data.decode("utf-8", "backslashreplace"), "<stdin>")
+        text = as_utf8(io.BufferedReader(io.BytesIO(data))).read()  # UTF-16 from Windows
+        pasted = read_pasted(text.decode("utf-8", "backslashreplace"), "<stdin>")
         source = "<stdin>"
     else:
         sys.stdout.write(explain_general())

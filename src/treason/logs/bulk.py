@@ -32,6 +32,7 @@ from treason.logs.formats import (
     MAX_LINE,
     LineParser,
     Record,
+    as_utf8,
     entries_first,
     json_or_line,
     log_text,
@@ -112,13 +113,12 @@ def scan_stream(
     """``scan_file`` on an open byte stream (gzip undone first)."""
     buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[type-var]
     try:
-        reader: BinaryIO = buffered
+        reader: io.BufferedReader[Any] = buffered
         gz = buffered.peek(2)[:2] == b"\x1f\x8b"
         if gz:
-            reader = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
-            head = reader.peek(512)  # type: ignore[attr-defined]
-        else:
-            head = buffered.peek(512)
+            reader = io.BufferedReader(gzip.GzipFile(fileobj=buffered))
+        reader = as_utf8(reader)
+        head = reader.peek(512)
         if EXPORT_START.match(head):
             scan_records(read_export(source, reader), scan)
             return scan

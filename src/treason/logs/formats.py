@@ -11,6 +11,7 @@ an application quoting a kernel wording in its own log is not the kernel.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import html
 import io
@@ -250,12 +251,14 @@ class LineParser:
         return record
 
     def _unmarked(self, raw: str) -> str | None:
-        """The text without colour escapes (``dmesg --color=always``, coloured journal
-        output) and without the markup of logwatch's HTML report (``Format = html``: each
-        message in a table cell, entities decoded, so a redacted ``&lt;ip&gt;`` is read);
+        """The text without a byte-order mark, without colour escapes (``dmesg
+        --color=always``, coloured journal output) and without the markup of logwatch's HTML
+        report (``Format = html``: each message in a table cell, entities decoded, so a
+        redacted ``&lt;ip&gt;`` is read);
         the same text when it has neither; None for an HTML section heading, which starts
         that service's section. One pass each: decoded text is never unmarked again."""
-        text = _SGR.sub("", raw) if "\x1b[" in raw else raw
+        text = raw[1:] if raw.startswith("\ufeff") else raw  # a byte-order mark (Windows)
+        text = _SGR.sub("", text) if "\x1b[" in text else text
         if "<" in text and _HTML_TAG.search(text) is not None:
             heading = _HTML_SECTION.search(text)
             if heading is not None:
@@ -603,7 +606,7 @@ def _skip(source: str, stream: BinaryIO, n: int, lineno: int) -> None:
 def json_or_line(parser: LineParser, text: str, lineno: int) -> Record | None:
     """One line of any form: a journal JSON record (even indented, as pasted; ``-o json-seq``
     puts an RS character before it, ``-o json-sse`` ``data: ``), or text."""
-    body = text.strip()  # str.strip() also takes json-seq's RS (U+001E) away
+    body = text.strip().removeprefix("\ufeff")  # strip() also takes json-seq's RS away
     if body.startswith("data: {"):
         body = body[len("data: ") :]
     if body.startswith("{"):
@@ -621,6 +624,48 @@ def json_or_line(parser: LineParser, text: str, lineno: int) -> Record | None:
 EXPORT_START = re.compile(rb"(__CURSOR|__REALTIME_TIMESTAMP|_[A-Z_]+|MESSAGE|PRIORITY)=")
 
 
+#: Byte-order marks of UTF-16 text: Windows PowerShell's ``>`` writes UTF-16LE with one.
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+class _Utf16AsUtf8(io.RawIOBase):
+    """UTF-16 text (byte-order mark first) read as UTF-8, 64 KiB at a time."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.decoder = codecs.getincrementaldecoder("utf-16")("replace")
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            raw = self.inner.read(1 << 16)
+            self.pending = self.decoder.decode(raw, final=not raw).encode("utf-8", "replace")
+            if not raw:
+                break
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+
+def as_utf8(stream: io.BufferedReader[Any]) -> io.BufferedReader[Any]:
+    """``stream``; or, when it is UTF-16 text (a byte-order mark, then text: no NULs, nearly
+    all printable), that text as UTF-8, so the readers and the candidate search see the
+    words they look for."""
+    head = stream.peek(512)[:512]
+    if head[:2] not in _UTF16_BOMS:
+        return stream
+    body = head[2 : 2 + (len(head) - 2) // 2 * 2]
+    text = body.decode("utf-16-le" if head[:2] == b"\xff\xfe" else "utf-16-be", "replace")
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    if not text or "\x00" in text or printable < 0.9 * len(text):
+        return stream
+    return io.BufferedReader(_Utf16AsUtf8(stream))
+
+
 def read_stream(
     source: str, stream: BinaryIO, reference: datetime | None = None, *, join: bool = True
 ) -> Iterator[Record]:
@@ -633,6 +678,7 @@ def read_stream(
     head = buffered.peek(2)[:2]
     if head == b"\x1f\x8b":
         buffered = io.BufferedReader(gzip.GzipFile(fileobj=buffered))
+    buffered = as_utf8(buffered)
     try:
         first = buffered.peek(64)
         if EXPORT_START.match(first):
