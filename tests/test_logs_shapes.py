@@ -202,6 +202,21 @@ def test_the_seed_block_saved_on_windows(tmp_path: Path, encoding: str) -> None:
     assert proc.returncode == 0 and b"5 distinct stall(s)" in proc.stdout, proc.stderr
 
 
+@pytest.mark.parametrize("space", ["\u00a0", "\u202f", "\u200b ", "&nbsp;"])
+def test_the_seed_block_copied_from_a_web_page(tmp_path: Path, space: str) -> None:
+    """A page shows spaces as no-break spaces (or zero-width ones beside them); in its HTML
+    source they are ``&nbsp;``. Every space of the reports so replaced, they still read."""
+    lines = [ln for ln in BLOCK.read_text().splitlines() if "Time(s)" in ln]
+    if space == "&nbsp;":
+        text = "".join(f"<td>{ln.replace(' ', space)}</td>\n" for ln in lines)
+    else:
+        text = "".join(ln.replace(" ", space) + "\n" for ln in lines)
+    page = tmp_path / "page.txt"
+    page.write_text(text)
+    assert _read_both(page) == SEED_REPORTS
+    assert [(ln.shrink.x, ln.shrink.y) for ln in read_pasted(text).scan.lines] == SEED_XY
+
+
 def test_a_file_that_only_starts_like_utf16_is_read_as_bytes() -> None:
     """Two bytes FF FE before binary junk are no text: the lines after them are still read."""
     line = "Jul  4 03:12:09 www kernel: " + kernel_lines("192.0.2.9", 80, 443, 5, 6)["3.13"]

@@ -193,6 +193,11 @@ _RULER = re.compile(
 _TIMES = re.compile(r"\s{0,16}(?P<n>\d{1,12}) Time\(s\): (?P<msg>.*)")
 #: The quote marks a mail client puts before each line of a quoted mail (``> ``, ``>> ``).
 _QUOTE = re.compile(r"(?:> ?)+")
+#: Spaces a web page or a word processor puts in copied text: no-break spaces become spaces,
+#: zero-width ones go.
+_WEB_SPACES = str.maketrans(
+    {"\u00a0": " ", "\u2007": " ", "\u202f": " ", "\u200b": None, "\u2060": None}
+)
 #: Colour and style escapes (ANSI SGR) that ``dmesg --color=always`` and coloured journal
 #: output put around the stamp, the subsystem and the message.
 _SGR = re.compile(r"\x1b\[[0-9;]{0,32}m")
@@ -251,12 +256,12 @@ class LineParser:
         return record
 
     def _unmarked(self, raw: str) -> str | None:
-        """The text without a byte-order mark, without colour escapes (``dmesg
-        --color=always``, coloured journal output) and without the markup of logwatch's HTML
-        report (``Format = html``: each message in a table cell, entities decoded, so a
-        redacted ``&lt;ip&gt;`` is read);
-        the same text when it has neither; None for an HTML section heading, which starts
-        that service's section. One pass each: decoded text is never unmarked again."""
+        """The text as a person read it: without a byte-order mark, colour escapes (``dmesg
+        --color=always``, coloured journal output), the markup of logwatch's HTML report
+        (``Format = html``: each message in a table cell; entities decoded, so a redacted
+        ``&lt;ip&gt;`` is read) and the no-break or zero-width spaces of a web page. None
+        for an HTML section heading, which starts that service's section. One pass each:
+        decoded text is never unmarked again."""
         text = raw[1:] if raw.startswith("\ufeff") else raw  # a byte-order mark (Windows)
         text = _SGR.sub("", text) if "\x1b[" in text else text
         if "<" in text and _HTML_TAG.search(text) is not None:
@@ -265,6 +270,8 @@ class LineParser:
                 self.section = html.unescape(heading["name"]).strip()
                 return None
             text = html.unescape(_HTML_TAG.sub("", text))
+        if not text.isascii():
+            text = text.translate(_WEB_SPACES)
         return text
 
     def _parse_text(self, raw: str, lineno: int) -> Record | None:
