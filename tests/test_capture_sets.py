@@ -9,11 +9,13 @@ within that piece. Interleaving (``--merge``) is held to ``mergecap``'s output.
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import gzip
 import io
 import itertools
 import json
+import lzma
 import random
 import struct
 import subprocess
@@ -390,7 +392,8 @@ def test_damaged_piece_ends_that_piece_only(dask_client: Any, tmp_path: Path) ->
 @pytest.mark.parametrize("engine", ENGINES)
 def test_pcapng_and_gzip_pieces(tmp_path: Path, engine: str) -> None:
     """Pieces in pcapng (each with its own section and interface, nanosecond times) and
-    gzip-compressed pcap, mixed in one set: the whole capture's events and counters."""
+    gzip-, bzip2- and xz-compressed pcap, mixed in one set: the whole capture's events and
+    counters."""
     blob = CORPUS["handmade"]
     _, records, times = records_of(blob)
     groups = split_at(records, [3, 6, 10, 13])
@@ -404,9 +407,14 @@ def test_pcapng_and_gzip_pieces(tmp_path: Path, engine: str) -> None:
             )
             path = tmp_path / f"piece_{n}.pcapng"
             path.write_bytes(data)
-        else:
-            path = tmp_path / f"piece_{n}.pcap.gz"
-            path.write_bytes(gzip.compress(records_of(blob)[0] + b"".join(group)))
+        else:  # compressed as tcpdump -z gzip (or bzip2, or xz) leaves rotated files
+            compress, suffix = (
+                (gzip.compress, "gz"),
+                (bz2.compress, "bz2"),
+                (lzma.compress, "xz"),
+            )[n // 2 % 3]
+            path = tmp_path / f"piece_{n}.pcap.{suffix}"
+            path.write_bytes(compress(records_of(blob)[0] + b"".join(group)))
         paths.append(path)
     events, stats = outcome([str(p) for p in paths[::-1]], engine)
     want_events, want_stats = whole(blob, engine)

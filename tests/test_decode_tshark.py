@@ -277,7 +277,7 @@ def test_the_corpus_covers_what_it_claims(corpus: dict[str, Path]) -> None:
     for variant, (fmt, linktypes) in expect.items():
         frames = list(open_frames(corpus[variant]))
         with open_capture(corpus[variant]) as capture:
-            assert (capture.format, capture.gzip is not None) == (fmt, variant == "gzip"), variant
+            assert (capture.format, capture.packed is not None) == (fmt, variant == "gzip"), variant
         assert {f.linktype for f in frames} == linktypes, variant
         if variant.endswith("nano") or variant == "big-endian":
             assert any(f.ts_ns % 1000 for f in frames), variant

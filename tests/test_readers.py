@@ -126,7 +126,7 @@ def test_zero_length_records_are_frames() -> None:
 def test_capture_format_is_recognised_by_its_first_bytes() -> None:
     blob = pcap(list(zip(TS, PKT)), linktype=101)
     with open_capture(io.BytesIO(blob)) as capture:
-        assert (capture.format, capture.gzip) == ("pcap", None)
+        assert (capture.format, capture.packed) == ("pcap", None)
     assert [f.linktype for f in frames(blob)] == [101] * 3
 
 
@@ -214,7 +214,7 @@ def test_gzip_pcap_and_pcapng_are_detected_by_magic(tmp_path: Path) -> None:
         got = list(open_frames(path))
         assert [f.data for f in got] == PKT[: len(got)] and len(got) >= 2
         with open_capture(path) as capture:
-            assert capture.gzip is not None and capture.format == ("pcap", "pcapng")[i]
+            assert capture.packed is not None and capture.format == ("pcap", "pcapng")[i]
 
 
 def test_gzip_with_several_members_is_one_stream() -> None:
@@ -236,6 +236,38 @@ def test_corrupt_gzip_is_a_capture_error() -> None:
     packed[40:60] = b"\xff" * 20
     _, err = read_all(io.BytesIO(bytes(packed)))
     assert isinstance(err, CaptureError) and "gzip" in err.message
+
+
+def _packed(tool: str, blob: bytes) -> bytes:
+    """``blob`` compressed by the real tool (``tcpdump -z bzip2``, ``xz`` on an archive)."""
+    if shutil.which(tool) is None:
+        pytest.skip(f"needs {tool}")
+    return subprocess.run([tool, "-c"], input=blob, capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("tool", ["bzip2", "xz"])
+def test_bzip2_and_xz_are_read_like_gzip(tmp_path: Path, tool: str) -> None:
+    """Detected by magic, concatenated streams read as one, both engines the same events; a
+    cut stream gives what came before and a truncation, damage a one-line error."""
+    blob = pcap([(i * 1000, p) for i, p in enumerate(PKT * 400)])
+    packed = _packed(tool, blob[:5000]) + _packed(tool, blob[5000:])
+    path = tmp_path / "ring.pcap.x"
+    path.write_bytes(packed)
+    with open_capture(path) as capture:
+        assert capture.packed is not None and capture.packed.kind == tool
+    whole = list(open_frames(path))
+    assert [f.data for f in whole] == PKT * 400
+    for engine in ("reference", "fast") if compiled_available() else ("reference",):
+        assert list(scan(path, engine=engine)) == list(scan(io.BytesIO(blob), engine=engine))
+    got, err = read_all(io.BytesIO(packed[: len(packed) - 40]))
+    assert isinstance(err, TruncatedCapture)
+    assert [f.data for f in got] == [f.data for f in whole[: len(got)]]
+    _, err = read_all(io.BytesIO(packed + b"garbage"))
+    assert isinstance(err, CaptureError) and "trailing garbage" in err.message
+    broken = bytearray(packed)
+    broken[len(broken) // 3 : len(broken) // 3 + 20] = b"\x55" * 20
+    _, err = read_all(io.BytesIO(bytes(broken)))
+    assert isinstance(err, CaptureError) and f"corrupt {tool} data" in err.message
 
 
 def test_stdin_dash(tmp_path: Path) -> None:

@@ -21,11 +21,14 @@ from treason.packets import Frame
 from treason.readers.pcap import is_pcap, read_pcap
 from treason.readers.pcapng import is_pcapng, looks_like_headless_pcapng, read_pcapng
 from treason.readers.stream import (
+    BZIP2_MAGIC,
     GZIP_MAGIC,
+    XZ_MAGIC,
     ChunkBuffer,
     GzipStream,
     Prefixed,
     Readable,
+    UnpackedStream,
     open_stream,
     read_some,
 )
@@ -61,7 +64,7 @@ class Capture:
     format: str  # "pcap" or "pcapng"
     head: bytes
     rest: Readable
-    gzip: GzipStream | None
+    packed: GzipStream | UnpackedStream | None  # the decompressor, if the file is compressed
     _to_close: BinaryIO | None
 
     def stream(self) -> Readable:
@@ -69,9 +72,10 @@ class Capture:
         return Prefixed(self.head, self.rest)
 
     def check_end(self, offset: int) -> None:
-        """The framing consumed everything up to ``offset``: raise if the gzip was cut short."""
-        if self.gzip is not None and self.gzip.truncated:
-            raise TruncatedCapture(self.name, "truncated gzip stream", offset)
+        """The framing consumed everything up to ``offset``: raise if the compressed stream
+        was cut short."""
+        if self.packed is not None and self.packed.truncated:
+            raise TruncatedCapture(self.name, f"truncated {self.packed.kind} stream", offset)
 
     def close(self) -> None:
         if self._to_close is not None:
@@ -108,22 +112,27 @@ def open_capture(source: CaptureSource, name: str | None = None) -> Capture:
     stream, display, to_close = open_stream(source, name or display_name(source))
     try:
         head = read_some(stream, SNIFF_LEN, display)
-        gz: GzipStream | None = None
+        packed: GzipStream | UnpackedStream | None = None
         if head.startswith(GZIP_MAGIC):
-            gz = GzipStream(Prefixed(head, stream), display)
-            head = read_some(gz, SNIFF_LEN, display)
-            stream = gz
-        return Capture(display, _sniff(head, display, gz), head, stream, gz, to_close)
+            packed = GzipStream(Prefixed(head, stream), display)
+        elif head.startswith(BZIP2_MAGIC):
+            packed = UnpackedStream(Prefixed(head, stream), display, "bzip2")
+        elif head.startswith(XZ_MAGIC):
+            packed = UnpackedStream(Prefixed(head, stream), display, "xz")
+        if packed is not None:
+            head = read_some(packed, SNIFF_LEN, display)
+            stream = packed
+        return Capture(display, _sniff(head, display, packed), head, stream, packed, to_close)
     except BaseException:
         if to_close is not None:
             to_close.close()
         raise
 
 
-def _sniff(head: bytes, source: str, gz: GzipStream | None) -> str:
+def _sniff(head: bytes, source: str, packed: GzipStream | UnpackedStream | None) -> str:
     if not head:
-        if gz is not None and gz.truncated:
-            raise CaptureError(source, "truncated gzip stream", 0)
+        if packed is not None and packed.truncated:
+            raise CaptureError(source, f"truncated {packed.kind} stream", 0)
         raise CaptureError(source, "empty file, not a pcap or pcapng capture", 0)
     if is_pcap(head):
         return "pcap"

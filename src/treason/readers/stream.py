@@ -1,4 +1,5 @@
-"""Byte sources for the capture readers: paths, stdin, open streams, gzip, chunked buffering.
+"""Byte sources for the capture readers: paths, stdin, open streams, gzip, bzip2 and xz,
+chunked buffering.
 
 Captures can be far larger than memory and often arrive through a pipe
 (``tcpdump -w - | treason scan -``), so everything here reads forward in bounded chunks and never
@@ -8,6 +9,8 @@ with ``dd`` or a hex dump after ``gunzip``.
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import os
 import sys
 import zlib
@@ -59,6 +62,8 @@ class GzipStream:
     decompression bomb must not be inflated in one go. Errors are at the decompressed offset
     where the damage shows: after everything inflated before it.
     """
+
+    kind = "gzip"
 
     def __init__(self, stream: Readable, source: str) -> None:
         self._stream = stream
@@ -172,6 +177,77 @@ class GzipStream:
         self._pending = self._pending[8:]
         self._z = None
         self._trailer = False
+
+    def _error(self, message: str) -> CaptureError:
+        return CaptureError(self._source, message, self.produced)
+
+
+#: The first bytes of a bzip2 stream ("BZh" and a block size digit) and of an xz stream.
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+_DECOMPRESSORS: dict[str, type[bz2.BZ2Decompressor] | type[lzma.LZMADecompressor]] = {
+    "bzip2": bz2.BZ2Decompressor,
+    "xz": lzma.LZMADecompressor,
+}
+
+
+class UnpackedStream:
+    """Streaming bunzip2 or unxz (``tcpdump -z bzip2``, archived rings): concatenated
+    streams, bounded output per read, and the promises of ``GzipStream``: a stream cut short
+    gives back every byte decompressed before the cut (``truncated`` tells the caller), and
+    damage is reported at the decompressed offset where it shows."""
+
+    def __init__(self, stream: Readable, source: str, kind: str) -> None:
+        self._stream = stream
+        self._source = source
+        self.kind = kind  # "bzip2" or "xz"
+        self._magic = BZIP2_MAGIC if kind == "bzip2" else XZ_MAGIC
+        self._d: bz2.BZ2Decompressor | lzma.LZMADecompressor | None = None
+        self._pending = b""  # compressed input not yet given to a decompressor
+        self._eof = False
+        self.truncated = False
+        self.produced = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size <= 0:
+            size = CHUNK
+        while True:
+            d = self._d
+            if d is not None and (self._pending or not d.needs_input):
+                try:
+                    out = d.decompress(self._pending, size)
+                except (OSError, EOFError, lzma.LZMAError) as exc:
+                    raise self._error(f"corrupt {self.kind} data ({exc})") from None
+                self._pending = b""
+                if d.eof:  # this stream ended: another may follow it
+                    self._pending, self._d = d.unused_data, None
+                if out:
+                    self.produced += len(out)
+                    return out
+                continue
+            if d is None and self._pending:
+                if self.kind == "xz" and not self._pending.strip(b"\0"):
+                    self._pending = b""  # stream padding, as xz(1) allows
+                    continue
+                if len(self._pending) >= len(self._magic) or self._eof:
+                    if not self._pending.startswith(self._magic):
+                        raise self._error(f"trailing garbage after {self.kind} data")
+                    self._d = (
+                        bz2.BZ2Decompressor() if self.kind == "bzip2" else lzma.LZMADecompressor()
+                    )
+                    continue
+            if self._eof:
+                return b""
+            more = self._stream.read(CHUNK)
+            if not more:
+                self._eof = True
+                self.truncated = self._d is not None
+                if self.truncated or not self._pending:
+                    return b""
+                continue  # a few bytes left: a stream's start, or garbage
+            self._pending += more
 
     def _error(self, message: str) -> CaptureError:
         return CaptureError(self._source, message, self.produced)
