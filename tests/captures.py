@@ -165,7 +165,28 @@ def link(linktype: int, packet: bytes, vlans: Sequence[int] = ()) -> bytes:
         return null(packet, 30 if v6 else 2)
     if linktype == 108:
         return null(packet, 24 if v6 else 2, ">")
+    if linktype == 239:
+        return nflog(packet, 10 if v6 else 2)
     raise ValueError(f"no framing for link type {linktype}")
+
+
+def nflog(packet: bytes, family: int = 2, order: str = "<") -> bytes:
+    """An NFLOG record as the kernel writes one (``tcpdump -i nflog:5``): header, a packet
+    header attribute, a prefix, the payload (``packet``) and a uid after it, each attribute
+    padded to 4 bytes, lengths and types in ``order`` (the capturing host's)."""
+
+    def attribute(kind: int, value: bytes) -> bytes:
+        head = struct.pack(order + "HH", 4 + len(value), kind)
+        return head + value + b"\0" * (-len(value) % 4)
+
+    hwproto = 0x0800 if family == 2 else 0x86DD
+    return (
+        struct.pack("!BBH", family, 0, 5)
+        + attribute(1, struct.pack("!HBB", hwproto, 3, 0))  # NFULA_PACKET_HDR
+        + attribute(10, b"ssh-in\0")  # NFULA_PREFIX
+        + attribute(9, packet)  # NFULA_PAYLOAD
+        + attribute(11, struct.pack("!I", 0))  # NFULA_UID
+    )
 
 
 def sll(payload: bytes, proto: int = 0x0800) -> bytes:

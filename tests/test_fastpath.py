@@ -382,7 +382,7 @@ def conversation(
     return out
 
 
-LINKTYPES = [1, 113, 276, 101, 12, 14, 0, 108]
+LINKTYPES = [1, 113, 276, 101, 12, 14, 0, 108, 239]
 
 
 @st.composite

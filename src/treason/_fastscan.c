@@ -774,6 +774,43 @@ static int dec_ipv6(const uint8_t *d, int64_t len, int64_t off, uint32_t orig_le
     return dec_tcp(d, len, pos, remaining, more_frag, g);
 }
 
+/* Where the IP packet of an NFLOG record starts, or -1 - a skip reason
+ * (treason.decode.nflog_payload): a 4-byte header (family, version, group), then attributes
+ * (length, type, value, padded to 4 bytes) in the capturing host's byte order, told by the
+ * first one; NFULA_PAYLOAD (9) is the packet. */
+static int64_t nflog_payload(const uint8_t *d, int64_t len)
+{
+    if (len < 4)
+        return -1 - SK_TRUNC;
+    int big = 0;
+    int64_t off = 4;
+    if (len >= 8) {
+        uint32_t length = le16(d + 4), kind = le16(d + 6);
+        big = !(length >= 4 && length <= len - 4 && kind < 0x100);
+    }
+    while (off + 4 <= len) {
+        uint32_t length = rd16(d + off, big), kind = rd16(d + off + 2, big);
+        if (length < 4)
+            return -1 - SK_MALFORMED;
+        if ((kind & 0x7FFF) == 9)
+            return off + 4;
+        off += (length + 3) & ~3u;
+    }
+    return -1 - SK_NOT_IP;
+}
+
+/* An NFLOG record's packet, IPv4 or IPv6 as its family (2, 10) or else its version says. */
+static int dec_nflog(const uint8_t *d, int64_t len, uint32_t orig_len, Seg *g)
+{
+    int64_t off = nflog_payload(d, len);
+    if (off < 0)
+        return (int)(-1 - off);
+    int family = d[0];
+    if (family == 2 || (family != 10 && off < len && d[off] >> 4 == 4))
+        return dec_ipv4(d, len, off, orig_len, g);
+    return dec_ipv6(d, len, off, orig_len, g);
+}
+
 static int decode(uint32_t lt, const uint8_t *d, int64_t len, uint32_t orig_len, Seg *g)
 {
     g->nvlan = g->tags = g->tunnels = g->nouter = 0;
@@ -805,6 +842,8 @@ static int decode(uint32_t lt, const uint8_t *d, int64_t len, uint32_t orig_len,
         return dec_ipv4(d, len, 0, orig_len, g);
     case 229:
         return dec_ipv6(d, len, 0, orig_len, g);
+    case 239:
+        return dec_nflog(d, len, orig_len, g);
     case 0:
     case 108: {
         if (len < 4)
@@ -1847,6 +1886,14 @@ static uint32_t bpf_run(const BpfProg *f, const uint8_t *p, int64_t buflen, uint
 /* Whether a frame of link type lt passes the filter (no program for lt: it does not). */
 static int filter_pass(Scanner *S, uint32_t lt, const uint8_t *d, int64_t len, uint32_t orig_len)
 {
+    if (lt == 239) { /* NFLOG: the program is raw IP's, run on the logged packet */
+        int64_t off = nflog_payload(d, len);
+        if (off < 0)
+            return 0;
+        d += off;
+        len -= off;
+        orig_len = orig_len > off ? orig_len - (uint32_t)off : 0;
+    }
     for (uint32_t j = 0; j < S->n_filters; j++)
         if (S->filters[j].linktype == lt)
             return bpf_run(&S->filters[j], d, len, orig_len) != 0;

@@ -19,7 +19,7 @@ import glob
 import os
 from typing import Any
 
-from treason.decode import LINKTYPES
+from treason.decode import LINKTYPE_NFLOG, LINKTYPES, nflog_payload
 from treason.errors import TreasonError
 from treason.packets import Frame
 
@@ -32,8 +32,9 @@ _NETMASK = 0xFFFFFFFF
 Instruction = tuple[int, int, int, int]
 
 #: libpcap's DLT value for each link type the decoder reads (LINKTYPE_RAW and the BSD raw-IP
-#: values are DLT_RAW; the others are the same number).
-_DLT = {lt: 12 if lt in (12, 14, 101) else lt for lt in LINKTYPES}
+#: values are DLT_RAW; the others are the same number). NFLOG records are filtered as their
+#: logged packet (libpcap cannot find it among the record's attributes): raw IP's program.
+_DLT = {lt: 12 if lt in (12, 14, 101, LINKTYPE_NFLOG) else lt for lt in LINKTYPES}
 
 
 class CaptureFilter:
@@ -56,7 +57,14 @@ class CaptureFilter:
         """The reference engine's test: whether the program of the frame's link type keeps it
         (no program for that link type: it does not)."""
         program = self.programs.get(frame.linktype)
-        return program is not None and run(program, frame.data, frame.orig_len) != 0
+        if program is None:
+            return False
+        if frame.linktype == LINKTYPE_NFLOG:
+            off = nflog_payload(frame.data)
+            if isinstance(off, str):
+                return False
+            return run(program, frame.data[off:], max(0, frame.orig_len - off)) != 0
+        return run(program, frame.data, frame.orig_len) != 0
 
     def attach(self, scanner: Any) -> None:
         """Give the compiled scanner the same programs."""

@@ -56,6 +56,7 @@ LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
+LINKTYPE_NFLOG = 239  # tcpdump -i nflog:N: packets a firewall rule logged (log group N)
 LINKTYPE_LINUX_SLL2 = 276
 
 LINKTYPES = {
@@ -68,6 +69,7 @@ LINKTYPES = {
     LINKTYPE_LINUX_SLL: "Linux cooked (SLL)",
     LINKTYPE_IPV4: "raw IPv4",
     LINKTYPE_IPV6: "raw IPv6",
+    LINKTYPE_NFLOG: "Linux netfilter log (NFLOG)",
     LINKTYPE_LINUX_SLL2: "Linux cooked v2 (SLL2)",
 }
 
@@ -237,6 +239,8 @@ def _not_ethernet(frame: Frame, data: bytes, lt: int) -> Segment | str:
         return _ipv4(frame, data, 0, None)
     if lt == LINKTYPE_IPV6:
         return _ipv6(frame, data, 0, None)
+    if lt == LINKTYPE_NFLOG:
+        return _nflog(frame, data)
     if lt in (LINKTYPE_NULL, LINKTYPE_LOOP):
         if len(data) < 4:
             return TRUNCATED_HEADER
@@ -251,6 +255,49 @@ def _not_ethernet(frame: Frame, data: bytes, lt: int) -> Segment | str:
             return _ipv6(frame, data, 4, None)
         return NOT_IP
     return UNKNOWN_LINKTYPE
+
+
+#: The NFLOG attribute that holds the logged packet (NFULA_PAYLOAD).
+NFULA_PAYLOAD = 9
+
+
+def nflog_payload(data: bytes) -> int | str:
+    """Where the IP packet of an NFLOG record starts, or a skip reason.
+
+    The record is a 4-byte header (family, version, group), then type-length-value
+    attributes, each padded to 4 bytes, one of which (NFULA_PAYLOAD) is the packet. Lengths
+    and types are in the capturing host's byte order: the first attribute's says which (its
+    length is at least 4 and its type small one way, not the other).
+    """
+    if len(data) < 4:
+        return TRUNCATED_HEADER
+    off, little = 4, True
+    if len(data) >= 8:
+        length, kind = data[4] | data[5] << 8, data[6] | data[7] << 8
+        little = 4 <= length <= len(data) - 4 and kind < 0x100
+    while off + 4 <= len(data):
+        if little:
+            length, kind = data[off] | data[off + 1] << 8, data[off + 2] | data[off + 3] << 8
+        else:
+            length, kind = data[off] << 8 | data[off + 1], data[off + 2] << 8 | data[off + 3]
+        if length < 4:
+            return MALFORMED
+        if kind & 0x7FFF == NFULA_PAYLOAD:  # the top bit flags nested attributes
+            return off + 4
+        off += (length + 3) & ~3
+    return NOT_IP
+
+
+def _nflog(frame: Frame, data: bytes) -> Segment | str:
+    """An NFLOG record's packet: IPv4 or IPv6 as its family says (AF_INET 2, AF_INET6 10),
+    else as the packet's version says."""
+    off = nflog_payload(data)
+    if isinstance(off, str):
+        return off
+    family = data[0]
+    if family == 2 or (family != 10 and off < len(data) and data[off] >> 4 == 4):
+        return _ipv4(frame, data, off, None)
+    return _ipv6(frame, data, off, None)
 
 
 def _ether(frame: Frame, data: bytes, off: int, st: _Stack | None) -> Segment | str:

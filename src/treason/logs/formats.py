@@ -685,8 +685,8 @@ def read_stream(
     head = buffered.peek(2)[:2]
     if head == b"\x1f\x8b":
         buffered = io.BufferedReader(gzip.GzipFile(fileobj=buffered))
-    buffered = as_utf8(buffered)
     try:
+        buffered = as_utf8(buffered)
         first = buffered.peek(64)
         if EXPORT_START.match(first):
             yield from read_export(source, buffered)
