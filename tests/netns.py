@@ -301,6 +301,7 @@ def slow_reader_exchange(
     py = [sys.executable, str(TRAFFIC)]
     reading = ["--read-size", str(k.read_size), "--read-interval", str(k.read_interval)]
     reading += ["--pause", str(k.pause), "--slow-for", str(k.slow_for)]
+    reading += ["--family", "6" if ":" in pair.addr_b else "4"]
     receiver = pair.popen(
         "b",
         [*py, "receiver", "--port", str(port), *reading],

@@ -25,6 +25,11 @@ ADDR_A = "10.214.1.1"  # sender
 ROUTER_A = "10.214.1.254"
 ADDR_B = "10.214.2.1"  # receiver
 ROUTER_B = "10.214.2.254"
+# The same hosts over IPv6 (documentation prefix), on the same links.
+ADDR6_A = "2001:db8:214:1::1"
+ROUTER6_A = "2001:db8:214:1::fe"
+ADDR6_B = "2001:db8:214:2::1"
+ROUTER6_B = "2001:db8:214:2::fe"
 
 
 @dataclass
@@ -46,11 +51,15 @@ class Router(VethPair):
             self.run("r", ["nft", "-f", f.name])
 
 
-def _link(ns1: str, dev1: str, addr1: str, ns2: str, dev2: str, addr2: str) -> None:
+def _link(
+    ns1: str, dev1: str, addr1: str, ns2: str, dev2: str, addr2: str, v6: tuple[str, str]
+) -> None:
     _run(["ip", "link", "add", dev1, "netns", ns1, "type", "veth", "peer", "name", dev2,
           "netns", ns2])  # fmt: skip
-    for ns, dev, addr in ((ns1, dev1, addr1), (ns2, dev2, addr2)):
+    for ns, dev, addr, addr6 in ((ns1, dev1, addr1, v6[0]), (ns2, dev2, addr2, v6[1])):
         _run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev])
+        # No duplicate address detection: the address works as soon as the link is up.
+        _run(["ip", "-n", ns, "addr", "add", f"{addr6}/64", "dev", dev, "nodad"])
         _run(["ip", "-n", ns, "link", "set", dev, "up"])
         # Wire-sized segments, not 64 KB GSO packets: the captures look like a real link.
         _run(["ip", "-n", ns, "link", "set", dev, "gso_max_segs", "1"])
@@ -77,11 +86,14 @@ def router(prefix: str = "trc") -> Iterator[Router]:
             _run(["ip", "netns", "add", ns])
             created.append(ns)
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        _link(r.ns_a, r.dev_a, ADDR_A, r.ns_r, r.dev_ra, ROUTER_A)
-        _link(r.ns_r, r.dev_rb, ROUTER_B, r.ns_b, r.dev_b, ADDR_B)
+        _link(r.ns_a, r.dev_a, ADDR_A, r.ns_r, r.dev_ra, ROUTER_A, (ADDR6_A, ROUTER6_A))
+        _link(r.ns_r, r.dev_rb, ROUTER_B, r.ns_b, r.dev_b, ADDR_B, (ROUTER6_B, ADDR6_B))
         _run(["ip", "-n", r.ns_a, "route", "add", "default", "via", ROUTER_A])
         _run(["ip", "-n", r.ns_b, "route", "add", "default", "via", ROUTER_B])
+        _run(["ip", "-n", r.ns_a, "-6", "route", "add", "default", "via", ROUTER6_A])
+        _run(["ip", "-n", r.ns_b, "-6", "route", "add", "default", "via", ROUTER6_B])
         r.sysctl("r", "net.ipv4.ip_forward", 1)
+        r.sysctl("r", "net.ipv6.conf.all.forwarding", 1)
         yield r
     finally:
         r.kill_all()
@@ -157,15 +169,19 @@ def capture_two_points(
     shrink_window: int = 0,
     reader_is_client: bool = False,
     connections: int = 1,
+    ipv6: bool = False,
 ) -> None:
     """Slow-reader traffic through the router, recorded at the sender and at the receiver.
 
     ``near`` is tcpdump on the sender's link, ``far`` on the receiver's. ``ruleset`` is loaded
     into the router first; ``shrink_window`` is the receiver's ``net.ipv4.tcp_shrink_window``.
     With ``reader_is_client`` the receiver opens the connection (``reader_connects``).
-    ``connections`` are made one after another, to ports 5001, 5002, ...
+    ``connections`` are made one after another, to ports 5001, 5002, ...; over IPv6 with
+    ``ipv6`` (the sender's and receiver's IPv6 addresses).
     """
     with router() as r:
+        if ipv6:
+            r.addr_a, r.addr_b = ADDR6_A, ADDR6_B
         r.sysctl("b", "net.ipv4.tcp_shrink_window", shrink_window)
         r.sysctl("b", "net.ipv4.tcp_window_scaling", 1)
         if ruleset is not None:

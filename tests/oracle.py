@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MOD = 1 << 32
+#: How long data the sender is seen sending into a zero window still counts as having been in
+#: flight when the window closed: Linux's minimum RTO, the earliest it can log the stall.
+IN_FLIGHT = 0.2
 
 FIELDS = (
     "frame.number",
+    "frame.time_epoch",
     "ip.src",
     "tcp.srcport",
     "ip.dst",
@@ -98,9 +102,16 @@ def right_edges(path: str | os.PathLike) -> list[EdgeUpdate]:
 
     Only flows whose handshake is in the capture are followed (the oracle does not guess
     scales). RST segments and segments before the handshake completes carry no window.
+
+    A zero window stays open until the receiver's next accepted update, a FIN or RST, or
+    ``IN_FLIGHT`` seconds: new data the sender is seen sending meanwhile was sent before it
+    saw the zero window (a tap near the sender records the ACK first), so ``sender_nxt``
+    covers it (docs/model.md, "Data in flight at a zero window").
     """
     sides: dict[tuple[str, int, str, int], _Side] = {}
     updates: list[EdgeUpdate] = []
+    # Open zero windows by the data sender's flow: (index in updates, time of the ACK).
+    open_zero: dict[tuple[str, int, str, int], tuple[int, float]] = {}
     for row in tshark_rows(path):
         src = row["ip.src"] or row["ipv6.src"]
         dst = row["ip.dst"] or row["ipv6.dst"]
@@ -115,6 +126,18 @@ def right_edges(path: str | os.PathLike) -> list[EdgeUpdate]:
         end = (seq + length + syn + fin) % MOD
         if me.snd_nxt is None or before(me.snd_nxt, end):
             me.snd_nxt = end
+        now = float(row["frame.time_epoch"])
+        key, back = (src, sport, dst, dport), (dst, dport, src, sport)
+        if _flag(row["tcp.flags.reset"]) or fin:
+            open_zero.pop(key, None)
+            open_zero.pop(back, None)
+        held = open_zero.get(key)
+        if held is not None:
+            index, since = held
+            if now - since > IN_FLIGHT:
+                del open_zero[key]
+            else:
+                updates[index] = replace(updates[index], sender_nxt=me.snd_nxt)
         if syn:
             me.syn_seen = True
             shift = row["tcp.options.wscale.shift"]
@@ -153,6 +176,9 @@ def right_edges(path: str | os.PathLike) -> list[EdgeUpdate]:
             )
         )
         me.wl1, me.wl2, me.edge = seq, ack, edge
+        open_zero.pop(back, None)  # the receiver's next update ends an open zero window
+        if win == 0:
+            open_zero[back] = (len(updates) - 1, now)
     return updates
 
 

@@ -18,7 +18,14 @@ import pytest
 
 import captures
 from conftest import require, require_tshark
-from netns_router import ADDR_A, ADDR_B, ROUTER_B, capture_two_points, missing_nftables
+from netns_router import (
+    ADDR6_B,
+    ADDR_A,
+    ADDR_B,
+    ROUTER_B,
+    capture_two_points,
+    missing_nftables,
+)
 from treason.compare import AttributedEvent, Comparison, compare
 from treason.compare.attribution import REORDERED
 from treason.compare.fingerprint import Packet, fingerprint
@@ -39,6 +46,9 @@ REWRITE_WINDOWS = f"""table inet t {{
  }}
 }}
 """
+
+#: The same over IPv6: every seventh pure ACK of the receiver leaves the router with window 1.
+REWRITE_WINDOWS_V6 = REWRITE_WINDOWS.replace(f"ip saddr {ADDR_B}", f"ip6 saddr {ADDR6_B}")
 
 #: Every seventh pure ACK of the receiver leaves the router with the largest window.
 INFLATE_WINDOWS = REWRITE_WINDOWS.replace("tcp window set 1", "tcp window set 65535")
@@ -134,6 +144,29 @@ def test_window_rewritten_by_router_is_blamed_on_the_path(path_rewrite: tuple[Pa
     untouched = [d for key, d in cmp.directions.items() if key[1] == 5002]
     assert len(untouched) == 1 and untouched[0].paired > 100 and untouched[0].win_changed == 0
     assert "rewrote the window" in rep.conclusion and f"{ADDR_B}:5001" in rep.conclusion
+    require_tshark()
+    first = rewritten[0]
+    assert first.twin is not None
+    assert _tshark_window(near, first.event.frame) == 1
+    assert _tshark_window(far, first.twin.seg.frame) == first.twin.seg.win
+
+
+def test_ipv6_window_rewritten_by_router_is_blamed_on_the_path(tmp_path: Path) -> None:
+    """Over IPv6 there is no IP ID: the packets pair by their TCP timestamps, and the hop
+    limit the router lowers says which point the receiver's ACKs pass first."""
+    near, far = _captures(tmp_path, ruleset=REWRITE_WINDOWS_V6, ipv6=True)
+    cmp = compare(near, far)
+    assert cmp.lost == [0, 0] and cmp.paired == cmp.segments[NEAR] == cmp.segments[FAR] > 100
+    seen = _by_point(cmp, NEAR)
+    assert seen and _by_point(cmp, FAR) == []
+    rewritten = [ae for ae in seen if not _reordered(ae)]
+    assert rewritten and all(ae.attribution == "path" for ae in seen)
+    for ae in rewritten:
+        assert ae.event.win == 1 and ae.event.src == ADDR6_B
+        assert ae.twin is not None and ae.twin.seg.win > 1
+    (rep,) = [r for r in flows(cmp) if r.events]
+    assert rep.acks is not None and rep.acks.upstream == FAR
+    assert "rewrote the window" in rep.conclusion and f"{ADDR6_B}:5001" in rep.conclusion
     require_tshark()
     first = rewritten[0]
     assert first.twin is not None

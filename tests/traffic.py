@@ -28,16 +28,19 @@ import threading
 import time
 
 
-def receiver(port: int, pause: float, read_size: int, read_interval: float, slow_for: float) -> int:
+def receiver(
+    port: int, pause: float, read_size: int, read_interval: float, slow_for: float, family: int = 4
+) -> int:
     """Accept one connection, read nothing for ``pause`` s, then read slowly, then drain.
 
     The slow phase keeps the receive queue full of small segments (that is what makes the
     window shrink); the drain phase lets the sender finish with a clean FIN exchange instead
     of a reset, so the capture ends like an ordinary connection. Returns the bytes read.
     """
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    inet = socket.AF_INET6 if family == 6 else socket.AF_INET
+    listener = socket.socket(inet, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("0.0.0.0", port))
+    listener.bind(("::" if family == 6 else "0.0.0.0", port))
     listener.listen(1)
     # The harness waits for this line before it starts the sender.
     print("listening", flush=True)
@@ -168,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--read-size", type=int, default=1000, help="bytes per slow read")
     r.add_argument("--read-interval", type=float, default=0.01, help="seconds between reads")
     r.add_argument("--slow-for", type=float, default=1.0, help="seconds of slow reading")
+    r.add_argument("--family", type=int, choices=(4, 6), default=4, help="IPv4 or IPv6")
     s = sub.add_parser("sender", help="connect and write many small segments")
     s.add_argument("--host", required=True)
     s.add_argument("--port", type=int, required=True)
@@ -182,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--cpu", type=int, default=None, help="run on this CPU only")
     args = parser.parse_args(argv)
     if args.role == "receiver":
-        n = receiver(args.port, args.pause, args.read_size, args.read_interval, args.slow_for)
+        n = receiver(
+            args.port, args.pause, args.read_size, args.read_interval, args.slow_for, args.family
+        )
     elif args.role == "bulk":
         n = bulk(args.host, args.port, args.size, args.sndbuf, args.cpu)
     else:
