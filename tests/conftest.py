@@ -77,7 +77,7 @@ def kernel_capture(tmp_path_factory: pytest.TempPathFactory) -> netns.KernelShri
 
     Connections repeat until tshark's fields show such a zero window (a race between two CPUs
     decides each one), at most forty: the race is lost four times in five on this kind of
-    machine (twelve tries all lost it once in ten sessions), and a connection that loses it
+    machine (twelve tries all lost it once in ten runs), and a connection that loses it
     only costs its own second.
     """
     require("tcpdump")
