@@ -218,6 +218,22 @@ def test_generated_conversations_cut_anywhere(conv: Any, data: st.DataObject) ->
     check_pieces(blob, groups, list(order), header)
 
 
+def test_a_cut_where_time_steps_back_a_little_continues_the_set(tmp_path: Path) -> None:
+    """Packets stamped on several CPUs step back in time by microseconds (a real veth capture
+    here: up to 12 µs); a rotation boundary that falls there still continues the set."""
+    header, records, times = records_of(CORPUS["handmade"])
+    unit = 1 if struct.unpack_from("<I", header)[0] == 0xA1B23C4D else 1000
+    back = times[3] - 5_000  # the first packet of the second piece: 5 µs before the last
+    stepped = list(records)
+    rec = bytearray(stepped[4])
+    struct.pack_into("<II", rec, 0, back // 10**9, back % 10**9 // unit)
+    stepped[4] = bytes(rec)
+    groups = split_at(stepped, [4])
+    paths = write_pieces(tmp_path, header, groups)
+    assert [len(s.pieces) for s in plan_sets([str(p) for p in paths])] == [2]
+    check_pieces(header + b"".join(stepped), groups, [1, 0], header)
+
+
 def test_overlapping_files_are_separate_sets_and_each_scans_alone(tmp_path: Path) -> None:
     """Two vantage points of the same time are two captures; --each keeps files apart."""
     header, records, _ = records_of(CORPUS["handmade"])

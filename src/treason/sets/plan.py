@@ -2,7 +2,8 @@
 
 Nobody captures a busy link into one file: ``tcpdump -C/-G/-W``, ``dumpcap -b``, ``editcap`` and
 ``treason live --write --rotate`` all write consecutive pieces. A piece that starts at or after
-the latest time of another (with the same link type) continues it: both are read into one flow
+the latest time of another (with the same link type; a few milliseconds before it, the
+jitter of capture timestamps, still count) continues it: both are read into one flow
 table, so flows keep their handshake, scale and last right edge across the boundary. Pieces
 that overlap in time (two vantage points) are separate captures, unless the user asks to
 interleave them by time as ``mergecap`` does. The order the user named the files in never
@@ -128,9 +129,28 @@ def _natural(name: str) -> list[tuple[int, str]]:
     return [(int(part), "") if part.isdigit() else (-1, part) for part in _DIGITS.split(name)]
 
 
+#: How far back in time a piece may start and still continue the one before it. Capture
+#: timestamps are not strictly monotonic (packets stamped on several CPUs or queues: 12 µs
+#: back in a veth capture here), so a rotation boundary can fall where time steps back a
+#: little; two vantage points of the same time overlap by far more.
+JITTER_NS = 10_000_000
+
+
+def _follows(tail: Piece, piece: Piece) -> bool:
+    """Whether ``piece`` starts after ``tail`` ended, up to capture jitter: an overlap of at
+    most ``JITTER_NS`` that is under half of each piece's own span."""
+    assert tail.first_ns is not None and tail.latest_ns is not None
+    assert piece.first_ns is not None and piece.latest_ns is not None
+    overlap = tail.latest_ns - piece.first_ns
+    if overlap <= 0:
+        return True
+    spans = (tail.latest_ns - tail.first_ns, piece.latest_ns - piece.first_ns)
+    return overlap <= JITTER_NS and all(2 * overlap < span for span in spans)
+
+
 def _chains(dated: list[Piece]) -> list[list[Piece]]:
-    """Each piece continues the chain that ended last at or before its first frame (same link
-    type), or starts a chain of its own."""
+    """Each piece continues the chain that ended last before its first frame (same link type,
+    see ``_follows``), or starts a chain of its own."""
     chains: list[list[Piece]] = []
     for piece in dated:
         assert piece.first_ns is not None
@@ -138,7 +158,7 @@ def _chains(dated: list[Piece]) -> list[list[Piece]]:
         for chain in chains:
             tail = chain[-1]
             assert tail.latest_ns is not None
-            if tail.linktype != piece.linktype or tail.latest_ns > piece.first_ns:
+            if tail.linktype != piece.linktype or not _follows(tail, piece):
                 continue
             if best is None or tail.latest_ns > _latest(best[-1]):
                 best = chain
