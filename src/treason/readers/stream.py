@@ -187,12 +187,6 @@ BZIP2_MAGIC = b"BZh"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
-_DECOMPRESSORS: dict[str, type[bz2.BZ2Decompressor] | type[lzma.LZMADecompressor]] = {
-    "bzip2": bz2.BZ2Decompressor,
-    "xz": lzma.LZMADecompressor,
-}
-
-
 class UnpackedStream:
     """Streaming bunzip2 or unxz (``tcpdump -z bzip2``, archived rings): concatenated
     streams, bounded output per read, and the promises of ``GzipStream``: a stream cut short
