@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "logs",
         help="find and explain window-shrink reports in kernel logs",
         description=(
-            "Read kernel logs (syslog, journalctl, dmesg, /dev/kmsg, logwatch reports, pasted "
-            "lines; rotated and .gz; '-' for stdin) and summarise every 'Treason uncloaked' / "
+            "Read kernel logs (syslog, journalctl, dmesg, /dev/kmsg, logwatch reports in text "
+            "or HTML, pasted lines, also as a mail client wrapped them; rotated and .gz; '-' "
+            "for stdin) and summarise every 'Treason uncloaked' / "
             "'unexpectedly shrunk window' / 'Probing zero-window' report. Without FILE, reads "
             "the local journal, else /var/log/kern.log*, else dmesg. Exit status: 0 none "
             "found, 1 found, 2 error."

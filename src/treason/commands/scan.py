@@ -41,8 +41,8 @@ from treason.terminal import safe
 DESCRIPTION = """\
 Find every place in a capture where a TCP receiver moved the right edge of its advertised
 window (ACK + window << scale) to the left, classify it and show what Linux on the sender
-would have logged. FILE may be pcap or pcapng, gzip-compressed or not, - for stdin
-(tcpdump -w - | treason scan -), or an fsspec URL (file://..., s3://...).
+would have logged. FILE may be pcap or pcapng, plain or gzip-, bzip2- or xz-compressed,
+- for stdin (tcpdump -w - | treason scan -), or an fsspec URL (file://..., s3://...).
 
 Several files form capture sets: ordered by their first packet's time (never by name),
 files that follow each other in time (rotated files, ring buffers, editcap pieces) are read

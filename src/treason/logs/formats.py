@@ -245,10 +245,11 @@ class LineParser:
             if record is not None:
                 record.raw = raw
             return record
-        text = self._unmarked(raw[:MAX_LINE])
+        cut = raw[:MAX_LINE]
+        text = self._unmarked(cut)
         if text is None:
             return None  # a section heading of an HTML report
-        if text == raw[:MAX_LINE]:
+        if text == cut:
             return self._parse_text(raw, lineno)
         record = self._parse_text(text, lineno)
         if record is not None:

@@ -52,7 +52,26 @@ MAX_GZIP_HEADER = 64 * 1024
 _FHCRC, _FEXTRA, _FNAME, _FCOMMENT, _FRESERVED = 0x02, 0x04, 0x08, 0x10, 0xE0
 
 
-class GzipStream:
+class _Unpacking:
+    """What the decompressing streams share: their compressed source, the input not yet
+    used, whether it ended (``truncated``: inside a stream), and the bytes given out so far,
+    at which damage is reported."""
+
+    kind = ""
+
+    def __init__(self, stream: Readable, source: str) -> None:
+        self._stream = stream
+        self._source = source
+        self._pending = b""  # compressed input not yet used
+        self._eof = False
+        self.truncated = False
+        self.produced = 0
+
+    def _error(self, message: str) -> CaptureError:
+        return CaptureError(self._source, message, self.produced)
+
+
+class GzipStream(_Unpacking):
     """Streaming gunzip of concatenated gzip members with bounded output per read.
 
     ``zlib`` inflates each member's raw deflate data; the member header and trailer (RFC 1952)
@@ -66,16 +85,11 @@ class GzipStream:
     kind = "gzip"
 
     def __init__(self, stream: Readable, source: str) -> None:
-        self._stream = stream
-        self._source = source
+        super().__init__(stream, source)
         self._z: zlib._Decompress | None = None  # the current member's inflater, after its header
         self._trailer = False  # the member's deflate data ended: its 8-byte trailer is next
         self._crc = 0  # CRC-32 and length of the current member's output so far
         self._size = 0
-        self._pending = b""  # compressed input not yet used
-        self._eof = False
-        self.truncated = False
-        self.produced = 0
 
     def read(self, size: int = -1, /) -> bytes:
         if size <= 0:
@@ -178,31 +192,23 @@ class GzipStream:
         self._z = None
         self._trailer = False
 
-    def _error(self, message: str) -> CaptureError:
-        return CaptureError(self._source, message, self.produced)
-
 
 #: The first bytes of a bzip2 stream ("BZh" and a block size digit) and of an xz stream.
 BZIP2_MAGIC = b"BZh"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
-class UnpackedStream:
+class UnpackedStream(_Unpacking):
     """Streaming bunzip2 or unxz (``tcpdump -z bzip2``, archived rings): concatenated
     streams, bounded output per read, and the promises of ``GzipStream``: a stream cut short
     gives back every byte decompressed before the cut (``truncated`` tells the caller), and
     damage is reported at the decompressed offset where it shows."""
 
     def __init__(self, stream: Readable, source: str, kind: str) -> None:
-        self._stream = stream
-        self._source = source
+        super().__init__(stream, source)
         self.kind = kind  # "bzip2" or "xz"
         self._magic = BZIP2_MAGIC if kind == "bzip2" else XZ_MAGIC
         self._d: bz2.BZ2Decompressor | lzma.LZMADecompressor | None = None
-        self._pending = b""  # compressed input not yet given to a decompressor
-        self._eof = False
-        self.truncated = False
-        self.produced = 0
 
     def read(self, size: int = -1, /) -> bytes:
         if size <= 0:
@@ -242,9 +248,6 @@ class UnpackedStream:
                     return b""
                 continue  # a few bytes left: a stream's start, or garbage
             self._pending += more
-
-    def _error(self, message: str) -> CaptureError:
-        return CaptureError(self._source, message, self.produced)
 
 
 class ChunkBuffer:
